@@ -1,0 +1,398 @@
+"""Settings: one pydantic-settings model, built from layers with provenance.
+
+Precedence, lowest first::
+
+    built-in defaults < tier profile < config file < environment < command line
+
+The environment has two spellings: ``SPRINTD_<SECTION>__<KEY>`` for everything,
+and the seed system's documented names (``TIER``, ``GC_PERCENT`` ...) as
+aliases; the ``SPRINTD_`` name wins when both are set.
+
+Each layer is kept as the plain dict it contributed, so ``sprintd config`` can
+say where every effective value came from and a validation error can name the
+field, the value and the layer in one line. Plugins contribute their own
+sections (see ``hookspecs.sprintd_settings_sections``); the model is extended
+with them before validation, so a typo in a plugin's section fails as loudly as
+one in the core's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from .tiers import TIERS, Tier, TierProfile, load_profile
+
+__all__ = [
+    "ConfigError",
+    "Layer",
+    "LoadedSettings",
+    "PluginSection",
+    "Section",
+    "ServerSettings",
+    "Settings",
+    "TuningSettings",
+    "load_settings",
+]
+
+ENV_PREFIX = "SPRINTD_"
+# Names the environment may carry that are not settings.
+ENV_NOT_SETTINGS = frozenset({"SPRINTD_CONFIG"})
+# The seed system's environment names and the settings they set.
+SEED_ENV_ALIASES: Mapping[str, tuple[str, ...]] = {
+    "TIER": ("tier",),
+    "GC_PERCENT": ("tuning", "gc_percent"),
+    "MAX_CPU_CORES": ("tuning", "max_cpu_cores"),
+    "HIGH_PRIORITY": ("tuning", "high_priority"),
+    "LOCK_OS_THREAD": ("tuning", "lock_os_thread"),
+    "PREALLOC_BUFFERS": ("tuning", "prealloc_buffers"),
+    "OPTIMIZE_SYSTEM": ("tuning", "optimize_system"),
+}
+# The seed's JSON files call the tuning section this.
+SEED_TUNING_KEY = "performance_optimizations"
+
+
+class Section(BaseModel):
+    """A settings section: unknown keys are errors, values never change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PluginSection(Section):
+    """Base of a plugin's own section; ``enabled = false`` unregisters it.
+
+    A plugin whose state lives in the process (an order book, an in-memory
+    store) sets ``process_local = True``: it then needs one owner, and more
+    than one worker is a configuration error while it is enabled.
+    """
+
+    process_local: ClassVar[bool] = False
+    enabled: bool = True
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=256)
+    backlog: int = Field(1024, ge=1)
+    # A keep-alive connection with no request under way is closed after this.
+    keepalive_timeout: float = Field(5.0, gt=0)
+    # A request's head must arrive whole within this (slow-loris).
+    header_timeout: float = Field(10.0, gt=0)
+    # A request's body must arrive whole within this.
+    body_timeout: float = Field(30.0, gt=0)
+    # h11's own default incomplete-event limit; larger heads get 431.
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
+    max_body_bytes: int = Field(1024 * 1024, ge=0)
+    # In-flight requests get this long after SIGTERM before the loop is cancelled.
+    drain_timeout: float = Field(10.0, ge=0)
+
+
+class TuningSettings(Section):
+    # default: CPython's automatic GC. tuned: start-up heap frozen, larger
+    # thresholds. manual: automatic GC off, young collections in idle time.
+    gc_mode: Literal["default", "tuned", "manual"] = "default"
+    # Go's GOGC, kept in meaning: a full collection runs once the heap
+    # (pymalloc's allocated blocks) has grown by this percentage since the last.
+    gc_percent: int = Field(100, ge=1, le=10_000)
+    # 0: every core the process may use; N: the first N of them.
+    max_cpu_cores: int = Field(0, ge=0)
+    high_priority: bool = False
+    # The nice value that high_priority asks for.
+    nice: int = Field(-10, ge=-20, le=19)
+    # SCHED_FIFO for the loop thread; only where the kernel permits it.
+    realtime: bool = False
+    # Go's LockOSThread, in CPython terms: the loop's thread is pinned to the
+    # worker's core while helper threads may use the rest of the set.
+    lock_os_thread: bool = False
+    lock_memory: bool = False
+    prealloc_buffers: bool = False
+    buffer_count: int = Field(256, ge=1)
+    buffer_size: int = Field(64 * 1024, ge=4096)
+    # Interpreter and socket settings: switch interval, TCP_NODELAY, open-file limit.
+    optimize_system: bool = False
+    switch_interval_ms: float = Field(1.0, gt=0)
+
+
+S = TypeVar("S", bound=Section)
+
+
+class Settings(BaseSettings):
+    """The core's settings. Plugin sections are added by ``load_settings``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    tier: Tier = "free"
+    data_dir: Path = Path("sprintd-data")
+    plugins: tuple[str, ...] = ()
+    server: ServerSettings = ServerSettings()
+    tuning: TuningSettings = TuningSettings()
+
+    def section(self, name: str, kind: type[S]) -> S:
+        """A plugin's section, typed as the plugin declared it."""
+        value = getattr(self, name)
+        if not isinstance(value, kind):
+            raise TypeError(f"settings section {name!r} is {type(value).__name__}")
+        return value
+
+
+class ConfigError(Exception):
+    """A configuration that cannot start: the message is one line for the user."""
+
+
+Path_ = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """What one source contributed, and how a user spells its keys."""
+
+    name: str
+    values: dict[str, Any]
+    spell: Callable[[Path_], str]
+
+    def lookup(self, path: Path_) -> tuple[bool, Any]:
+        node: Any = self.values
+        for key in path:
+            if not isinstance(node, dict) or key not in node:
+                return False, None
+            node = node[key]
+        return True, node
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    settings: Settings
+    profile: TierProfile
+    # Lowest precedence first.
+    layers: tuple[Layer, ...]
+
+    def origin(self, path: Path_) -> str:
+        """The layer an effective value came from, as the user would spell it."""
+        for layer in reversed(self.layers):
+            if layer.lookup(path)[0]:
+                return layer.spell(path)
+        return "default"
+
+    def effective(self) -> Iterator[tuple[str, Any, str]]:
+        """Every effective value as (dotted name, value, origin)."""
+        for path, value in _leaves(self.settings.model_dump(mode="json")):
+            yield ".".join(path), value, self.origin(path)
+
+
+def _leaves(node: Mapping[str, Any], prefix: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
+    for key, value in node.items():
+        if isinstance(value, Mapping) and value:
+            yield from _leaves(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value
+
+
+def _set(tree: dict[str, Any], path: Path_, value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _merge(layers: tuple[Layer, ...]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for path, value in _leaves(layer.values):
+            _set(merged, path, value)
+    return merged
+
+
+# --- the layers, each read on its own ------------------------------------------
+
+
+def _file_layer(path: str) -> Layer:
+    try:
+        text = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"config file {path}: cannot read it: {reason}") from None
+    try:
+        if path.endswith(".json") or text.lstrip().startswith("{"):
+            values = json.loads(text)
+        else:
+            values = tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path}: not valid JSON or TOML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path}: the top level must be a table or object")
+    if SEED_TUNING_KEY in values:
+        if "tuning" in values:
+            raise ConfigError(f"config file {path}: both tuning and {SEED_TUNING_KEY} are set")
+        values["tuning"] = values.pop(SEED_TUNING_KEY)
+
+    def spell(key: Path_) -> str:
+        return f"config file {path} ({'.'.join(key)})"
+
+    return Layer(f"config file {path}", values, spell)
+
+
+def _seed_env_layer(environ: Mapping[str, str]) -> Layer:
+    values: dict[str, Any] = {}
+    names: dict[Path_, str] = {}
+    for name, path in SEED_ENV_ALIASES.items():
+        if name in environ:
+            _set(values, path, environ[name])
+            names[path] = name
+    return Layer("environment (seed names)", values, lambda key: f"environment {names[key]}")
+
+
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping."""
+
+    def __init__(self, model: type[Settings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(model)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Settings are case-insensitive, so keys are folded as the base class does.
+        return {name.lower(): value for name, value in self._environ.items()}
+
+
+def _env_layer(model: type[Settings], environ: Mapping[str, str]) -> Layer:
+    values = _EnvSource(model, environ)()
+
+    def spell(key: Path_) -> str:
+        return f"environment {ENV_PREFIX}{'__'.join(key).upper()}"
+
+    return Layer("environment", values, spell)
+
+
+def _cli_layer(cli: Mapping[str, Any]) -> Layer:
+    values: dict[str, Any] = {}
+    flags: dict[Path_, str] = {}
+    for flag, (path, value) in cli.items():
+        if value is not None:
+            _set(values, path, value)
+            flags[path] = flag
+    return Layer("command line", values, lambda key: f"command line {flags[key]}")
+
+
+def _tier_layer(profile: TierProfile) -> Layer:
+    name = f"tier profile {profile.name}"
+    return Layer(name, profile.settings, lambda _: name)
+
+
+# --- validation ----------------------------------------------------------------
+
+
+def _unknown_env(model: type[BaseModel], environ: Mapping[str, str]) -> str | None:
+    """The first SPRINTD_ variable that names no setting, if any."""
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in ENV_NOT_SETTINGS:
+            continue
+        node: type[BaseModel] | None = model
+        for part in name[len(ENV_PREFIX) :].lower().split("__"):
+            field = node.model_fields.get(part) if node is not None else None
+            if field is None:
+                return name
+            annotation = field.annotation
+            node = (
+                annotation
+                if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+                else None
+            )
+    return None
+
+
+def _describe(error: Mapping[str, Any], layers: tuple[Layer, ...]) -> str:
+    path = tuple(str(part) for part in error["loc"])
+    origin = "default"
+    for layer in reversed(layers):
+        if layer.lookup(path)[0]:
+            origin = layer.spell(path)
+            break
+    message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+    return f"{'.'.join(path)} = {error['input']!r} from {origin}: {message}"
+
+
+def extend(sections: Mapping[str, type[PluginSection]]) -> type[Settings]:
+    """The settings model with the plugins' sections added."""
+    clashes = sorted(set(sections) & set(Settings.model_fields))
+    if clashes:
+        raise ConfigError(f"plugin section {clashes[0]!r} clashes with a core setting")
+    if not sections:
+        return Settings
+    fields: dict[str, Any] = {name: (kind, kind()) for name, kind in sections.items()}
+    return create_model("Settings", __base__=Settings, **fields)
+
+
+def read_plugin_names(
+    config_path: str | None, environ: Mapping[str, str] | None = None
+) -> tuple[str, ...]:
+    """The ``plugins`` list, read before the plugins can extend the model."""
+    upper = [_env_layer(Settings, os.environ if environ is None else environ)]
+    if config_path:
+        upper.insert(0, _file_layer(config_path))
+    merged = _merge(tuple(upper))
+    names = merged.get("plugins", ())
+    if isinstance(names, str):
+        names = [name.strip() for name in names.split(",") if name.strip()]
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"plugins = {names!r}: expected a list of module names")
+    return tuple(names)
+
+
+def load_settings(
+    *,
+    cli: Mapping[str, tuple[Path_, Any]] | None = None,
+    config_path: str | None = None,
+    sections: Mapping[str, type[PluginSection]] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LoadedSettings:
+    """Read every layer, resolve the tier, validate, and keep the provenance.
+
+    Args:
+        cli: flag spelling -> (settings path, value); ``None`` values are unset.
+        config_path: a JSON or TOML file, or ``None``.
+        sections: plugin sections to validate alongside the core's.
+        environ: the environment (``os.environ`` by default).
+
+    Raises:
+        ConfigError: one line naming the field, the value and the layer.
+    """
+    environ = os.environ if environ is None else environ
+    model = extend(sections or {})
+    upper: list[Layer] = []
+    if config_path:
+        upper.append(_file_layer(config_path))
+    upper += [_seed_env_layer(environ), _env_layer(model, environ), _cli_layer(cli or {})]
+    unknown = _unknown_env(model, environ)
+    if unknown is not None:
+        raise ConfigError(f"{unknown} from environment: unknown setting")
+
+    tier = _merge(tuple(upper)).get("tier", Settings.model_fields["tier"].default)
+    if tier not in TIERS:
+        probe = (Layer("default", {}, lambda _: "default"), *upper)
+        error = {
+            "loc": ("tier",),
+            "input": tier,
+            "type": "literal_error",
+            "msg": f"unknown tier; expected one of {', '.join(TIERS)}",
+        }
+        raise ConfigError(_describe(error, probe))
+    profile = load_profile(tier)
+    layers = (_tier_layer(profile), *upper)
+    try:
+        settings = model.model_validate(_merge(layers))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0], layers)) from None
+    return LoadedSettings(settings=settings, profile=profile, layers=layers)
