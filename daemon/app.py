@@ -1,0 +1,121 @@
+"""The application one worker serves: settings, plugins and what they contributed.
+
+Start-up reads top to bottom: the settings are loaded (``settings``), the tier's
+tuning applied (``tuning``), then ``App.setup`` asks every plugin, in hook
+order, for its routes, snapshots, listeners, health checks, metrics and
+background tasks. The server (``server``) only ever reads what is built here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pluggy
+
+from .latency import Recorder
+from .routing import Route, Router
+from .settings import LoadedSettings, Settings
+from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
+from .tiers import TierProfile
+from .tuning import Tuner
+
+__all__ = [
+    "App",
+    "BackgroundTask",
+    "CheckStatus",
+    "HealthCheck",
+    "Listener",
+    "Route",
+    "SnapshotSpec",
+]
+
+CheckStatus = Literal["pass", "warn", "fail"]
+BackgroundTask = Callable[["App"], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A component /health reports on: ``check()`` returns (status, details)."""
+
+    name: str
+    check: Callable[[], tuple[CheckStatus, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """An extra port: ``serve`` owns one connected non-blocking socket."""
+
+    name: str
+    host: str
+    port: int
+    serve: Callable[[socket.socket], Awaitable[None]]
+
+
+@dataclass
+class App:
+    loaded: LoadedSettings
+    pm: pluggy.PluginManager
+    tuner: Tuner
+    worker_index: int = 0
+    router: Router = field(default_factory=Router)
+    snapshots: SnapshotTable = field(default_factory=SnapshotTable)
+    recorders: dict[str, Recorder] = field(default_factory=dict)
+    health_checks: list[HealthCheck] = field(default_factory=list)
+    collectors: list[Any] = field(default_factory=list)
+    listeners: list[Listener] = field(default_factory=list)
+    background: list[BackgroundTask] = field(default_factory=list)
+    # Filled in by the server once it is bound: name -> (host, port).
+    bound: dict[str, tuple[str, int]] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+    pid: int = field(default_factory=os.getpid)
+    draining: bool = False
+
+    @property
+    def settings(self) -> Settings:
+        return self.loaded.settings
+
+    @property
+    def profile(self) -> TierProfile:
+        return self.loaded.profile
+
+    def recorder(self, name: str) -> Recorder:
+        """The latency recorder of a route name, made on first use."""
+        found = self.recorders.get(name)
+        if found is None:
+            found = self.recorders[name] = Recorder(name)
+        return found
+
+    def add_route(self, route: Route) -> None:
+        self.router.add(route, self.recorder(route.name or route.path))
+
+    def add_snapshot(self, spec: SnapshotSpec) -> Snapshot:
+        return self.snapshots.register(
+            spec.path, spec.body, self.recorder(spec.path), spec.content_type, spec.status
+        )
+
+    def setup(self) -> None:
+        """Ask every plugin for its contributions, in hook order."""
+        hook = self.pm.hook
+        hook.sprintd_configure(app=self)
+        for routes in hook.sprintd_routes(app=self):
+            for route in routes:
+                self.add_route(route)
+        for specs in hook.sprintd_snapshots(app=self):
+            for spec in specs:
+                self.add_snapshot(spec)
+        for listeners in hook.sprintd_listeners(app=self):
+            self.listeners.extend(listeners)
+        for checks in hook.sprintd_health_checks(app=self):
+            self.health_checks.extend(checks)
+        for collectors in hook.sprintd_metrics(app=self):
+            self.collectors.extend(collectors)
+        for tasks in hook.sprintd_background_tasks(app=self):
+            self.background.extend(tasks)
+
+    def teardown(self) -> None:
+        self.pm.hook.sprintd_unconfigure(app=self)

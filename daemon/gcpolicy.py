@@ -1,0 +1,162 @@
+"""Garbage-collection policy by tier, and the pause monitor.
+
+CPython collects a generation when its allocation count passes a threshold,
+and the oldest one when long-lived objects have grown by 25%. sprintd keeps
+the young generations to the tier and takes the full collections over,
+triggered the way Go's GOGC triggers them, so the seed's ``gc_percent`` keeps
+its meaning: a full collection runs once the heap (pymalloc's allocated
+blocks, ``sys.getallocatedblocks()``) has grown by ``gc_percent`` percent
+since the last one.
+
+Modes:
+- default: CPython's young thresholds (700, 10); full collections by growth.
+- tuned: the start-up heap is frozen (``gc.freeze()``: never scanned again)
+  and young collections run ten times less often.
+- manual: frozen, and automatic collection is off. Young collections run when
+  the loop has been idle for ``IDLE_CUSHION``, full ones at idle once grown;
+  under unbroken load the hard limits below still force them, so memory is
+  bounded whatever the traffic.
+
+Every collection's pause is timed through ``gc.callbacks`` into a recorder per
+generation; /metrics exposes them as a histogram.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from typing import Any, Literal
+
+import trio
+from trio.testing import wait_all_tasks_blocked
+
+from .latency import Recorder
+
+__all__ = ["GCPolicy", "PauseMonitor"]
+
+GCMode = Literal["default", "tuned", "manual"]
+
+# CPython's own young thresholds, and tuned ones: a young collection scans only
+# objects allocated since the last, so ten times fewer of them cost the same
+# per object but pause ten times less often.
+DEFAULT_THRESHOLDS = (700, 10)
+TUNED_THRESHOLDS = (7000, 10)
+# Full collections are ours: the oldest generation's threshold is out of reach.
+NEVER = 1_000_000_000
+# How often the governor looks at the heap; getallocatedblocks walks arenas.
+TICK = 0.1
+# manual mode: "idle" means no task has run for this long.
+IDLE_CUSHION = 0.002
+# manual mode: young objects that make an idle collection worth it, and the
+# count past which one runs even under load (a pause of well under 1 ms here).
+IDLE_MIN_YOUNG = 500
+FORCE_YOUNG = 50_000
+# manual mode: a full collection waits for idle until growth passes this
+# multiple of gc_percent, then runs anyway.
+FORCE_FULL_FACTOR = 4
+
+
+class PauseMonitor:
+    """Times every collection, per generation, through ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.recorders = [Recorder(f"gc{gen}") for gen in range(3)]
+        self._started = 0
+
+    def install(self) -> None:
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def uninstall(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter_ns()
+        else:
+            self.recorders[info["generation"]].record(time.perf_counter_ns() - self._started)
+
+    @property
+    def max_pause_ns(self) -> int:
+        return max(r.max for r in self.recorders)
+
+
+class GCPolicy:
+    def __init__(self, mode: GCMode, percent: int) -> None:
+        self.mode = mode
+        self.percent = percent
+        self.baseline = 0
+        self.full_collections = 0
+        self.monitor = PauseMonitor()
+
+    def configure(self) -> None:
+        """Set thresholds at start-up, before plugins build their state."""
+        young = TUNED_THRESHOLDS if self.mode == "tuned" else DEFAULT_THRESHOLDS
+        gc.set_threshold(*young, NEVER)
+        if self.mode == "manual":
+            gc.disable()
+        else:
+            gc.enable()
+        self.monitor.install()
+
+    def started(self) -> None:
+        """Start-up is over: freeze what it built, and measure the heap.
+
+        The pause monitor starts afresh here: start-up's collections (the one
+        before the freeze above all) are not pauses any request waited for.
+        """
+        if self.mode != "default":
+            gc.collect()
+            gc.freeze()
+        self.baseline = sys.getallocatedblocks()
+        for recorder in self.monitor.recorders:
+            recorder.reset()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "enabled": gc.isenabled(),
+            "thresholds": list(gc.get_threshold()),
+            "frozen_objects": gc.get_freeze_count(),
+            "gc_percent": self.percent,
+            "heap_blocks": sys.getallocatedblocks(),
+            "full_collection_at_blocks": self._full_limit(1),
+            "full_collections": self.full_collections,
+            "max_pause_ms": self.monitor.max_pause_ns / 1e6,
+        }
+
+    def _full_limit(self, factor: int) -> int:
+        return self.baseline + self.baseline * self.percent * factor // 100
+
+    def _collect_full(self) -> None:
+        gc.collect()
+        self.full_collections += 1
+        self.baseline = sys.getallocatedblocks()
+
+    async def run(self) -> None:
+        """The governor: a background task for the worker's lifetime."""
+        while True:
+            await trio.sleep(TICK)
+            blocks = sys.getallocatedblocks()
+            if self.mode != "manual":
+                if blocks > self._full_limit(1):
+                    self._collect_full()
+                continue
+            young = gc.get_count()[0]
+            grown = blocks > self._full_limit(1)
+            if young < IDLE_MIN_YOUNG and not grown:
+                continue
+            with trio.move_on_after(TICK):
+                await wait_all_tasks_blocked(IDLE_CUSHION)
+                if grown:
+                    self._collect_full()
+                else:
+                    gc.collect(1)
+                continue
+            # No idle moment within a tick: collect only past the hard limits.
+            if blocks > self._full_limit(FORCE_FULL_FACTOR):
+                self._collect_full()
+            elif young > FORCE_YOUNG:
+                gc.collect(0)

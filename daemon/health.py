@@ -1,0 +1,201 @@
+"""The core's health plugin: /health, /livez, /readyz and /v1/stats.
+
+/health follows the draft "Health Check Response Format for HTTP APIs"
+(application/health+json): a ``status`` of pass, warn or fail, and ``checks``
+keyed by component, each a list of observations. Everything under
+``runtime`` is read from the process when asked (affinity, priority, GC
+state), never from the settings, so it cannot claim what the kernel refused.
+
+/livez and /readyz are fast-path snapshots: a load balancer can poll them at
+any rate for nothing. /readyz turns 503 as soon as the worker drains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from . import __version__
+from .app import App, BackgroundTask, CheckStatus, HealthCheck, Route, SnapshotSpec
+from .hookspecs import hookimpl
+from .http import Request, Response
+from .latency import merged
+from .tuning import vm_locked_kib
+
+__all__ = ["HealthPlugin", "health", "performance", "stats"]
+
+HEALTH_JSON = b"application/health+json"
+LIVE = b'{"status":"pass"}'
+READY = b'{"status":"pass"}'
+DRAINING = b'{"status":"fail","reason":"draining"}'
+# The event loop is "lagging" when a short sleep overshoots by more than this.
+LOOP_LAG_WARN_S = 0.05
+LOOP_PROBE_INTERVAL_S = 0.5
+_STATUS_RANK = {"pass": 0, "warn": 1, "fail": 2}
+
+
+class _LoopProbe:
+    """How late the loop wakes a sleeping task: lag that every request shares."""
+
+    def __init__(self) -> None:
+        self.last_lag_s = 0.0
+        self.max_lag_s = 0.0
+
+    async def run(self, app: App) -> None:
+        while True:
+            start = trio.current_time()
+            await trio.sleep(LOOP_PROBE_INTERVAL_S)
+            lag = trio.current_time() - start - LOOP_PROBE_INTERVAL_S
+            self.last_lag_s = lag
+            self.max_lag_s = max(self.max_lag_s, lag)
+
+    def check(self) -> tuple[CheckStatus, dict[str, Any]]:
+        status: CheckStatus = "warn" if self.last_lag_s > LOOP_LAG_WARN_S else "pass"
+        return status, {
+            "observedValue": round(self.last_lag_s * 1000, 3),
+            "observedUnit": "ms",
+            "max_ms": round(self.max_lag_s * 1000, 3),
+        }
+
+
+def _served(app: App) -> list[Any]:
+    return [rec for name, rec in app.recorders.items() if not name.startswith("<")]
+
+
+def performance(app: App) -> dict[str, Any]:
+    """SLA compliance: the share of requests answered within the tier's p99.9 target."""
+    target_ms = app.profile.sla_p999_ms
+    total = merged("all", _served(app))
+    summary = total.summary()
+    compliance = total.fraction_at_or_below(int(target_ms * 1e6))
+    return {
+        "sla_target_ms": target_ms,
+        "sla_compliance": compliance,
+        "sla_met": summary.p999 <= target_ms * 1e6,
+        "requests": summary.count,
+        "avg_latency_ms": summary.mean / 1e6,
+        "p99_latency_ms": summary.p99 / 1e6,
+        "p99_9_latency_ms": summary.p999 / 1e6,
+        "max_latency_ms": summary.max / 1e6,
+    }
+
+
+def _runtime(app: App) -> dict[str, Any]:
+    return {
+        "worker": app.worker_index,
+        "workers": app.settings.server.workers,
+        "pid": os.getpid(),
+        "uptime_s": round(time.time() - app.started_at, 3),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "gc": app.tuner.gc.state(),
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        "priority": os.getpriority(os.PRIO_PROCESS, 0),
+        "memory_locked_kib": vm_locked_kib(),
+    }
+
+
+def health(app: App) -> tuple[int, dict[str, Any]]:
+    perf = performance(app)
+    checks: dict[str, list[dict[str, Any]]] = {}
+    worst = "pass"
+    sla_status: CheckStatus = "pass" if perf["sla_met"] else "warn"
+    results: list[tuple[str, CheckStatus, dict[str, Any]]] = [
+        (
+            "sla",
+            sla_status,
+            {
+                "observedValue": perf["p99_9_latency_ms"],
+                "observedUnit": "ms",
+                "target_ms": perf["sla_target_ms"],
+            },
+        ),
+    ]
+    for check in app.health_checks:
+        try:
+            status, details = check.check()
+        except Exception as exc:
+            status, details = "fail", {"output": f"check raised {type(exc).__name__}: {exc}"}
+        results.append((check.name, status, details))
+    for name, status, details in results:
+        checks.setdefault(name, []).append({"status": status, **details})
+        if _STATUS_RANK[status] > _STATUS_RANK[worst]:
+            worst = status
+    if app.draining:
+        worst = "fail"
+    body = {
+        "status": worst,
+        "tier": app.settings.tier,
+        "optimization_level": app.profile.optimization_level,
+        "version": __version__,
+        "runtime": _runtime(app),
+        "tuning": app.tuner.report.as_dict(),
+        "performance_stats": perf,
+        "checks": checks,
+    }
+    return (503 if worst == "fail" else 200), body
+
+
+def stats(app: App) -> dict[str, Any]:
+    routes = {}
+    for name, rec in sorted(app.recorders.items()):
+        routes[name] = {
+            "count": rec.count,
+            "client_errors": rec.client_errors,
+            "server_errors": rec.server_errors,
+            "all_time_ms": rec.summary().as_ms(),
+            "recent_ms": rec.recent_summary().as_ms(),
+            "sla_compliance": rec.fraction_at_or_below(int(app.profile.sla_p999_ms * 1e6)),
+        }
+    return {
+        "tier": app.settings.tier,
+        "sla_target_ms": app.profile.sla_p999_ms,
+        "uptime_s": round(time.time() - app.started_at, 3),
+        "routes": routes,
+        "performance_stats": performance(app),
+    }
+
+
+# --- the plugin --------------------------------------------------------------
+
+
+class HealthPlugin:
+    """Registered once per plugin manager, so each app has its own loop probe."""
+
+    def __init__(self) -> None:
+        self.probe = _LoopProbe()
+
+    @hookimpl
+    def sprintd_routes(self, app: App) -> Sequence[Route]:
+        def get_health(request: Request) -> Response:
+            status, body = health(app)
+            return Response(status, json.dumps(body).encode("utf-8"), HEALTH_JSON)
+
+        def get_stats(request: Request) -> Response:
+            return Response.data(stats(app), msgpack_=request.wants_msgpack())
+
+        return [Route("GET", "/health", get_health), Route("GET", "/v1/stats", get_stats)]
+
+    @hookimpl
+    def sprintd_snapshots(self, app: App) -> Sequence[SnapshotSpec]:
+        return [SnapshotSpec("/livez", LIVE), SnapshotSpec("/readyz", READY)]
+
+    @hookimpl
+    def sprintd_health_checks(self, app: App) -> Sequence[HealthCheck]:
+        return [HealthCheck("event_loop", self.probe.check)]
+
+    @hookimpl
+    def sprintd_background_tasks(self, app: App) -> Sequence[BackgroundTask]:
+        return [self.probe.run]
+
+    @hookimpl
+    def sprintd_drain(self, app: App) -> None:
+        ready = app.snapshots.get("/readyz")
+        if ready is not None:
+            ready.publish(DRAINING, 503)

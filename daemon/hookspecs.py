@@ -1,0 +1,157 @@
+"""Every hook a sprintd plugin can implement, in one place.
+
+A plugin is any module or object with functions marked ``@hookimpl`` (from
+``sprintd.hookspecs``) whose names are below. The manager calls them in this
+order at start-up, in each worker process::
+
+    sprintd_settings_sections   before the settings are validated
+    sprintd_configure           the settings are valid; build your state
+    sprintd_routes              the HTTP routes served through h11
+    sprintd_snapshots           pre-encoded responses for the fast path
+    sprintd_listeners           extra ports with their own protocol
+    sprintd_health_checks       components that /health reports on
+    sprintd_metrics             Prometheus collectors added to /metrics
+    sprintd_background_tasks    tasks that run beside the server
+    sprintd_drain               SIGTERM: stop taking new work
+    sprintd_unconfigure         the worker is stopping; flush and release
+
+A hook implemented under a name that is not here fails start-up (the manager
+calls ``check_pending``), so a misspelt hook is never a silent no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .app import App, BackgroundTask, HealthCheck, Listener, Route, SnapshotSpec
+    from .settings import PluginSection
+
+__all__ = ["PROJECT", "hookimpl", "hookspec"]
+
+PROJECT = "sprintd"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# -------------------------------------------------------------------------
+# Settings
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def sprintd_settings_sections() -> Mapping[str, type[PluginSection]]:
+    """Declare the settings sections this plugin owns.
+
+    Return a mapping of section name to a ``PluginSection`` subclass. The
+    section is read from the config file (``[name]``), from the environment
+    (``SPRINTD_NAME__KEY``) and validated with the core's; its ``enabled`` key
+    lets a deployment switch the plugin off.
+
+    Called before the settings exist, so it must not depend on them.
+    """
+
+
+# -------------------------------------------------------------------------
+# Start-up and shutdown
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def sprintd_configure(app: App) -> None:
+    """Build the plugin's state from ``app.settings``.
+
+    Called once per worker after the settings are validated and the tier's
+    tuning is applied, before any other hook below. Raise ``ConfigError``
+    (from ``sprintd.settings``) to stop start-up with a one-line reason.
+    """
+
+
+@hookspec
+def sprintd_drain(app: App) -> None:
+    """The worker has begun to drain (SIGTERM or SIGINT).
+
+    The listeners are closed and in-flight requests are finishing; stop
+    taking new work (feeds, timers) and mark yourself not ready. Must not
+    block: the drain has ``server.drain_timeout`` in all.
+    """
+
+
+@hookspec
+def sprintd_unconfigure(app: App) -> None:
+    """Release what ``sprintd_configure`` built.
+
+    Called once per worker after the server has drained and the background
+    tasks are cancelled, in reverse registration order.
+    """
+
+
+# -------------------------------------------------------------------------
+# Serving
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def sprintd_routes(app: App) -> Sequence[Route]:
+    """Return the HTTP routes this plugin serves through the h11 path.
+
+    A route's path may hold ``{name}`` segments, passed to the handler in
+    ``request.params``. Two plugins registering the same method and path fail
+    start-up.
+    """
+
+
+@hookspec
+def sprintd_snapshots(app: App) -> Sequence[SnapshotSpec]:
+    """Return the fast-path snapshots this plugin publishes.
+
+    A snapshot is a body-less GET/HEAD answered from one pre-encoded bytes
+    object. ``app.snapshots.get(path).publish(body)`` swaps it atomically
+    later; new snapshots can be added at run time with
+    ``app.snapshots.register``.
+    """
+
+
+@hookspec
+def sprintd_listeners(app: App) -> Sequence[Listener]:
+    """Return extra ports this plugin serves with a protocol of its own.
+
+    Each listener's ``serve`` is called with a connected, non-blocking socket
+    in its own task; the core owns accepting, limits and shutdown.
+    """
+
+
+@hookspec
+def sprintd_background_tasks(app: App) -> Sequence[BackgroundTask]:
+    """Return tasks to run beside the server for the worker's lifetime.
+
+    Each is an ``async`` callable taking the ``App``; it starts once the
+    listeners are bound and is cancelled after the drain.
+    """
+
+
+# -------------------------------------------------------------------------
+# Observability
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def sprintd_health_checks(app: App) -> Sequence[HealthCheck]:
+    """Return the components that ``GET /health`` reports on.
+
+    Each check is a named callable returning ``(status, details)`` with a
+    status of ``pass``, ``warn`` or ``fail``; the worst one sets the overall
+    status. Checks run on every /health request, so keep them cheap.
+    """
+
+
+@hookspec
+def sprintd_metrics(app: App) -> Sequence[Any]:
+    """Return Prometheus collectors to expose on ``GET /metrics``.
+
+    Any object with a ``collect()`` method yielding
+    ``prometheus_client`` metric families; it runs at scrape time only.
+    """

@@ -1,0 +1,200 @@
+"""Requests, responses and errors as the handlers see them.
+
+h11 parses every request the fast path does not take, but responses are
+encoded here, once, into a single bytes object: the same encoder builds the
+fast path's snapshots and the h11 path's answers, so the two cannot disagree
+on a header. Errors are values with a status hint, as in h11: a handler raises
+``HTTPError(status, code, message)`` and the server answers
+``{"error": {"code", "message"}}`` with that status.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl
+
+import cysimdjson
+import msgpack
+
+__all__ = [
+    "JSON",
+    "MSGPACK",
+    "HTTPError",
+    "Request",
+    "Response",
+    "date_line",
+    "encode_response",
+    "error_body",
+    "error_response",
+    "tick_date",
+]
+
+JSON = b"application/json"
+MSGPACK = b"application/msgpack"
+SERVER_LINE = b"server: sprintd\r\n"
+
+_STATUS_LINES = {
+    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("ascii")
+    for status in HTTPStatus
+}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else f"HTTP/1.1 {status} \r\n".encode("ascii")
+
+
+# The Date header changes once a second; the server's clock task calls
+# tick_date() and republishes the snapshots, so no request formats a date.
+_date = [b""]
+
+
+def tick_date(now: float | None = None) -> bytes:
+    _date[0] = f"date: {formatdate(now, usegmt=True)}\r\n".encode("ascii")
+    return _date[0]
+
+
+def date_line() -> bytes:
+    return _date[0]
+
+
+tick_date()
+
+
+class HTTPError(Exception):
+    """A failure that maps to an HTTP status, with a machine-readable code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class Request:
+    """One parsed request. ``params`` holds the route's ``{name}`` segments."""
+
+    __slots__ = ("body", "headers", "method", "params", "path", "query")
+
+    def __init__(
+        self,
+        method: bytes,
+        path: bytes,
+        query: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: bytes = b"",
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.params: dict[str, str] = {}
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a header; ``name`` in lower case."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def content_type(self) -> bytes:
+        value = self.header(b"content-type")
+        return value.split(b";", 1)[0].strip().lower() if value else b""
+
+    def wants_msgpack(self) -> bool:
+        accept = self.header(b"accept")
+        return self.content_type == MSGPACK or (accept is not None and MSGPACK in accept)
+
+    def query_params(self) -> dict[str, str]:
+        return dict(parse_qsl(self.query.decode("latin-1"), keep_blank_values=True))
+
+    def data(self) -> Any:
+        """The body decoded from JSON (cysimdjson) or msgpack, by content type.
+
+        Raises:
+            HTTPError: 400 for a body that does not decode, 415 for another type.
+        """
+        kind = self.content_type
+        if kind == MSGPACK:
+            try:
+                return msgpack.unpackb(self.body, raw=False, strict_map_key=True)
+            except (ValueError, msgpack.UnpackException) as exc:
+                raise HTTPError(400, "invalid_body", f"body is not valid msgpack: {exc}") from None
+        if kind not in (JSON, b""):
+            raise HTTPError(
+                415, "unsupported_media_type", "send application/json or application/msgpack"
+            )
+        try:
+            # A parser per call: a cysimdjson document is only valid until its
+            # parser's next parse(), and handlers may interleave.
+            return cysimdjson.JSONParser().parse(self.body).export()
+        except ValueError as exc:
+            raise HTTPError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+
+
+class Response:
+    """A handler's answer; ``encode_response`` turns it into bytes."""
+
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes = b"",
+        content_type: bytes = JSON,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers
+
+    @classmethod
+    def data(cls, value: Any, status: int = 200, *, msgpack_: bool = False) -> Response:
+        """A JSON (or msgpack) response from plain Python data."""
+        if msgpack_:
+            return cls(status, msgpack.packb(value, use_bin_type=True), MSGPACK)
+        return cls(status, json.dumps(value, separators=(",", ":")).encode("utf-8"), JSON)
+
+
+def encode_response(
+    status: int,
+    body: bytes,
+    content_type: bytes = JSON,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    *,
+    head: bool = False,
+    keep_alive: bool = True,
+) -> bytes:
+    """The whole response as one bytes object, ready for one ``send``.
+
+    ``head`` leaves the body out but keeps its Content-Length, as RFC 9110
+    asks of HEAD. ``keep_alive=False`` adds ``connection: close``.
+    """
+    parts = [status_line(status), date_line(), SERVER_LINE]
+    if content_type and status not in (204, 304):
+        parts.append(b"content-type: " + content_type + b"\r\n")
+    for name, value in headers:
+        parts.append(name + b": " + value + b"\r\n")
+    if status >= 200 and status not in (204, 304):
+        parts.append(b"content-length: %d\r\n" % len(body))
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    if not head:
+        parts.append(body)
+    return b"".join(parts)
+
+
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode("utf-8")
+
+
+def error_response(status: int, code: str, message: str, *, keep_alive: bool) -> bytes:
+    return encode_response(status, error_body(code, message), keep_alive=keep_alive)

@@ -1,0 +1,190 @@
+"""The core's metrics plugin: GET /metrics in Prometheus text format.
+
+Request metrics live in sprintd's own recorders (``latency``), which cost a
+few integer operations per request; prometheus-client is used only at scrape
+time, for the exposition format and its process and platform collectors. Its
+own Histogram would take a lock per observation on the hot path.
+
+Histogram buckets are cumulative counts of the recorder's log-linear buckets
+whose upper bound lies at or below each ``le`` (a bucket is ~3% wide, so a
+sample within 3% under a bound may be counted in the next bound up).
+
+With several workers each one answers for itself: per-route series carry a
+``worker`` label, so a scrape that lands on another worker never looks like a
+counter reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from . import __version__
+from .app import App, Route
+from .health import performance
+from .hookspecs import hookimpl
+from .http import Request, Response
+from .latency import Recorder
+
+__all__ = ["MetricsPlugin", "render"]
+
+# Request latency bucket bounds in seconds: 25 us to 10 s, denser where a
+# low-latency tier's SLA sits.
+LATENCY_BUCKETS_S = (
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+GC_BUCKETS_S = (
+    0.00001,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+)
+
+
+def _histogram(
+    family: HistogramMetricFamily, labels: list[str], rec: Recorder, bounds: Sequence[float]
+) -> None:
+    counts = rec.cumulative([int(b * 1e9) for b in bounds])
+    buckets = [(repr(b), n) for b, n in zip(bounds, counts, strict=True)]
+    buckets.append(("+Inf", rec.count))
+    family.add_metric(labels, buckets, rec.total / 1e9)
+
+
+class _AppCollector:
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        app = self.app
+        worker = str(app.worker_index)
+        info = InfoMetricFamily("sprintd_tier", "The tier profile this worker runs.")
+        info.add_metric(
+            [],
+            {
+                "tier": app.settings.tier,
+                "optimization_level": app.profile.optimization_level,
+                "version": __version__,
+            },
+        )
+        yield info
+
+        latency = HistogramMetricFamily(
+            "sprintd_request_duration_seconds",
+            "Time from reading a request to sending its response, per route.",
+            labels=["route", "worker"],
+        )
+        requests = CounterMetricFamily(
+            "sprintd_requests", "Requests answered, per route.", labels=["route", "worker"]
+        )
+        errors = CounterMetricFamily(
+            "sprintd_request_errors",
+            "Requests answered with 4xx (client) or 5xx (server), per route.",
+            labels=["route", "worker", "kind"],
+        )
+        for name, rec in sorted(app.recorders.items()):
+            _histogram(latency, [name, worker], rec, LATENCY_BUCKETS_S)
+            requests.add_metric([name, worker], rec.count)
+            errors.add_metric([name, worker, "client"], rec.client_errors)
+            errors.add_metric([name, worker, "server"], rec.server_errors)
+        yield latency
+        yield requests
+        yield errors
+
+        perf = performance(app)
+        yield GaugeMetricFamily(
+            "sprintd_sla_target_seconds",
+            "The tier's p99.9 latency target.",
+            value=perf["sla_target_ms"] / 1000,
+        )
+        yield GaugeMetricFamily(
+            "sprintd_sla_compliance_ratio",
+            "Share of requests answered within the SLA target since start.",
+            value=perf["sla_compliance"],
+        )
+
+        applied = GaugeMetricFamily(
+            "sprintd_tuning_applied",
+            "1 where a tuning knob is in force as requested, 0 where it was refused.",
+            labels=["knob"],
+        )
+        for knob_name, knob in app.tuner.report.knobs.items():
+            applied.add_metric([knob_name], 1.0 if knob.ok else 0.0)
+        yield applied
+
+        gc_pauses = HistogramMetricFamily(
+            "sprintd_gc_pause_seconds",
+            "Garbage-collection pauses, per generation.",
+            labels=["generation"],
+        )
+        for gen, rec in enumerate(app.tuner.gc.monitor.recorders):
+            _histogram(gc_pauses, [str(gen)], rec, GC_BUCKETS_S)
+        yield gc_pauses
+        yield CounterMetricFamily(
+            "sprintd_gc_full_collections",
+            "Full collections the GC governor ran (heap grown by gc_percent).",
+            value=app.tuner.gc.full_collections,
+        )
+
+        # Plugins' collectors, read at scrape time: they register after this route.
+        for collector in app.collectors:
+            yield from collector.collect()
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
+
+
+class MetricsPlugin:
+    """Registered once per plugin manager: each app gets its own registry."""
+
+    @hookimpl
+    def sprintd_routes(self, app: App) -> Sequence[Route]:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_AppCollector(app))
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        content_type = CONTENT_TYPE_LATEST.encode("ascii")
+
+        def get_metrics(request: Request) -> Response:
+            return Response(200, render(registry), content_type)
+
+        return [Route("GET", "/metrics", get_metrics)]

@@ -1,0 +1,91 @@
+"""The plugin manager: built-ins first, then entry points, then the config's list.
+
+As in pytest, the essential plugins (health and metrics) cannot be disabled;
+the other built-ins register from ``BUILTINS`` and can be switched off with
+``enabled = false`` in their section. ``check_pending`` runs once everything
+is registered, so a hook implemented under a misspelt name fails start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from typing import cast
+
+import pluggy
+
+from . import hookspecs
+from .health import HealthPlugin
+from .metrics import MetricsPlugin
+from .settings import ConfigError, PluginSection, Settings
+
+__all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "apply_enabled", "make_manager", "plugin_sections"]
+
+ENTRY_POINT_GROUP = "sprintd.plugins"
+# Registered in every manager, never disabled: the daemon is not observable without them.
+ESSENTIAL = (("health", HealthPlugin), ("metrics", MetricsPlugin))
+# Built-in feature plugins, by module: name -> import path.
+BUILTINS: Mapping[str, str] = {}
+
+
+def make_manager(extra: Sequence[str] = ()) -> pluggy.PluginManager:
+    """A manager with the essential and built-in plugins, entry points and ``extra``.
+
+    Raises:
+        ConfigError: a plugin cannot be imported or implements an unknown hook.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name, factory in ESSENTIAL:
+        pm.register(factory(), name=name)
+    for name, module in BUILTINS.items():
+        pm.register(importlib.import_module(module), name=name)
+    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for module_name in extra:
+        if pm.has_plugin(module_name):
+            continue
+        try:
+            plugin = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"plugins = {module_name!r}: cannot import it: {exc}") from None
+        pm.register(plugin, name=module_name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise ConfigError(f"plugin {pm.get_name(exc.plugin)}: {exc}") from None
+    return pm
+
+
+def plugin_sections(pm: pluggy.PluginManager) -> dict[str, type[PluginSection]]:
+    """Every plugin's settings sections; two plugins claiming one name is an error."""
+    sections: dict[str, type[PluginSection]] = {}
+    owners: dict[str, str] = {}
+    for impl in pm.hook.sprintd_settings_sections.get_hookimpls():
+        declared = cast(Mapping[str, type[PluginSection]], impl.function())
+        for name, kind in declared.items():
+            if name in sections:
+                raise ConfigError(
+                    f"settings section {name!r} is claimed by {owners[name]} and {impl.plugin_name}"
+                )
+            sections[name] = kind
+            owners[name] = impl.plugin_name
+    return sections
+
+
+def apply_enabled(pm: pluggy.PluginManager, settings: Settings) -> None:
+    """Unregister plugins whose section says ``enabled = false``.
+
+    Raises:
+        ConfigError: a process-local plugin is enabled with more than one worker.
+    """
+    for impl in pm.hook.sprintd_settings_sections.get_hookimpls():
+        declared = cast(Mapping[str, type[PluginSection]], impl.function())
+        for name, kind in declared.items():
+            section = settings.section(name, kind)
+            if not section.enabled:
+                pm.unregister(name=impl.plugin_name)
+            elif kind.process_local and settings.server.workers > 1:
+                raise ConfigError(
+                    f"server.workers = {settings.server.workers}: plugin {name!r} keeps its "
+                    f"state in one process; run 1 worker or set {name}.enabled = false"
+                )

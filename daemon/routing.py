@@ -1,0 +1,86 @@
+"""Routes for the h11 path: exact paths in a dict, templated ones by regex."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .http import HTTPError, Request, Response
+from .latency import Recorder
+
+__all__ = ["BoundRoute", "Handler", "Route", "Router"]
+
+Handler = Callable[[Request], Response | Awaitable[Response]]
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One method and path; ``name`` labels its latency (the path by default)."""
+
+    method: str
+    path: str
+    handler: Handler
+    name: str | None = None
+
+
+class BoundRoute:
+    __slots__ = ("handler", "is_async", "recorder", "route")
+
+    def __init__(self, route: Route, recorder: Recorder) -> None:
+        self.route = route
+        self.handler = route.handler
+        # Decided once here, so dispatch never inspects a handler per request.
+        self.is_async = inspect.iscoroutinefunction(route.handler)
+        self.recorder = recorder
+
+
+class Router:
+    def __init__(self) -> None:
+        self._exact: dict[bytes, dict[bytes, BoundRoute]] = {}
+        self._templated: list[tuple[re.Pattern[bytes], dict[bytes, BoundRoute]]] = []
+        self._by_template: dict[str, dict[bytes, BoundRoute]] = {}
+
+    def add(self, route: Route, recorder: Recorder) -> None:
+        method = route.method.upper().encode("ascii")
+        methods = self._by_template.get(route.path)
+        if methods is None:
+            methods = self._by_template[route.path] = {}
+            if _PARAM.search(route.path):
+                pattern = _PARAM.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(route.path))
+                # re.escape escapes the braces, so undo that inside the groups.
+                pattern = pattern.replace(r"\{", "{").replace(r"\}", "}")
+                self._templated.append((re.compile(pattern.encode("ascii") + b"$"), methods))
+            else:
+                self._exact[route.path.encode("ascii")] = methods
+        if method in methods:
+            raise ValueError(f"route {route.method} {route.path} is registered twice")
+        methods[method] = BoundRoute(route, recorder)
+
+    def resolve(self, method: bytes, path: bytes, request: Request) -> BoundRoute:
+        """The route for a request, its ``{name}`` segments stored on ``request``.
+
+        Raises:
+            HTTPError: 404 for no such path, 405 for a path without that method.
+        """
+        methods = self._exact.get(path)
+        if methods is None:
+            for pattern, candidate in self._templated:
+                found = pattern.match(path)
+                if found is not None:
+                    request.params = {
+                        k: v.decode("utf-8", "replace") for k, v in found.groupdict().items()
+                    }
+                    methods = candidate
+                    break
+            else:
+                raise HTTPError(404, "not_found", f"no route for {path.decode('latin-1')}")
+        bound = methods.get(method)
+        if bound is None and method == b"HEAD":
+            bound = methods.get(b"GET")
+        if bound is None:
+            allowed = ", ".join(sorted(m.decode() for m in methods))
+            raise HTTPError(405, "method_not_allowed", f"allowed: {allowed}")
+        return bound

@@ -1,0 +1,202 @@
+"""The HTTP server: accept loops, one task per connection, one reaper.
+
+A connection is one loop in one task, as in trio's own servers: read, answer
+every complete request in what was read, read again. No task, channel or
+cancel scope is made per request.
+
+The loop tries the fast path first on each complete head (``fastpath.match``)
+and hands everything else, from the first byte it declined, to the h11 path
+(``h11path.handle``), which reads until its request is whole and gives back
+what followed it (a pipelined request, perhaps a fast one).
+
+Timeouts: each connection records when its state last changed; the reaper
+task wakes every ``REAPER_TICK`` and cancels connections that are idle past
+the keep-alive timeout or stuck in a head or body past theirs. The hot path
+pays one store per read for this.
+
+Shutdown (``drain``): the listeners close, idle connections are cancelled,
+busy ones finish the request they are on and then close; whatever is left
+after ``drain_timeout`` is cancelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable
+from time import perf_counter_ns
+
+import trio
+from trio.lowlevel import wait_readable
+
+from ..app import App
+from ..http import error_response
+from ..tuning import BufferPool
+from . import h11path
+from .fastpath import match
+from .limits import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SLEEP, REAPER_TICK
+from .sockio import send_all
+from .state import BODY, HEAD, IDLE, Conn
+
+__all__ = ["HTTPServer"]
+
+
+class HTTPServer:
+    def __init__(self, app: App, pool: BufferPool, *, nodelay: bool) -> None:
+        self.app = app
+        self.pool = pool
+        self.nodelay = nodelay
+        server = app.settings.server
+        self.max_head = server.max_header_bytes
+        self.max_body = server.max_body_bytes
+        self.connections: set[Conn] = set()
+        self.draining = False
+        self._accepting: list[trio.CancelScope] = []
+        ns = 1_000_000_000
+        self._timeouts = {
+            IDLE: int(server.keepalive_timeout * ns),
+            HEAD: int(server.header_timeout * ns),
+            BODY: int(server.body_timeout * ns),
+        }
+        self.malformed = app.recorder("<malformed>")
+        self.unmatched = app.recorder("<unmatched>")
+
+    # --- accepting ---------------------------------------------------------
+
+    async def accept(
+        self,
+        listener: socket.socket,
+        handler: Callable[[socket.socket], Awaitable[None]],
+        nursery: trio.Nursery,
+    ) -> None:
+        """Accept until ``drain``; each connection runs ``handler`` in ``nursery``."""
+        scope = trio.CancelScope()
+        self._accepting.append(scope)
+        try:
+            with scope:
+                while True:
+                    await wait_readable(listener)
+                    # Take everything queued: one wake-up, many connections.
+                    while True:
+                        try:
+                            sock, _ = listener.accept()
+                        except (BlockingIOError, InterruptedError):
+                            break
+                        except OSError as exc:
+                            if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                                raise
+                            await trio.sleep(ACCEPT_SLEEP)
+                            break
+                        sock.setblocking(False)
+                        if self.nodelay:
+                            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        nursery.start_soon(handler, sock)
+        finally:
+            trio.lowlevel.notify_closing(listener)
+            listener.close()
+
+    # --- one connection ----------------------------------------------------
+
+    async def connection(self, sock: socket.socket) -> None:
+        conn = Conn(sock, self.pool.acquire())
+        self.connections.add(conn)
+        try:
+            with conn.scope:
+                await self._serve(conn)
+        except OSError:
+            pass  # the peer went away mid-send; nothing to tell it
+        finally:
+            self.connections.discard(conn)
+            self.pool.release(conn.buf)
+            sock.close()
+
+    async def _serve(self, conn: Conn) -> None:
+        sock = conn.sock
+        view = memoryview(conn.buf)
+        lines = self.app.snapshots.lines
+        max_head = self.max_head
+        pending = b""
+        while True:
+            if pending:
+                data, pending = pending, b""
+            else:
+                await wait_readable(sock)
+                try:
+                    n = sock.recv_into(view)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    return
+                if not n:
+                    return
+                data = bytes(view[:n])
+            t0 = perf_counter_ns()
+            conn.since_ns = t0
+            pos = 0
+            end = len(data)
+            while pos < end:
+                entry = match(lines, data, pos, end, max_head)
+                if entry is None:
+                    break
+                await send_all(sock, entry.response)
+                recorder = entry.recorder
+                recorder.record(perf_counter_ns() - t0)
+                if entry.status >= 400:
+                    recorder.count_status(entry.status)
+                pos = data.index(b"\r\n\r\n", pos) + 4
+            else:
+                if self.draining:
+                    return
+                continue
+            rest = await h11path.handle(self, conn, data[pos:], t0)
+            if rest is None or self.draining:
+                return
+            pending = rest
+            conn.state = IDLE
+            conn.since_ns = perf_counter_ns()
+
+    # --- timeouts and shutdown ---------------------------------------------
+
+    async def reap(self) -> None:
+        while True:
+            await trio.sleep(REAPER_TICK)
+            now = perf_counter_ns()
+            for conn in list(self.connections):
+                limit = self._timeouts.get(conn.state)
+                if limit is None or now - conn.since_ns <= limit:
+                    continue
+                if conn.state != IDLE:
+                    # Best effort: a slow client may read this before we close.
+                    with contextlib.suppress(OSError):
+                        conn.sock.send(
+                            error_response(
+                                408,
+                                "request_timeout",
+                                "request not received in time",
+                                keep_alive=False,
+                            )
+                        )
+                conn.scope.cancel()
+
+    def drain(self) -> None:
+        """Stop accepting; close idle connections; busy ones close when done."""
+        self.draining = True
+        for scope in self._accepting:
+            scope.cancel()
+        for conn in list(self.connections):
+            if conn.state == IDLE and not _readable(conn.sock):
+                conn.scope.cancel()
+
+    def cancel_all(self) -> None:
+        for conn in list(self.connections):
+            conn.scope.cancel()
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether a request is waiting: then it is answered before the close."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return False

@@ -1,0 +1,164 @@
+"""The h11 path: every request the fast path declined.
+
+Strategy: h11 parses; sprintd answers. A fresh ``h11.Connection`` reads one
+request (head, then body), so h11's state machine decides what is malformed,
+and its ``error_status_hint`` picks the status (400, or 431 for a head over
+the limit). The response is encoded by ``http.encode_response``, the encoder
+the fast path's snapshots use, and keep-alive follows RFC 9112 section 9.3:
+HTTP/1.1 persists unless either side says ``Connection: close``; HTTP/1.0
+closes. What h11 received past the request's end is handed back to the
+connection loop, so pipelined requests keep their order.
+
+Bodies are limited twice: a Content-Length over the limit is refused before a
+byte of the body is read (413 and close, since the body would have to be read
+to keep the connection), and a chunked body is counted as it comes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from time import perf_counter_ns
+from typing import TYPE_CHECKING
+
+import h11
+
+from ..http import HTTPError, Request, Response, encode_response, error_response
+from ..latency import Recorder
+from .sockio import recv, send_all
+from .state import BODY, BUSY, HEAD, Conn
+
+if TYPE_CHECKING:
+    from .connection import HTTPServer
+
+__all__ = ["dispatch", "handle"]
+
+log = logging.getLogger("sprintd.server")
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _keep_alive(request: h11.Request) -> bool:
+    if request.http_version != b"1.1":
+        return False
+    for name, value in request.headers:
+        if name == b"connection" and b"close" in value.lower():
+            return False
+    return True
+
+
+async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes | None:
+    """Serve one request starting at ``data``; return what followed it, or None to close."""
+    sock = conn.sock
+    view = memoryview(conn.buf)
+    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_head)
+    parser.receive_data(data)
+    conn.state = HEAD
+    try:
+        event = parser.next_event()
+        while event is h11.NEED_DATA:
+            parser.receive_data(await recv(sock, view))
+            event = parser.next_event()
+        if type(event) is h11.ConnectionClosed:
+            return None
+        request = event
+        if type(request) is not h11.Request:  # h11 yields nothing else at IDLE
+            return None
+        length = next((v for k, v in request.headers if k == b"content-length"), None)
+        if length is not None and int(length) > server.max_body:
+            await _refuse_body(server, sock, t0=t0)
+            return None
+        conn.state = BODY
+        conn.since_ns = perf_counter_ns()
+        if parser.they_are_waiting_for_100_continue:
+            await send_all(sock, _CONTINUE)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = parser.next_event()
+            if event is h11.NEED_DATA:
+                parser.receive_data(await recv(sock, view))
+            elif type(event) is h11.Data:
+                size += len(event.data)
+                if size > server.max_body:
+                    await _refuse_body(server, sock, t0=t0)
+                    return None
+                chunks.append(event.data)
+            elif type(event) is h11.EndOfMessage:
+                break
+            else:  # ConnectionClosed before the body ended
+                return None
+    except h11.RemoteProtocolError as exc:
+        await _refuse(server, sock, exc.error_status_hint, "bad_request", str(exc), t0=t0)
+        return None
+
+    conn.state = BUSY
+    keep_alive = _keep_alive(request)
+    response, recorder = await dispatch(server, request, b"".join(chunks), keep_alive)
+    await send_all(sock, response)
+    recorder.record(perf_counter_ns() - t0)
+    if not keep_alive:
+        return None
+    rest, closed = parser.trailing_data
+    return None if closed and not rest else bytes(rest)
+
+
+async def _refuse_body(server: HTTPServer, sock: socket.socket, *, t0: int) -> None:
+    message = f"body over {server.max_body} bytes"
+    await _refuse(server, sock, 413, "body_too_large", message, t0=t0)
+
+
+async def _refuse(
+    server: HTTPServer, sock: socket.socket, status: int, code: str, message: str, *, t0: int
+) -> None:
+    await send_all(sock, error_response(status, code, message, keep_alive=False))
+    server.malformed.record(perf_counter_ns() - t0)
+    server.malformed.count_status(status)
+
+
+async def dispatch(
+    server: HTTPServer, event: h11.Request, body: bytes, keep_alive: bool
+) -> tuple[bytes, Recorder]:
+    """The encoded response to a parsed request, and the recorder it counts in."""
+    target = event.target
+    path, _, query = target.partition(b"?")
+    method = event.method
+    head = method == b"HEAD"
+    app = server.app
+    if head or method == b"GET":
+        snap = app.snapshots.get(path.decode("latin-1"))
+        if snap is not None:
+            snap.recorder.count_status(snap.status)
+            if keep_alive:
+                return snap.response(head=head), snap.recorder
+            return encode_response(
+                snap.status, snap.body, snap.content_type, head=head, keep_alive=False
+            ), snap.recorder
+    request = Request(method, path, query, event.headers, body)
+    recorder = server.unmatched
+    try:
+        bound = app.router.resolve(method, path, request)
+        recorder = bound.recorder
+        result = bound.handler(request)
+        response: Response = await result if bound.is_async else result  # type: ignore[misc,assignment]
+    except HTTPError as exc:
+        recorder.count_status(exc.status)
+        return error_response(exc.status, exc.code, exc.message, keep_alive=keep_alive), recorder
+    except Exception:
+        log.exception("handler failed: %s %s", method.decode(), path.decode("latin-1"))
+        recorder.count_status(500)
+        return error_response(
+            500,
+            "internal_error",
+            "the handler failed; see the daemon's log",
+            keep_alive=keep_alive,
+        ), recorder
+    recorder.count_status(response.status)
+    return encode_response(
+        response.status,
+        response.body,
+        response.content_type,
+        response.headers,
+        head=head,
+        keep_alive=keep_alive,
+    ), recorder

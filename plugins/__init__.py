@@ -1,0 +1,1 @@
+"""sprintd's built-in plugins: orders, prices, payments and dashboard."""
