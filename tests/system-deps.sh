@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Debian packages the test suite starts for real: promtool (from prometheus),
+# redis-server and PostgreSQL on free loopback ports; wrk for the benches.
+# Installs only what is missing, so a second run costs nothing.
+set -euo pipefail
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+if [ "${1:-}" = venv ]; then
+  want=(python3-venv)
+else
+  want=()
+  command -v promtool >/dev/null || want+=(prometheus)
+  command -v redis-server >/dev/null || want+=(redis-server)
+  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql)
+  command -v wrk >/dev/null || want+=(wrk)
+fi
+[ ${#want[@]} -eq 0 ] && exit 0
+echo "installing ${want[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
