@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .plugins import apply_enabled, make_manager, plugin_sections
+from .manager import apply_enabled, make_manager, plugin_sections
 from .server.workers import supervise
 from .settings import ConfigError, LoadedSettings, load_settings, read_plugin_names
 from .tiers import TIERS, load_profile

@@ -177,7 +177,7 @@ def encode_response(
     ``head`` leaves the body out but keeps its Content-Length, as RFC 9110
     asks of HEAD. ``keep_alive=False`` adds ``connection: close``.
     """
-    parts = [status_line(status), date_line(), SERVER_LINE]
+    parts = [_STATUS_LINES.get(status) or status_line(status), _date[0], SERVER_LINE]
     if content_type and status not in (204, 304):
         parts.append(b"content-type: " + content_type + b"\r\n")
     for name, value in headers:

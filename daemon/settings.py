@@ -94,6 +94,9 @@ class ServerSettings(Section):
     max_body_bytes: int = Field(1024 * 1024, ge=0)
     # In-flight requests get this long after SIGTERM before the loop is cancelled.
     drain_timeout: float = Field(10.0, ge=0)
+    # Off sends every request through h11: to rule the fast path out, or to
+    # measure what it saves.
+    fast_path: bool = True
 
 
 class TuningSettings(Section):

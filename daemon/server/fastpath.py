@@ -25,30 +25,37 @@ import re
 
 from ..snapshots import FastEntry
 
-__all__ = ["HEADERS", "match"]
+__all__ = ["HEAD", "match"]
 
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _VALUE = rb"(?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?"
 _SPECIAL = rb"(?:host|content-length|transfer-encoding|connection|expect|upgrade):"
 _OTHER = rb"(?!" + _SPECIAL + rb")" + _TOKEN + rb":[ \t]*" + _VALUE + rb"[ \t]*\r\n"
 _HOST = rb"host:[ \t]*" + _VALUE + rb"[ \t]*\r\n"
-# The header block, from the line after the request line through the CRLF
-# that ends the last header (not the empty line).
-HEADERS = re.compile(rb"(?:" + _OTHER + rb")*" + _HOST + rb"(?:" + _OTHER + rb")*", re.IGNORECASE)
+# One pass of the regex engine over the whole head: the request line (method
+# and version case-sensitive, as RFC 9112 has them), then the header lines
+# (names case-insensitive), then the empty line. Group 1 is the table key.
+HEAD = re.compile(
+    rb"((?:GET|HEAD) /[\x21-\x7e]* HTTP/1\.1)\r\n(?i:(?:"
+    + _OTHER
+    + rb")*"
+    + _HOST
+    + rb"(?:"
+    + _OTHER
+    + rb")*)\r\n"
+)
 
 
 def match(
-    lines: dict[bytes, FastEntry], data: bytes, pos: int, end: int, max_head: int
-) -> FastEntry | None:
-    """The entry for a complete head at ``data[pos:end]``, or None to decline.
-
-    On a match the head ends at the first CRLF CRLF after ``pos``.
-    """
-    head_end = data.find(b"\r\n\r\n", pos, end)
-    if head_end < 0 or head_end + 4 - pos > max_head:
+    lines: dict[bytes, FastEntry], data: bytes, pos: int, max_head: int
+) -> tuple[FastEntry, int] | None:
+    """The entry for a complete head at ``data[pos:]`` and where the head ends,
+    or None to decline."""
+    found = HEAD.match(data, pos)
+    if found is None:
         return None
-    line_end = data.find(b"\r\n", pos, head_end + 2)
-    entry = lines.get(data[pos:line_end])
-    if entry is None or HEADERS.fullmatch(data, line_end + 2, head_end + 2) is None:
+    end = found.end()
+    entry = lines.get(found.group(1))
+    if entry is None or end - pos > max_head:
         return None
-    return entry
+    return entry, end

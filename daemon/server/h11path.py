@@ -38,15 +38,6 @@ log = logging.getLogger("sprintd.server")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def _keep_alive(request: h11.Request) -> bool:
-    if request.http_version != b"1.1":
-        return False
-    for name, value in request.headers:
-        if name == b"connection" and b"close" in value.lower():
-            return False
-    return True
-
-
 async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes | None:
     """Serve one request starting at ``data``; return what followed it, or None to close."""
     sock = conn.sock
@@ -64,13 +55,24 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
         request = event
         if type(request) is not h11.Request:  # h11 yields nothing else at IDLE
             return None
-        length = next((v for k, v in request.headers if k == b"content-length"), None)
-        if length is not None and int(length) > server.max_body:
+        # h11's Headers is a Python-level sequence: read it once, in one pass.
+        headers = list(request.headers)
+        keep_alive = request.http_version == b"1.1"
+        length = 0
+        expect = False
+        for name, value in headers:
+            if name == b"content-length":
+                length = int(value)  # h11 has validated it
+            elif name == b"connection":
+                keep_alive = keep_alive and b"close" not in _tokens(value)
+            elif name == b"expect":
+                expect = True
+        if length > server.max_body:
             await _refuse_body(server, sock, t0=t0)
             return None
         conn.state = BODY
         conn.since_ns = perf_counter_ns()
-        if parser.they_are_waiting_for_100_continue:
+        if expect and parser.they_are_waiting_for_100_continue:
             await send_all(sock, _CONTINUE)
         chunks: list[bytes] = []
         size = 0
@@ -93,14 +95,19 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
         return None
 
     conn.state = BUSY
-    keep_alive = _keep_alive(request)
-    response, recorder = await dispatch(server, request, b"".join(chunks), keep_alive)
+    response, recorder = await dispatch(
+        server, request.method, request.target, headers, b"".join(chunks), keep_alive=keep_alive
+    )
     await send_all(sock, response)
     recorder.record(perf_counter_ns() - t0)
     if not keep_alive:
         return None
     rest, closed = parser.trailing_data
     return None if closed and not rest else bytes(rest)
+
+
+def _tokens(value: bytes) -> list[bytes]:
+    return [token.strip() for token in value.lower().split(b",")]
 
 
 async def _refuse_body(server: HTTPServer, sock: socket.socket, *, t0: int) -> None:
@@ -117,12 +124,16 @@ async def _refuse(
 
 
 async def dispatch(
-    server: HTTPServer, event: h11.Request, body: bytes, keep_alive: bool
+    server: HTTPServer,
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    *,
+    keep_alive: bool,
 ) -> tuple[bytes, Recorder]:
     """The encoded response to a parsed request, and the recorder it counts in."""
-    target = event.target
     path, _, query = target.partition(b"?")
-    method = event.method
     head = method == b"HEAD"
     app = server.app
     if head or method == b"GET":
@@ -134,7 +145,7 @@ async def dispatch(
             return encode_response(
                 snap.status, snap.body, snap.content_type, head=head, keep_alive=False
             ), snap.recorder
-    request = Request(method, path, query, event.headers, body)
+    request = Request(method, path, query, headers, body)
     recorder = server.unmatched
     try:
         bound = app.router.resolve(method, path, request)

@@ -14,7 +14,7 @@ import socket
 
 from trio.lowlevel import wait_readable, wait_writable
 
-__all__ = ["recv", "send_all"]
+__all__ = ["recv", "send_all", "send_rest"]
 
 
 async def recv(sock: socket.socket, view: memoryview) -> bytes:
@@ -36,8 +36,12 @@ async def send_all(sock: socket.socket, data: bytes) -> None:
         sent = sock.send(data)
     except BlockingIOError:
         sent = 0
-    if sent == len(data):
-        return
+    if sent != len(data):
+        await send_rest(sock, data, sent)
+
+
+async def send_rest(sock: socket.socket, data: bytes, sent: int) -> None:
+    """Send ``data[sent:]``, waiting for room in the socket's buffer."""
     view = memoryview(data)
     while sent < len(data):
         await wait_writable(sock)

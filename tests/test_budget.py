@@ -1,0 +1,149 @@
+"""The hot path's budget, in what does not depend on the machine's speed.
+
+Wall-clock timings are too noisy on shared machines to gate a change, so the
+budget is counted instead, over a few thousand requests in this process:
+
+- function calls made by sprintd's own code per request (Python functions it
+  calls and C functions called from its frames), through ``sys.setprofile``;
+  a change that adds work to the hot path adds calls;
+- memory blocks still allocated afterwards (``sys.getallocatedblocks``): a
+  hot path that keeps something per request leaks.
+
+When a change really needs more, raise the number here in the same commit
+and say why.
+"""
+
+from __future__ import annotations
+
+import gc
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import trio
+
+import sprintd
+from sprintd.app import App, Route, SnapshotSpec
+from sprintd.hookspecs import hookimpl
+from sprintd.http import Request, Response
+from sprintd.server.connection import HTTPServer
+
+from .inprocess import make_app, make_server
+
+REQUESTS = 3000
+WARM_UP = 200
+# Calls by sprintd code per request, counted exactly (17 and 54 when written).
+# Fast path: two resumptions of the connection coroutine and wait_readable,
+# recv_into, two perf_counter_ns, match() (regex, group, end, dict lookup),
+# send, len twice, Recorder.record and its bit_length.
+FAST_PATH_CALLS = 18
+# h11 path (a small JSON POST echoed): what sprintd calls around h11's parser
+# (h11's own calls are not counted): the header pass, dispatch, the route,
+# the handler, encode_response, the send and the recorder.
+H11_PATH_CALLS = 60
+# Blocks retained per request: nothing should stay behind.
+RETAINED_BLOCKS_PER_REQUEST = 0.01
+
+SPRINTD_DIR = str(Path(sprintd.__file__).parent)
+GET = b"GET /bench HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+BODY = b'{"symbol":"BTC-USD","side":"buy","qty":"1.5","price":"64250.50"}'
+POST = (
+    b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+)
+
+
+class _Plugin:
+    @hookimpl
+    def sprintd_snapshots(self, app: App) -> Sequence[SnapshotSpec]:
+        return [
+            SnapshotSpec("/bench", b'{"symbol":"BTC-USD","price":"64250.50","ts":1732233600000}')
+        ]
+
+    @hookimpl
+    def sprintd_routes(self, app: App) -> Sequence[Route]:
+        def echo(request: Request) -> Response:
+            return Response(200, request.body, request.content_type)
+
+        return [Route("POST", "/echo", echo)]
+
+
+class _CallCounter:
+    def __init__(self) -> None:
+        self.calls = 0
+        self._ours: dict[Any, bool] = {}
+
+    def _is_ours(self, frame: FrameType) -> bool:
+        code = frame.f_code
+        ours = self._ours.get(code)
+        if ours is None:
+            ours = self._ours[code] = code.co_filename.startswith(SPRINTD_DIR)
+        return ours
+
+    def __call__(self, frame: FrameType, event: str, arg: object) -> None:
+        if event == "call":
+            # A Python function of sprintd's, or one sprintd called.
+            caller = frame.f_back
+            if self._is_ours(frame) or (caller is not None and self._is_ours(caller)):
+                self.calls += 1
+        elif event == "c_call" and self._is_ours(frame):
+            self.calls += 1
+
+
+async def _drive(
+    server: HTTPServer, request: bytes, count: int, counter: _CallCounter | None
+) -> None:
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    client = trio.socket.from_stdlib_socket(ours)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.connection, theirs)
+        await client.send(request)
+        first = await client.recv(65536)
+        size = len(first)
+        if counter is not None:
+            sys.setprofile(counter)
+        try:
+            for _ in range(count):
+                await client.send(request)
+                got = 0
+                while got < size:
+                    got += len(await client.recv(65536))
+        finally:
+            sys.setprofile(None)
+        client.close()
+
+
+async def _measure(request: bytes) -> tuple[float, float]:
+    app = make_app([_Plugin()])
+    server = make_server(app)
+    await _drive(server, request, WARM_UP, None)
+    counter = _CallCounter()
+    await _drive(server, request, REQUESTS, counter)
+    gc.collect()
+    gc.disable()
+    try:
+        await _drive(server, request, WARM_UP, None)
+        before = sys.getallocatedblocks()
+        await _drive(server, request, REQUESTS, None)
+        after = sys.getallocatedblocks()
+    finally:
+        gc.enable()
+    return counter.calls / REQUESTS, (after - before) / REQUESTS
+
+
+async def test_fast_path_budget() -> None:
+    calls, retained = await _measure(GET)
+    assert calls > 3, "the counter saw nothing: the budget would be vacuous"
+    assert calls <= FAST_PATH_CALLS, f"{calls:.1f} calls a request, budget {FAST_PATH_CALLS}"
+    assert retained <= RETAINED_BLOCKS_PER_REQUEST, f"{retained:.3f} blocks kept a request"
+
+
+async def test_h11_path_budget() -> None:
+    calls, retained = await _measure(POST)
+    assert calls > FAST_PATH_CALLS, "the POST should have gone through h11"
+    assert calls <= H11_PATH_CALLS, f"{calls:.1f} calls a request, budget {H11_PATH_CALLS}"
+    assert retained <= RETAINED_BLOCKS_PER_REQUEST, f"{retained:.3f} blocks kept a request"

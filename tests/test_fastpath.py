@@ -1,0 +1,248 @@
+"""The fast path against h11: it declines, or it answers exactly as h11 would.
+
+Two layers:
+- the matcher: wherever ``match`` accepts a head, h11 parses the same bytes to
+  a body-less GET/HEAD of that path, HTTP/1.1, keep-alive, ending where the
+  matcher said it ends;
+- the server: the same bytes sent to a server with the fast path and to one
+  without it (everything through h11) produce the same bytes back,
+  pipelining, errors and closes included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import h11
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from sprintd.app import App, Route, SnapshotSpec
+from sprintd.hookspecs import hookimpl
+from sprintd.http import Request, Response
+from sprintd.server.fastpath import match
+
+from .inprocess import exchange, make_app, make_server
+
+MAX_HEAD = 16 * 1024
+
+
+class _Plugin:
+    @hookimpl
+    def sprintd_snapshots(self, app: App) -> Sequence[SnapshotSpec]:
+        return [
+            SnapshotSpec("/snap", b'{"price":"64250.50"}'),
+            SnapshotSpec("/down", b'{"status":"fail"}', status=503),
+            SnapshotSpec("/a/b", b"text", content_type=b"text/plain"),
+        ]
+
+    @hookimpl
+    def sprintd_routes(self, app: App) -> Sequence[Route]:
+        def echo(request: Request) -> Response:
+            return Response(200, request.body, request.content_type or b"text/plain")
+
+        return [Route("POST", "/echo", echo), Route("GET", "/dyn", echo)]
+
+
+APP = make_app([_Plugin()])
+LINES = APP.snapshots.lines
+
+# --- strategies: requests near the fast path's edge, then mutated ------------
+# Mostly what the fast path takes, each part sometimes off by one thing, so
+# that both sides of every rule it checks are reached often.
+
+
+def _mostly(
+    usual: st.SearchStrategy[str], unusual: st.SearchStrategy[str]
+) -> st.SearchStrategy[str]:
+    return st.integers(0, 9).flatmap(lambda roll: usual if roll < 8 else unusual)
+
+
+_methods = _mostly(
+    st.sampled_from(["GET", "HEAD"]), st.sampled_from(["POST", "PUT", "get", "Get", "OPTIONS"])
+)
+_targets = _mostly(
+    st.sampled_from(["/snap", "/down", "/a/b"]),
+    st.sampled_from(
+        [
+            "/echo",
+            "/dyn",
+            "/nope",
+            "/snap?x=1",
+            "/Snap",
+            "/snap/",
+            "*",
+            "/a%2Fb",
+            "//snap",
+            "http://h/snap",
+        ]
+    ),
+)
+_versions = _mostly(
+    st.just("HTTP/1.1"),
+    st.sampled_from(["HTTP/1.0", "HTTP/1.2", "http/1.1", "HTTP/2.0", "HTTP/1.1 "]),
+)
+_names = _mostly(
+    st.sampled_from(
+        [
+            "User-Agent",
+            "Accept",
+            "X-Request-Id",
+            "Hostx",
+            "Connection",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Expect",
+            "Upgrade",
+        ]
+    ),
+    st.sampled_from(
+        ["content-length", "CONNECTION", "Host ", " Host", "X:Y", "Höst", "", "host", "HOST"]
+    ),
+)
+_values = _mostly(
+    st.sampled_from(
+        [
+            "127.0.0.1:8080",
+            "",
+            "close",
+            "keep-alive",
+            "Upgrade",
+            "100-continue",
+            "chunked",
+            "0",
+            "4",
+            "a b",
+            " padded ",
+            "tab\there",
+            "caf\xe9",
+        ]
+    ),
+    st.one_of(
+        st.sampled_from(["x\x7fy", "\x01", "a\rb", "a\nb", "h2c"]),
+        st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=6),
+    ),
+)
+_separators = _mostly(st.sampled_from([": ", ":"]), st.sampled_from([":  ", ": \t", " : "]))
+_eols = _mostly(st.just("\r\n"), st.sampled_from(["\n", "\r"]))
+_hosts = _mostly(st.just(["Host"]), st.sampled_from([[], ["Host", "host"], ["HOST"]]))
+
+
+@st.composite
+def _request(draw: st.DrawFn) -> bytes:
+    eol = draw(_eols)
+    line = f"{draw(_methods)} {draw(_targets)} {draw(_versions)}"
+    headers = [(name, "127.0.0.1:8080") for name in draw(_hosts)]
+    headers += draw(st.lists(st.tuples(_names, _values), max_size=3))
+    order = draw(st.permutations(headers))
+    parts = [line] + [f"{n}{draw(_separators)}{v}" for n, v in order]
+    head = (eol.join(parts) + eol + draw(_eols)).encode("latin-1")
+    return head + draw(st.sampled_from([b"", b"", b"", b"abcd", b"0\r\n\r\n"]))
+
+
+@st.composite
+def _mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(b"".join(draw(st.lists(_request(), min_size=1, max_size=3))))
+    for _ in range(draw(st.integers(0, 2))):
+        if not data:
+            break
+        at = draw(st.integers(0, len(data) - 1))
+        kind = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
+        if kind == "flip":
+            data[at] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=3))
+        elif kind == "delete":
+            del data[at]
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+_inputs = st.one_of(
+    st.lists(_request(), min_size=1, max_size=4).map(b"".join),
+    _mutated(),
+    st.binary(max_size=64),
+)
+
+_GOOD = b"GET /snap HTTP/1.1\r\nHost: x\r\n\r\n"
+
+# --- the matcher against h11's parser -----------------------------------------
+
+
+def _h11_parse(data: bytes) -> tuple[h11.Request, bytes]:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+    conn.receive_data(data)
+    request = conn.next_event()
+    assert type(request) is h11.Request
+    assert type(conn.next_event()) is h11.EndOfMessage
+    return request, conn.trailing_data[0]
+
+
+@given(_inputs)
+@example(_GOOD)
+@example(b"HEAD /a/b HTTP/1.1\r\nhost:\r\nAccept: */*\r\n\r\nGET /snap HTTP/1.1\r\n")
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+def test_match_accepts_only_what_h11_reads_the_same_way(data: bytes) -> None:
+    found = match(LINES, data, 0, MAX_HEAD)
+    if found is None:
+        return
+    entry, end = found
+    request, rest = _h11_parse(data)
+    assert request.method in (b"GET", b"HEAD")
+    assert request.http_version == b"1.1"
+    line = b"%s %s HTTP/1.1" % (request.method, request.target)
+    assert LINES[line] is entry
+    assert not any(
+        name in (b"connection", b"content-length", b"transfer-encoding")
+        for name, _ in request.headers
+    )
+    assert rest == data[end:]
+
+
+def test_match_declines_a_head_over_the_limit() -> None:
+    big = b"GET /snap HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * MAX_HEAD + b"\r\n\r\n"
+    assert match(LINES, big, 0, MAX_HEAD) is None
+    assert match(LINES, _GOOD, 0, MAX_HEAD) is not None
+
+
+def test_the_good_request_is_taken_by_the_fast_path() -> None:
+    # Guards the differential test below from passing because nothing matched.
+    found = match(LINES, _GOOD * 2, len(_GOOD), MAX_HEAD)
+    assert found is not None
+    assert found[1] == 2 * len(_GOOD)
+
+
+# --- the whole server, with and without the fast path ---------------------------
+
+FAST = make_server(APP, fast_path=True)
+SLOW = make_server(APP, fast_path=False)
+
+
+@given(_inputs)
+@example(_GOOD * 3)
+@example(_GOOD + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi" + _GOOD)
+@example(b"HEAD /snap HTTP/1.1\r\nHost: x\r\n\r\n" + _GOOD[:10])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+async def test_fast_and_h11_paths_answer_the_same_bytes(data: bytes) -> None:
+    fast = await exchange(FAST, data)
+    slow = await exchange(SLOW, data)
+    assert fast == slow
+
+
+async def test_the_fast_path_really_answers() -> None:
+    before = APP.recorders["/snap"].count
+    answer = await exchange(FAST, _GOOD * 2)
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert answer.endswith(b'{"price":"64250.50"}')
+    assert APP.recorders["/snap"].count == before + 2
+
+
+async def test_a_publish_swaps_the_whole_response() -> None:
+    snap = APP.snapshots.get("/a/b")
+    assert snap is not None
+    snap.publish(b"longer text now")
+    answer = await exchange(FAST, b"GET /a/b HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.endswith(b"\r\n\r\nlonger text now")
+    assert b"content-length: 15\r\n" in answer
+    snap.publish(b"text")
