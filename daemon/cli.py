@@ -89,11 +89,14 @@ def _print_tiers() -> None:
                 print(f"    {section}.{key} = {value}")
 
 
-def _run(loaded: LoadedSettings, pm: Any) -> int:
+def _run(args: argparse.Namespace, loaded: LoadedSettings, pm: Any) -> int:
+    def reload() -> LoadedSettings:
+        return load(args)[0]
+
     if loaded.settings.server.workers == 1:
-        run_worker(loaded, pm)
+        run_worker(loaded, pm, reload=reload)
         return 0
-    return supervise(loaded, lambda settings, index: run_worker(settings, pm, index))
+    return supervise(loaded, lambda settings, index: run_worker(settings, pm, index, reload))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             _print_config(loaded)
             return 0
-        return _run(loaded, pm)
+        return _run(args, loaded, pm)
     except ConfigError as exc:
         print(f"sprintd: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -9,13 +9,16 @@ blocks, ``sys.getallocatedblocks()``) has grown by ``gc_percent`` percent
 since the last one.
 
 Modes:
-- default: CPython's young thresholds (700, 10); full collections by growth.
-- tuned: the start-up heap is frozen (``gc.freeze()``: never scanned again)
-  and young collections run ten times less often.
-- manual: frozen, and automatic collection is off. Young collections run when
-  the loop has been idle for ``IDLE_CUSHION``, full ones at idle once grown;
-  under unbroken load the hard limits below still force them, so memory is
-  bounded whatever the traffic.
+- default: CPython as it comes (700, 10, 10, its own full collections), and
+  also a full collection once the heap has grown by ``gc_percent``.
+- tuned: the start-up heap is frozen (``gc.freeze()``: never scanned again),
+  young collections run ten times less often, and full collections are the
+  governor's alone.
+- manual: frozen, and automatic collection is off. The governor keeps the
+  young generation under ``YOUNG_LIMIT`` objects (a collection of that many
+  pauses ~0.1 ms here), and runs full collections only when the loop has been
+  idle for ``IDLE_CUSHION``, unless growth passes ``FORCE_FULL_FACTOR`` times
+  ``gc_percent``: then memory wins over latency.
 
 Every collection's pause is timed through ``gc.callbacks`` into a recorder per
 generation; /metrics exposes them as a histogram.
@@ -37,21 +40,21 @@ __all__ = ["GCPolicy", "PauseMonitor"]
 
 GCMode = Literal["default", "tuned", "manual"]
 
-# CPython's own young thresholds, and tuned ones: a young collection scans only
-# objects allocated since the last, so ten times fewer of them cost the same
-# per object but pause ten times less often.
-DEFAULT_THRESHOLDS = (700, 10)
+# CPython's own thresholds, and tuned young ones: ten times fewer collections,
+# each scanning only what was allocated since the last.
+DEFAULT_THRESHOLDS = (700, 10, 10)
 TUNED_THRESHOLDS = (7000, 10)
-# Full collections are ours: the oldest generation's threshold is out of reach.
+# Where full collections are the governor's: a threshold out of reach.
 NEVER = 1_000_000_000
-# How often the governor looks at the heap; getallocatedblocks walks arenas.
-TICK = 0.1
+# How often the governor looks; getallocatedblocks walks pymalloc's arenas,
+# ~10 us for a GiB of heap.
+TICK = 0.05
 # manual mode: "idle" means no task has run for this long.
 IDLE_CUSHION = 0.002
-# manual mode: young objects that make an idle collection worth it, and the
-# count past which one runs even under load (a pause of well under 1 ms here).
-IDLE_MIN_YOUNG = 500
-FORCE_YOUNG = 50_000
+# manual mode: the young generation is collected past this many objects, and
+# the middle one after this many young collections: both pauses stay small.
+YOUNG_LIMIT = 2000
+MIDDLE_EVERY = 10
 # manual mode: a full collection waits for idle until growth passes this
 # multiple of gc_percent, then runs anyway.
 FORCE_FULL_FACTOR = 4
@@ -93,8 +96,10 @@ class GCPolicy:
 
     def configure(self) -> None:
         """Set thresholds at start-up, before plugins build their state."""
-        young = TUNED_THRESHOLDS if self.mode == "tuned" else DEFAULT_THRESHOLDS
-        gc.set_threshold(*young, NEVER)
+        if self.mode == "default":
+            gc.set_threshold(*DEFAULT_THRESHOLDS)
+        else:
+            gc.set_threshold(*TUNED_THRESHOLDS, NEVER)
         if self.mode == "manual":
             gc.disable()
         else:
@@ -139,24 +144,20 @@ class GCPolicy:
         """The governor: a background task for the worker's lifetime."""
         while True:
             await trio.sleep(TICK)
-            blocks = sys.getallocatedblocks()
+            grown = sys.getallocatedblocks() > self._full_limit(1)
             if self.mode != "manual":
-                if blocks > self._full_limit(1):
+                if grown:
                     self._collect_full()
                 continue
-            young = gc.get_count()[0]
-            grown = blocks > self._full_limit(1)
-            if young < IDLE_MIN_YOUNG and not grown:
+            young, middle, _ = gc.get_count()
+            if young > YOUNG_LIMIT:
+                gc.collect(1 if middle >= MIDDLE_EVERY else 0)
+            if not grown:
                 continue
             with trio.move_on_after(TICK):
                 await wait_all_tasks_blocked(IDLE_CUSHION)
-                if grown:
-                    self._collect_full()
-                else:
-                    gc.collect(1)
-                continue
-            # No idle moment within a tick: collect only past the hard limits.
-            if blocks > self._full_limit(FORCE_FULL_FACTOR):
                 self._collect_full()
-            elif young > FORCE_YOUNG:
-                gc.collect(0)
+                continue
+            # No idle moment within a tick: a full collection only past the hard limit.
+            if sys.getallocatedblocks() > self._full_limit(FORCE_FULL_FACTOR):
+                self._collect_full()

@@ -41,6 +41,7 @@ __all__ = [
     "Settings",
     "TuningSettings",
     "load_settings",
+    "reloaded",
 ]
 
 ENV_PREFIX = "SPRINTD_"
@@ -399,3 +400,38 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(_describe(exc.errors()[0], layers)) from None
     return LoadedSettings(settings=settings, profile=profile, layers=layers)
+
+
+# What SIGHUP can change in a running worker: limits and timeouts the server
+# reads per connection or per request. The rest shapes the process (tuning,
+# the port, the plugins) and waits for a restart.
+RELOADABLE_SERVER = frozenset(
+    {
+        "keepalive_timeout",
+        "header_timeout",
+        "body_timeout",
+        "max_header_bytes",
+        "max_body_bytes",
+        "drain_timeout",
+        "fast_path",
+    }
+)
+
+
+def reloaded(
+    current: LoadedSettings, fresh: LoadedSettings
+) -> tuple[LoadedSettings, list[str], list[str]]:
+    """The settings after a reload, the names applied, and those that need a restart."""
+    old = dict(_leaves(current.settings.model_dump(mode="json")))
+    new = dict(_leaves(fresh.settings.model_dump(mode="json")))
+    changed = sorted(".".join(path) for path in new if old.get(path) != new[path])
+    applied = [
+        n for n in changed if n.split(".")[0] == "server" and n.split(".")[1] in RELOADABLE_SERVER
+    ]
+    restart = [n for n in changed if n not in applied]
+    update = {
+        name.split(".")[1]: getattr(fresh.settings.server, name.split(".")[1]) for name in applied
+    }
+    server = current.settings.server.model_copy(update=update)
+    settings = current.settings.model_copy(update={"server": server})
+    return LoadedSettings(settings, current.profile, current.layers), applied, restart

@@ -31,6 +31,8 @@ MCL_FUTURE = 2
 # Lock memory only if the limit leaves this much room over the current RSS:
 # with MCL_FUTURE, an allocation past the limit fails instead of paging.
 MLOCK_HEADROOM = 4
+# The capability's bit in /proc/self/status's CapEff (linux/capability.h).
+CAP_IPC_LOCK = 14
 
 
 @dataclass
@@ -91,6 +93,17 @@ def vm_locked_kib() -> int:
     except OSError:
         pass
     return 0
+
+
+def _has_ipc_lock() -> bool:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_IPC_LOCK & 1)
+    except OSError:
+        pass
+    return os.geteuid() == 0
 
 
 def _rss_bytes() -> int:
@@ -219,8 +232,9 @@ class Tuner:
                 pass
         rss = _rss_bytes()
         reason = None
-        # Root (CAP_IPC_LOCK) is not bound by the limit; anyone else must fit in it.
-        if soft != resource.RLIM_INFINITY and os.geteuid() != 0 and soft < rss * MLOCK_HEADROOM:
+        # CAP_IPC_LOCK (root, or granted by the unit) is not bound by the limit;
+        # anyone else must fit in it.
+        if soft != resource.RLIM_INFINITY and not _has_ipc_lock() and soft < rss * MLOCK_HEADROOM:
             reason = (
                 f"RLIMIT_MEMLOCK {soft >> 20} MiB is under {MLOCK_HEADROOM}x the "
                 f"{rss >> 20} MiB resident; raise LimitMEMLOCK"

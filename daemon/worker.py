@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 
 import pluggy
 import trio
@@ -31,10 +33,15 @@ def build_app(loaded: LoadedSettings, pm: pluggy.PluginManager, worker_index: in
     return app
 
 
-def run_worker(loaded: LoadedSettings, pm: pluggy.PluginManager, worker_index: int = 0) -> None:
+def run_worker(
+    loaded: LoadedSettings,
+    pm: pluggy.PluginManager,
+    worker_index: int = 0,
+    reload: Callable[[], LoadedSettings] | None = None,
+) -> None:
     app = build_app(loaded, pm, worker_index)
     try:
-        trio.run(serve, app)
+        trio.run(functools.partial(serve, app, reload=reload))
     finally:
         app.teardown()
     log.info("worker %d stopped", worker_index)

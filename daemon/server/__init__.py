@@ -3,20 +3,26 @@
 ``serve`` follows trio's ``serve_tcp`` shape: it takes ``task_status`` and
 reports the addresses it bound once it is accepting, so a test binds port 0
 and learns the port.
+
+Signals: SIGTERM and SIGINT drain (listeners closed, /readyz 503, in-flight
+requests finish, the rest is cancelled after ``server.drain_timeout``);
+SIGHUP re-reads the settings and applies what a running worker can take
+(``settings.RELOADABLE_SERVER``), logging what needs a restart.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from ..app import App
 from ..http import tick_date
+from ..settings import ConfigError, LoadedSettings, reloaded
 from .connection import HTTPServer
 from .listener import open_listener
 
@@ -33,16 +39,77 @@ async def _tick_clock(app: App) -> None:
         app.snapshots.refresh()
 
 
-async def _serve_listener_conn(serve: Callable[[Any], Any], sock: Any) -> None:
-    try:
-        await serve(sock)
-    finally:
-        sock.close()
+def _closing(
+    serve: Callable[[socket.socket], Awaitable[None]],
+) -> Callable[[socket.socket], Awaitable[None]]:
+    """A plugin listener's handler that always closes its socket."""
+
+    async def handler(sock: socket.socket) -> None:
+        with sock:
+            await serve(sock)
+
+    return handler
+
+
+class _Lifecycle:
+    """What the signals do to a running worker."""
+
+    def __init__(
+        self,
+        app: App,
+        server: HTTPServer,
+        reload: Callable[[], LoadedSettings] | None,
+    ) -> None:
+        self.app = app
+        self.server = server
+        self.reload = reload
+        self.connections: trio.Nursery | None = None
+
+    async def drain(self) -> None:
+        if self.server.draining:
+            return
+        self.app.draining = True
+        self.app.pm.hook.sprintd_drain(app=self.app)
+        self.server.drain()
+        await trio.sleep(self.app.settings.server.drain_timeout)
+        self.server.cancel_all()
+        if self.connections is not None:
+            self.connections.cancel_scope.cancel()
+
+    def apply_reload(self) -> None:
+        if self.reload is None:
+            log.info("SIGHUP: no settings source to reload from")
+            return
+        try:
+            fresh = self.reload()
+        except ConfigError as exc:
+            log.error("SIGHUP: keeping the running settings: %s", exc)
+            return
+        self.app.loaded, applied, restart = reloaded(self.app.loaded, fresh)
+        self.server.configure(self.app.settings.server)
+        log.info("SIGHUP: applied %s", ", ".join(applied) or "nothing new")
+        if restart:
+            log.warning("SIGHUP: these need a restart: %s", ", ".join(restart))
+
+    async def watch_signals(self, nursery: trio.Nursery) -> None:
+        wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        with trio.open_signal_receiver(*wanted) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.apply_reload()
+                    continue
+                log.info(
+                    "%s: draining (up to %ss)",
+                    signal.Signals(signum).name,
+                    self.app.settings.server.drain_timeout,
+                )
+                nursery.start_soon(self.drain)
 
 
 async def serve(
     app: App,
     *,
+    reload: Callable[[], LoadedSettings] | None = None,
     handle_signals: bool = True,
     task_status: trio.TaskStatus[dict[str, tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -52,52 +119,30 @@ async def serve(
     accepting stops; every connection's socket is closed by its own task.
     """
     settings = app.settings.server
-    tuner = app.tuner
     http = open_listener(settings.host, settings.port, settings.backlog)
     app.bound["http"] = http.getsockname()[:2]
     extra = []
     for listener in app.listeners:
         sock = open_listener(listener.host, listener.port, settings.backlog)
         app.bound[listener.name] = sock.getsockname()[:2]
-        extra.append((sock, listener))
-    server = HTTPServer(app, tuner.pool, nodelay=app.settings.tuning.optimize_system)
-
-    async def shutdown() -> None:
-        if server.draining:
-            return
-        app.draining = True
-        app.pm.hook.sprintd_drain(app=app)
-        server.drain()
-        await trio.sleep(settings.drain_timeout)
-        server.cancel_all()
-        connections.cancel_scope.cancel()
-
-    async def watch_signals() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info(
-                    "%s: draining (up to %ss)", signal.Signals(signum).name, settings.drain_timeout
-                )
-                background.start_soon(shutdown)
+        extra.append((sock, _closing(listener.serve)))
+    server = HTTPServer(app, app.tuner.pool, nodelay=app.settings.tuning.optimize_system)
+    lifecycle = _Lifecycle(app, server, reload)
 
     async with trio.open_nursery() as background:
         background.start_soon(server.reap)
         background.start_soon(_tick_clock, app)
-        background.start_soon(tuner.gc.run)
+        background.start_soon(app.tuner.gc.run)
         if handle_signals:
-            background.start_soon(watch_signals)
+            background.start_soon(lifecycle.watch_signals, background)
         for task in app.background:
             background.start_soon(task, app)
         async with trio.open_nursery() as connections:
+            lifecycle.connections = connections
             connections.start_soon(server.accept, http, server.connection, connections)
-            for sock, listener in extra:
-                connections.start_soon(
-                    server.accept,
-                    sock,
-                    lambda s, serve=listener.serve: _serve_listener_conn(serve, s),
-                    connections,
-                )
-            tuner.finish()
+            for sock, handler in extra:
+                connections.start_soon(server.accept, sock, handler, connections)
+            app.tuner.finish()
             for name, (host, port) in app.bound.items():
                 log.info("worker %d serving %s on %s:%d", app.worker_index, name, host, port)
             task_status.started(dict(app.bound))

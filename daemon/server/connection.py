@@ -31,6 +31,7 @@ from trio.lowlevel import wait_readable
 
 from ..app import App
 from ..http import error_response
+from ..settings import ServerSettings
 from ..tuning import BufferPool
 from . import h11path
 from .fastpath import match
@@ -46,21 +47,27 @@ class HTTPServer:
         self.app = app
         self.pool = pool
         self.nodelay = nodelay
-        server = app.settings.server
-        self.fast_path = server.fast_path
-        self.max_head = server.max_header_bytes
-        self.max_body = server.max_body_bytes
         self.connections: set[Conn] = set()
         self.draining = False
         self._accepting: list[trio.CancelScope] = []
+        self.configure(app.settings.server)
+        self.malformed = app.recorder("<malformed>")
+        self.unmatched = app.recorder("<unmatched>")
+
+    def configure(self, server: ServerSettings) -> None:
+        """Take the limits and timeouts; a reload calls this on a live server.
+
+        Connections read ``fast_path`` when they start, the rest per request.
+        """
+        self.fast_path = server.fast_path
+        self.max_head = server.max_header_bytes
+        self.max_body = server.max_body_bytes
         ns = 1_000_000_000
         self._timeouts = {
             IDLE: int(server.keepalive_timeout * ns),
             HEAD: int(server.header_timeout * ns),
             BODY: int(server.body_timeout * ns),
         }
-        self.malformed = app.recorder("<malformed>")
-        self.unmatched = app.recorder("<unmatched>")
 
     # --- accepting ---------------------------------------------------------
 
@@ -115,7 +122,6 @@ class HTTPServer:
         sock = conn.sock
         view = memoryview(conn.buf)
         lines = self.app.snapshots.lines if self.fast_path else {}
-        max_head = self.max_head
         pending = b""
         while True:
             if pending:
@@ -136,7 +142,7 @@ class HTTPServer:
             pos = 0
             end = len(data)
             while pos < end:
-                found = match(lines, data, pos, max_head)
+                found = match(lines, data, pos, self.max_head)
                 if found is None:
                     break
                 entry, pos = found

@@ -45,8 +45,8 @@ def supervise(loaded: LoadedSettings, run: Callable[[LoadedSettings, int], None]
         pid = os.fork()
         if pid == 0:
             holder.close()
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_DFL)
             status = 0
             try:
                 run(loaded, index)
@@ -59,13 +59,16 @@ def supervise(loaded: LoadedSettings, run: Callable[[LoadedSettings, int], None]
 
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
-        stopping = True
+        # SIGHUP reloads each worker; SIGTERM and SIGINT drain them (as SIGTERM).
+        if signum != signal.SIGHUP:
+            stopping = True
+            signum = signal.SIGTERM
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
     for index in range(server.workers):
         spawn(index)
     log.info(
