@@ -16,13 +16,11 @@ from typing import Any
 from . import __version__
 from .manager import apply_enabled, make_manager, plugin_sections
 from .server.workers import supervise
-from .settings import ConfigError, LoadedSettings, load_settings, read_plugin_names
+from .settings import EXIT_CONFIG, ConfigError, LoadedSettings, load_settings, read_plugin_names
 from .tiers import TIERS, load_profile
 from .worker import run_worker
 
 __all__ = ["main"]
-
-EXIT_CONFIG = 2
 
 
 def _parser() -> argparse.ArgumentParser:

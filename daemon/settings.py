@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from .tiers import TIERS, Tier, TierProfile, load_profile
 
 __all__ = [
+    "EXIT_CONFIG",
     "ConfigError",
     "Layer",
     "LoadedSettings",
@@ -156,6 +157,10 @@ class Settings(BaseSettings):
 
 class ConfigError(Exception):
     """A configuration that cannot start: the message is one line for the user."""
+
+
+# The exit status of a configuration that cannot start.
+EXIT_CONFIG = 2
 
 
 Path_ = tuple[str, ...]

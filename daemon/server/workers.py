@@ -12,11 +12,12 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from types import FrameType
 
-from ..settings import LoadedSettings
+from ..settings import EXIT_CONFIG, ConfigError, LoadedSettings
 from .listener import reserve_port
 
 __all__ = ["supervise"]
@@ -50,6 +51,12 @@ def supervise(loaded: LoadedSettings, run: Callable[[LoadedSettings, int], None]
             status = 0
             try:
                 run(loaded, index)
+            except ConfigError as exc:
+                # A plugin refused its settings: the same in every worker, so
+                # not a crash to restart from, and one line is enough.
+                if index == 0:
+                    print(f"sprintd: config error: {exc}", file=sys.stderr)
+                status = EXIT_CONFIG
             except BaseException:
                 log.exception("worker %d failed", index)
                 status = 1
@@ -74,19 +81,22 @@ def supervise(loaded: LoadedSettings, run: Callable[[LoadedSettings, int], None]
     log.info(
         "supervising %d workers on %s:%d", server.workers, server.host, loaded.settings.server.port
     )
-    failed = False
+    result = 0
     while children:
         pid, status = os.waitpid(-1, 0)
         if pid not in children:
             continue
         index = children.pop(pid)
         code = os.waitstatus_to_exitcode(status)
+        if code == EXIT_CONFIG and not stopping:
+            result = EXIT_CONFIG
+            forward(signal.SIGTERM, None)
         if stopping:
-            failed = failed or code != 0
+            result = result or (1 if code else 0)
             continue
         log.error("worker %d (pid %d) exited with %d; restarting", index, pid, code)
         time.sleep(RESTART_DELAY)
         if not stopping:
             spawn(index)
     holder.close()
-    return 1 if failed else 0
+    return result
