@@ -122,7 +122,7 @@ class TuningSettings(Section):
     prealloc_buffers: bool = False
     buffer_count: int = Field(256, ge=1)
     buffer_size: int = Field(64 * 1024, ge=4096)
-    # Interpreter and socket settings: switch interval, TCP_NODELAY, open-file limit.
+    # The interpreter's switch interval and the open-file limit.
     optimize_system: bool = False
     switch_interval_ms: float = Field(1.0, gt=0)
 

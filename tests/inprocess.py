@@ -37,7 +37,7 @@ def make_app(plugins: Iterable[object], environ: dict[str, str] | None = None) -
 
 
 def make_server(app: App, **overrides: Any) -> HTTPServer:
-    server = HTTPServer(app, app.tuner.pool, nodelay=False)
+    server = HTTPServer(app, app.tuner.pool)
     for name, value in overrides.items():
         setattr(server, name, value)
     return server

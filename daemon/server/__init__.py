@@ -126,7 +126,7 @@ async def serve(
         sock = open_listener(listener.host, listener.port, settings.backlog)
         app.bound[listener.name] = sock.getsockname()[:2]
         extra.append((sock, _closing(listener.serve)))
-    server = HTTPServer(app, app.tuner.pool, nodelay=app.settings.tuning.optimize_system)
+    server = HTTPServer(app, app.tuner.pool)
     lifecycle = _Lifecycle(app, server, reload)
 
     async with trio.open_nursery() as background:

@@ -36,17 +36,16 @@ from ..tuning import BufferPool
 from . import h11path
 from .fastpath import match
 from .limits import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SLEEP, REAPER_TICK
-from .sockio import send_rest
+from .sockio import send_now, send_rest
 from .state import BODY, HEAD, IDLE, Conn
 
 __all__ = ["HTTPServer"]
 
 
 class HTTPServer:
-    def __init__(self, app: App, pool: BufferPool, *, nodelay: bool) -> None:
+    def __init__(self, app: App, pool: BufferPool) -> None:
         self.app = app
         self.pool = pool
-        self.nodelay = nodelay
         self.connections: set[Conn] = set()
         self.draining = False
         self._accepting: list[trio.CancelScope] = []
@@ -96,8 +95,8 @@ class HTTPServer:
                             await trio.sleep(ACCEPT_SLEEP)
                             break
                         sock.setblocking(False)
-                        if self.nodelay:
-                            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        # A response is one send: never hold it back for an ACK.
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                         nursery.start_soon(handler, sock)
         finally:
             trio.lowlevel.notify_closing(listener)
@@ -147,12 +146,7 @@ class HTTPServer:
                     break
                 entry, pos = found
                 response = entry.response
-                # The first send inline: a coroutine per response costs more
-                # than the syscall, and it almost always sends everything.
-                try:
-                    sent = sock.send(response)
-                except BlockingIOError:
-                    sent = 0
+                sent = send_now(sock, response)
                 if sent != len(response):
                     await send_rest(sock, response, sent)
                 entry.recorder.record(perf_counter_ns() - t0)

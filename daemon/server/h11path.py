@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Awaitable, Coroutine
 from time import perf_counter_ns
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import h11
 
 from ..http import HTTPError, Request, Response, encode_response, error_response
 from ..latency import Recorder
-from .sockio import recv, send_all
+from ..routing import BoundRoute
+from .sockio import recv, send_all, send_now, send_rest
 from .state import BODY, BUSY, HEAD, Conn
 
 if TYPE_CHECKING:
@@ -95,10 +97,14 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
         return None
 
     conn.state = BUSY
-    response, recorder = await dispatch(
+    response, recorder = dispatch(
         server, request.method, request.target, headers, b"".join(chunks), keep_alive=keep_alive
     )
-    await send_all(sock, response)
+    if not isinstance(response, bytes):
+        response = await response
+    sent = send_now(sock, response)
+    if sent != len(response):
+        await send_rest(sock, response, sent)
     recorder.record(perf_counter_ns() - t0)
     if not keep_alive:
         return None
@@ -123,7 +129,7 @@ async def _refuse(
     server.malformed.count_status(status)
 
 
-async def dispatch(
+def dispatch(
     server: HTTPServer,
     method: bytes,
     target: bytes,
@@ -131,8 +137,13 @@ async def dispatch(
     body: bytes,
     *,
     keep_alive: bool,
-) -> tuple[bytes, Recorder]:
-    """The encoded response to a parsed request, and the recorder it counts in."""
+) -> tuple[bytes | Coroutine[Any, Any, bytes], Recorder]:
+    """The encoded response to a parsed request, and the recorder it counts in.
+
+    A synchronous handler is answered here; an async one comes back as a
+    coroutine that gives the encoded response, so a sync route pays for no
+    coroutine at all.
+    """
     path, _, query = target.partition(b"?")
     head = method == b"HEAD"
     app = server.app
@@ -150,20 +161,25 @@ async def dispatch(
     try:
         bound = app.router.resolve(method, path, request)
         recorder = bound.recorder
-        result = bound.handler(request)
-        response: Response = await result if bound.is_async else result  # type: ignore[misc,assignment]
-    except HTTPError as exc:
-        recorder.count_status(exc.status)
-        return error_response(exc.status, exc.code, exc.message, keep_alive=keep_alive), recorder
-    except Exception:
-        log.exception("handler failed: %s %s", method.decode(), path.decode("latin-1"))
-        recorder.count_status(500)
-        return error_response(
-            500,
-            "internal_error",
-            "the handler failed; see the daemon's log",
-            keep_alive=keep_alive,
-        ), recorder
+        if bound.is_async:
+            return _respond_later(bound, request, head=head, keep_alive=keep_alive), recorder
+        response = cast(Response, bound.handler(request))
+    except Exception as exc:
+        return _failed(exc, request, recorder, keep_alive=keep_alive), recorder
+    return _encode(response, recorder, head=head, keep_alive=keep_alive), recorder
+
+
+async def _respond_later(
+    bound: BoundRoute, request: Request, *, head: bool, keep_alive: bool
+) -> bytes:
+    try:
+        response = await cast(Awaitable[Response], bound.handler(request))
+    except Exception as exc:
+        return _failed(exc, request, bound.recorder, keep_alive=keep_alive)
+    return _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
+
+
+def _encode(response: Response, recorder: Recorder, *, head: bool, keep_alive: bool) -> bytes:
     recorder.count_status(response.status)
     return encode_response(
         response.status,
@@ -172,4 +188,20 @@ async def dispatch(
         response.headers,
         head=head,
         keep_alive=keep_alive,
-    ), recorder
+    )
+
+
+def _failed(exc: Exception, request: Request, recorder: Recorder, *, keep_alive: bool) -> bytes:
+    if isinstance(exc, HTTPError):
+        recorder.count_status(exc.status)
+        return error_response(exc.status, exc.code, exc.message, keep_alive=keep_alive)
+    log.error(
+        "handler failed: %s %s",
+        request.method.decode(),
+        request.path.decode("latin-1"),
+        exc_info=exc,
+    )
+    recorder.count_status(500)
+    return error_response(
+        500, "internal_error", "the handler failed; see the daemon's log", keep_alive=keep_alive
+    )

@@ -14,7 +14,7 @@ import socket
 
 from trio.lowlevel import wait_readable, wait_writable
 
-__all__ = ["recv", "send_all", "send_rest"]
+__all__ = ["recv", "send_all", "send_now", "send_rest"]
 
 
 async def recv(sock: socket.socket, view: memoryview) -> bytes:
@@ -30,12 +30,22 @@ async def recv(sock: socket.socket, view: memoryview) -> bytes:
         return bytes(view[:n])
 
 
-async def send_all(sock: socket.socket, data: bytes) -> None:
-    """Send everything; the common whole-response case is one syscall, no wait."""
+def send_now(sock: socket.socket, data: bytes) -> int:
+    """Send what the socket takes without waiting; how much that was.
+
+    The hot paths call this and only await ``send_rest`` when it falls short:
+    a coroutine per response costs more than the syscall, which almost
+    always takes everything.
+    """
     try:
-        sent = sock.send(data)
+        return sock.send(data)
     except BlockingIOError:
-        sent = 0
+        return 0
+
+
+async def send_all(sock: socket.socket, data: bytes) -> None:
+    """Send everything, waiting for room when the socket's buffer is full."""
+    sent = send_now(sock, data)
     if sent != len(data):
         await send_rest(sock, data, sent)
 
