@@ -34,8 +34,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", help="a JSON or TOML file (default: $SPRINTD_CONFIG)")
         sub.add_argument("--tier", help=f"one of {', '.join(TIERS)}")
         sub.add_argument("--host")
-        sub.add_argument("--port", type=int)
-        sub.add_argument("--workers", type=int)
+        # Values are strings here: the settings model validates them, so a bad
+        # one gets the same one-line error as from any other layer.
+        sub.add_argument("--port")
+        sub.add_argument("--workers")
         sub.add_argument("--data-dir", help="where the journal and snapshots live")
 
     settings_flags(commands.add_parser("run", help="start the daemon"))

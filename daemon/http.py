@@ -28,7 +28,6 @@ __all__ = [
     "Response",
     "date_line",
     "encode_response",
-    "error_body",
     "error_response",
     "tick_date",
 ]
@@ -192,9 +191,9 @@ def encode_response(
     return b"".join(parts)
 
 
-def error_body(code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message}}).encode("utf-8")
-
-
-def error_response(status: int, code: str, message: str, *, keep_alive: bool) -> bytes:
-    return encode_response(status, error_body(code, message), keep_alive=keep_alive)
+def error_response(
+    status: int, code: str, message: str, *, keep_alive: bool, msgpack_: bool = False
+) -> bytes:
+    """``{"error": {"code", "message"}}`` with ``status``, in JSON or msgpack."""
+    answer = Response.data({"error": {"code": code, "message": message}}, status, msgpack_=msgpack_)
+    return encode_response(status, answer.body, answer.content_type, keep_alive=keep_alive)

@@ -192,9 +192,12 @@ def _encode(response: Response, recorder: Recorder, *, head: bool, keep_alive: b
 
 
 def _failed(exc: Exception, request: Request, recorder: Recorder, *, keep_alive: bool) -> bytes:
+    msgpack_ = request.wants_msgpack()
     if isinstance(exc, HTTPError):
         recorder.count_status(exc.status)
-        return error_response(exc.status, exc.code, exc.message, keep_alive=keep_alive)
+        return error_response(
+            exc.status, exc.code, exc.message, keep_alive=keep_alive, msgpack_=msgpack_
+        )
     log.error(
         "handler failed: %s %s",
         request.method.decode(),
@@ -203,5 +206,9 @@ def _failed(exc: Exception, request: Request, recorder: Recorder, *, keep_alive:
     )
     recorder.count_status(500)
     return error_response(
-        500, "internal_error", "the handler failed; see the daemon's log", keep_alive=keep_alive
+        500,
+        "internal_error",
+        "the handler failed; see the daemon's log",
+        keep_alive=keep_alive,
+        msgpack_=msgpack_,
     )
