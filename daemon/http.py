@@ -65,13 +65,26 @@ tick_date()
 
 
 class HTTPError(Exception):
-    """A failure that maps to an HTTP status, with a machine-readable code."""
+    """A failure that maps to an HTTP status, with a machine-readable code.
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    ``headers`` go out with the error (``Allow`` with a 405, ``Retry-After``
+    with a 429); ``allowed`` is the methods a 405 names, empty otherwise.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        allowed: frozenset[bytes] = frozenset(),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
+        self.allowed = allowed
 
 
 class Request:
@@ -192,8 +205,14 @@ def encode_response(
 
 
 def error_response(
-    status: int, code: str, message: str, *, keep_alive: bool, msgpack_: bool = False
+    status: int,
+    code: str,
+    message: str,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    *,
+    keep_alive: bool,
+    msgpack_: bool = False,
 ) -> bytes:
     """``{"error": {"code", "message"}}`` with ``status``, in JSON or msgpack."""
     answer = Response.data({"error": {"code": code, "message": message}}, status, msgpack_=msgpack_)
-    return encode_response(status, answer.body, answer.content_type, keep_alive=keep_alive)
+    return encode_response(status, answer.body, answer.content_type, headers, keep_alive=keep_alive)

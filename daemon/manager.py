@@ -9,6 +9,7 @@ is registered, so a hook implemented under a misspelt name fails start-up.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from collections.abc import Mapping, Sequence
 from typing import cast
 
@@ -40,20 +41,40 @@ def make_manager(extra: Sequence[str] = ()) -> pluggy.PluginManager:
         pm.register(factory(), name=name)
     for name, module in BUILTINS.items():
         pm.register(importlib.import_module(module), name=name)
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    _load_entry_points(pm)
     for module_name in extra:
-        if pm.has_plugin(module_name):
-            continue
         try:
             plugin = importlib.import_module(module_name)
         except ImportError as exc:
             raise ConfigError(f"plugins = {module_name!r}: cannot import it: {exc}") from None
-        pm.register(plugin, name=module_name)
+        # Installed and listed too: it is the same module, registered once.
+        if not pm.is_registered(plugin):
+            pm.register(plugin, name=module_name)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise ConfigError(f"plugin {pm.get_name(exc.plugin)}: {exc}") from None
     return pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    """pluggy's loader (which keeps each plugin's distribution), naming the
+    entry point that fails."""
+    try:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    except Exception as exc:
+        failed = next(
+            (
+                f"{entry.name} = {entry.value}"
+                for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+                if not pm.has_plugin(entry.name)
+            ),
+            "?",
+        )
+        raise ConfigError(
+            f"entry point {failed} ({ENTRY_POINT_GROUP}): cannot load it: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
 
 
 def plugin_sections(pm: pluggy.PluginManager) -> dict[str, type[PluginSection]]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from .http import HTTPError, Request, Response
 from .latency import Recorder
 
-__all__ = ["BoundRoute", "Handler", "Route", "Router"]
+__all__ = ["BoundRoute", "Handler", "Route", "Router", "method_not_allowed"]
 
 Handler = Callable[[Request], Response | Awaitable[Response]]
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -81,6 +81,20 @@ class Router:
         if bound is None and method == b"HEAD":
             bound = methods.get(b"GET")
         if bound is None:
-            allowed = ", ".join(sorted(m.decode() for m in methods))
-            raise HTTPError(405, "method_not_allowed", f"allowed: {allowed}")
+            raise method_not_allowed(frozenset(methods))
         return bound
+
+
+def method_not_allowed(methods: Iterable[bytes]) -> HTTPError:
+    """A 405 with the ``Allow`` header RFC 9110 asks for; GET brings HEAD."""
+    allowed = set(methods)
+    if b"GET" in allowed:
+        allowed.add(b"HEAD")
+    listed = b", ".join(sorted(allowed))
+    return HTTPError(
+        405,
+        "method_not_allowed",
+        f"allowed: {listed.decode()}",
+        ((b"allow", listed),),
+        frozenset(allowed),
+    )

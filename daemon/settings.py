@@ -204,8 +204,9 @@ class LoadedSettings:
 
 
 def _leaves(node: Mapping[str, Any], prefix: Path_ = ()) -> Iterator[tuple[Path_, Any]]:
+    """Every value under ``node`` with its path; an empty table sets nothing."""
     for key, value in node.items():
-        if isinstance(value, Mapping) and value:
+        if isinstance(value, Mapping):
             yield from _leaves(value, (*prefix, key))
         else:
             yield (*prefix, key), value
@@ -386,7 +387,7 @@ def load_settings(
     upper += [_seed_env_layer(environ), _env_layer(model, environ), _cli_layer(cli or {})]
     unknown = _unknown_env(model, environ)
     if unknown is not None:
-        raise ConfigError(f"{unknown} from environment: unknown setting")
+        raise ConfigError(f"{unknown} = {environ[unknown]!r} from environment: unknown setting")
 
     tier = _merge(tuple(upper)).get("tier", Settings.model_fields["tier"].default)
     if tier not in TIERS:
