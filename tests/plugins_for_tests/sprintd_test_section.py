@@ -1,0 +1,32 @@
+"""A plugin with its own settings section, ``[greeter]``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from sprintd.app import App, Route
+from sprintd.hookspecs import hookimpl
+from sprintd.http import Request, Response
+from sprintd.settings import PluginSection
+
+
+class GreeterSection(PluginSection):
+    greeting: str = "hello"
+    repeat: int = 1
+
+
+@hookimpl
+def sprintd_settings_sections() -> Mapping[str, type[PluginSection]]:
+    return {"greeter": GreeterSection}
+
+
+@hookimpl
+def sprintd_routes(app: App) -> Sequence[Route]:
+    section = app.settings.section("greeter", GreeterSection)
+
+    def greet(request: Request) -> Response:
+        return Response.data(
+            {"greeting": section.greeting, "repeat": section.repeat, "enabled": section.enabled}
+        )
+
+    return [Route("GET", "/test/greeter", greet)]

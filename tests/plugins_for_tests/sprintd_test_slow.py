@@ -1,0 +1,27 @@
+"""Routes for the server tests: an async handler that sleeps (work in flight
+while the daemon drains) and a POST that reports the body it received."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import trio
+
+from sprintd.app import App, Route
+from sprintd.hookspecs import hookimpl
+from sprintd.http import Request, Response
+
+
+async def slow(request: Request) -> Response:
+    seconds = float(request.query_params().get("seconds", "1"))
+    await trio.sleep(seconds)
+    return Response.data({"slept": seconds})
+
+
+def echo(request: Request) -> Response:
+    return Response.data({"length": len(request.body), "head": request.body[:16].decode("latin-1")})
+
+
+@hookimpl
+def sprintd_routes(app: App) -> Sequence[Route]:
+    return [Route("GET", "/test/slow", slow), Route("POST", "/test/echo", echo)]
