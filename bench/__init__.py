@@ -1,0 +1,1 @@
+"""sprintd's benchmarks; each subpackage is one bench, run with ``python -m bench.<name>``."""

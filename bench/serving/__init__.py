@@ -1,0 +1,1 @@
+"""Serving benchmark: sprintd and its peers under the same load, one worker each."""

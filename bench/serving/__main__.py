@@ -1,0 +1,254 @@
+"""Run the serving bench: ``python -m bench.serving [--quick] [--servers a,b] ...``.
+
+Servers are started, loaded and stopped one after another, so at any moment
+there is one server and at most one load tool running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from bench.serving import cpus, facts, report
+from bench.serving.load import LOADS, Load, LoadError, Result, Settings, run_load
+from bench.serving.results import ServerRun
+from bench.serving.servers import REPO, SERVERS, Server, ServerError, free_port, running
+from bench.serving.targets import evaluate
+
+# Full run: ~4 minutes for all five servers; --quick: about one.
+DURATION_S, WARMUP_S = 10, 2
+QUICK_DURATION_S, QUICK_WARMUP_S = 2, 1
+# Seconds each server costs beyond its loads: start-up, k6's own start, stop.
+OVERHEAD_S = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    # SIGTERM takes the same way out as Ctrl-C, through every finally that
+    # stops a server.
+    signal.signal(signal.SIGTERM, _interrupt)
+    servers = [s for s in SERVERS if s.key in args.servers]
+    duration = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
+    warmup = (
+        args.warmup if args.warmup is not None else (QUICK_WARMUP_S if args.quick else WARMUP_S)
+    )
+    settings = Settings(duration, args.connections, args.rate, args.vus)
+    pinning = cpus.plan(args.pin)
+    started = time.strftime("%Y%m%d-%H%M%S")
+    out = args.out or REPO / "bench" / "results" / f"serving-{started}"
+    for sub in ("logs", "raw"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    packages = tuple(dict.fromkeys(p for s in servers for p in s.packages))
+    machine = facts.collect((*packages, "matplotlib"))
+
+    per_server = len(LOADS) * duration + 2 * warmup + OVERHEAD_S
+    _say(
+        f"serving bench: {len(servers)} servers x {len(LOADS)} loads, {duration}s each, "
+        f"about {len(servers) * per_server / 60:.1f} min; results in {_short(out)}"
+    )
+    _say(f"pinning: {pinning.describe()}")
+    runs: list[ServerRun] = []
+    interrupted = False
+    try:
+        for index, server in enumerate(servers, 1):
+            prefix = f"[{index}/{len(servers)}] {server.key}"
+            tier = args.sprintd_tier if server.key == "sprintd" else None
+            extra = ("--tier", tier) if tier else ()
+            _bench(
+                server,
+                runs,
+                extra=extra,
+                prefix=prefix,
+                settings=settings,
+                warmup=warmup,
+                out=out,
+                pinning=pinning,
+            )
+    except KeyboardInterrupt:
+        interrupted = True
+        _say("interrupted: servers stopped, writing a partial report")
+
+    targets = evaluate(runs, settings.connections)
+    path = report.write(
+        report.Run(started, settings, warmup, pinning, machine, runs, targets, interrupted),
+        out,
+    )
+    _say("targets:")
+    for target in targets:
+        verdict = {True: "met", False: "NOT MET", None: "not evaluated"}[target.met]
+        _say(f"  {verdict:13} {target.goal}: {target.measured}")
+    _say(f"report: {_short(path)}")
+    if interrupted:
+        return 130
+    return 1 if any(run.failures for run in runs) else 0
+
+
+def _bench(
+    server: Server,
+    runs: list[ServerRun],
+    *,
+    extra: tuple[str, ...],
+    prefix: str,
+    settings: Settings,
+    warmup: int,
+    out: Path,
+    pinning: cpus.Pinning,
+) -> None:
+    """Measure one server into a run appended to ``runs`` first, so an interrupted
+    server's finished loads still reach the report."""
+    port = free_port()
+    argv = cpus.pinned(server.command(port, out / f"{server.key}-data", extra), pinning.server)
+    run = ServerRun(server, argv)
+    runs.append(run)
+    _say(f"{prefix}: starting on 127.0.0.1:{port}")
+    began = time.monotonic()
+    try:
+        with running(argv, port, server.pythonpath, out / "logs" / f"{server.key}.log"):
+            _say(f"{prefix}: ready in {time.monotonic() - began:.1f}s, payload checked")
+            for load in LOADS:
+                url = f"http://127.0.0.1:{port}{load.path}"
+                raw = out / "raw" / f"{server.key}-{load.key}.txt"
+                try:
+                    # Constant-rate loads follow a closed loop on the same path,
+                    # which has warmed the server already.
+                    if load.closed and warmup:
+                        run_load(
+                            load,
+                            url,
+                            warmup,
+                            settings,
+                            raw.with_suffix(".warmup.txt"),
+                            cpus=pinning.tools,
+                        )
+                    result = run_load(
+                        load, url, settings.duration_s, settings, raw, cpus=pinning.tools
+                    )
+                except LoadError as exc:
+                    run.failures[load.key] = str(exc)
+                    _say(f"{prefix}: {load.key} FAILED: {exc}")
+                    continue
+                run.results[load.key] = result
+                _say(f"{prefix}: {_line(load, result, settings)}")
+    except ServerError as exc:
+        run.failures["start"] = str(exc)
+        _say(f"{prefix}: NOT MEASURED: {exc}")
+
+
+def _line(load: Load, result: Result, settings: Settings) -> str:
+    line = (
+        f"{load.key:12} {result.rps:9,.0f} req/s  p50 {result.at(50.0):.3f}  "
+        f"p99 {result.at(99.0):.3f}  p99.9 {result.at(99.9):.3f}  "
+        f"max {result.max_ms:.3f} ms  errors {result.errors}"
+    )
+    if not load.closed:
+        line += f"  dropped {result.dropped}"
+        if result.dropped or result.rps < 0.95 * settings.rate:
+            line += f"  (did not sustain {settings.rate:,} req/s)"
+    return line
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    keys = [s.key for s in SERVERS]
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.serving",
+        description="Start sprintd and its peers one at a time, load each the same way, "
+        "and write a Markdown report with latency plots.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_DURATION_S}s loads, {QUICK_WARMUP_S}s warm-ups: a ~1 minute smoke run",
+    )
+    parser.add_argument(
+        "--servers",
+        type=lambda v: _servers(v, keys),
+        default=keys,
+        help=f"comma-separated subset of {','.join(keys)} (default: all)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive,
+        metavar="S",
+        help=f"seconds per measured load (default {DURATION_S})",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        metavar="S",
+        help=f"seconds of warm-up before each closed loop (default {WARMUP_S})",
+    )
+    parser.add_argument(
+        "--rate",
+        type=_positive,
+        default=1000,
+        metavar="R",
+        help="req/s offered by the constant-rate loads (default 1000)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=_positive,
+        default=50,
+        help="wrk connections for the closed loops (default 50)",
+    )
+    parser.add_argument(
+        "--vus",
+        type=_positive,
+        default=50,
+        help="k6 pre-allocated VUs for the constant-rate loads (default 50)",
+    )
+    parser.add_argument(
+        "--sprintd-tier",
+        metavar="TIER",
+        help="run sprintd with --tier TIER (default: its configured tier)",
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin the server and the load tools to separate CPUs",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="results directory (default bench/results/serving-<timestamp>)",
+    )
+    return parser.parse_args(argv)
+
+
+def _servers(value: str, keys: list[str]) -> list[str]:
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = sorted(set(chosen) - set(keys))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(keys)}; got {value!r}")
+    return chosen
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return number
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _short(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

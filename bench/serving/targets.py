@@ -1,0 +1,52 @@
+"""sprintd's serving targets, checked against a run's figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.serving.load import ECHO_CLOSED, GET_CLOSED, Load
+from bench.serving.results import ServerRun, find
+
+__all__ = ["Target", "evaluate"]
+
+
+@dataclass(frozen=True)
+class Target:
+    goal: str
+    measured: str
+    # None when a server it compares was not measured.
+    met: bool | None
+
+
+def evaluate(runs: list[ServerRun], connections: int) -> list[Target]:
+    return [
+        _ratio(
+            runs, GET_CLOSED, "granian-rsgi", 1.0, "sprintd fast path req/s >= 1.0x granian rsgi"
+        ),
+        _ratio(runs, GET_CLOSED, "uvicorn", 2.0, "sprintd fast path req/s >= 2x uvicorn"),
+        _p99(runs, GET_CLOSED, 2.0, f"sprintd fast path p99 <= 2 ms at {connections} connections"),
+        _ratio(
+            runs,
+            ECHO_CLOSED,
+            "hypercorn",
+            8.0,
+            "sprintd h11 echo req/s >= 8x hypercorn trio worker",
+        ),
+    ]
+
+
+def _ratio(runs: list[ServerRun], load: Load, peer: str, wanted: float, goal: str) -> Target:
+    ours, theirs = find(runs, load, "sprintd"), find(runs, load, peer)
+    if ours is None or theirs is None:
+        return Target(goal, "not measured", None)
+    ratio = ours.rps / theirs.rps
+    measured = f"{ratio:.2f}x ({ours.rps:,.0f} vs {theirs.rps:,.0f} req/s)"
+    return Target(goal, measured, ratio >= wanted)
+
+
+def _p99(runs: list[ServerRun], load: Load, limit_ms: float, goal: str) -> Target:
+    ours = find(runs, load, "sprintd")
+    if ours is None:
+        return Target(goal, "not measured", None)
+    p99 = ours.at(99.0)
+    return Target(goal, f"p99 {p99:.3f} ms", p99 <= limit_ms)
