@@ -40,43 +40,17 @@ from .latency import Recorder
 
 __all__ = ["MetricsPlugin", "render"]
 
-# Request latency bucket bounds in seconds: 25 us to 10 s, denser where a
-# low-latency tier's SLA sits.
-LATENCY_BUCKETS_S = (
-    0.000025,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
-GC_BUCKETS_S = (
-    0.00001,
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-)
+
+def _bounds(low: float, high: float) -> tuple[float, ...]:
+    """Bucket bounds in 1, 2.5, 5 steps per decade, from ``low`` to ``high``."""
+    steps = (round(m * 10.0**e, 9) for e in range(-6, 2) for m in (1.0, 2.5, 5.0))
+    return tuple(b for b in steps if low <= b <= high)
+
+
+# Request latency: 25 us to 10 s, three buckets a decade around any SLA.
+LATENCY_BUCKETS_S = _bounds(0.000025, 10.0)
+# GC pauses: 10 us to 250 ms.
+GC_BUCKETS_S = _bounds(0.00001, 0.25)
 
 
 def _histogram(

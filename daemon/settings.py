@@ -102,8 +102,9 @@ class ServerSettings(Section):
 
 
 class TuningSettings(Section):
-    # default: CPython's automatic GC. tuned: start-up heap frozen, larger
-    # thresholds. manual: automatic GC off, young collections in idle time.
+    # default: CPython's automatic GC. tuned: start-up heap frozen, a small
+    # middle generation. manual: automatic GC off, small young collections
+    # driven by the daemon, full ones in idle time. See sprintd.gcpolicy.
     gc_mode: Literal["default", "tuned", "manual"] = "default"
     # Go's GOGC, kept in meaning: a full collection runs once the heap
     # (pymalloc's allocated blocks) has grown by this percentage since the last.

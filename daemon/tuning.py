@@ -137,10 +137,11 @@ class Tuner:
             applied=self.gc.state(),
             ok=True,
         )
+        made = self.tuning.buffer_count if self.tuning.prealloc_buffers else 0
         knobs["prealloc_buffers"] = Knob(
             requested=self.tuning.prealloc_buffers,
             applied={"buffers": self.pool.available, "size": self.pool.size},
-            ok=self.pool.available == (self.tuning.buffer_count * self.tuning.prealloc_buffers),
+            ok=self.pool.available == made,
         )
         knobs["lock_memory"] = self._lock_memory()
         return self.report
