@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,8 +175,12 @@ def running(
     port: int,
     pythonpath: tuple[Path, ...],
     log_path: Path,
+    *,
+    ready_path: str = GET_PATH,
+    check: Callable[[int], None] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server, wait until it serves the payload, and stop it on the way out.
+    """Start a server, wait until ``ready_path`` answers 200, run ``check``
+    (by default: it serves the payload), and stop it on the way out.
 
     Raises:
         ServerError: it exited, never answered 200, or answered other bytes.
@@ -193,21 +197,21 @@ def running(
             start_new_session=True,
         )
         try:
-            _wait_ready(process, port, log_path)
-            _check_payload(port)
+            _wait_ready(process, port, log_path, ready_path)
+            (check or _check_payload)(port)
             yield process
         finally:
             _stop(process)
 
 
-def _wait_ready(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+def _wait_ready(process: subprocess.Popen[bytes], port: int, log_path: Path, path: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     last = "no answer"
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerError(f"exited with {process.returncode}: {_tail(log_path)}")
         try:
-            status, _ = _request(port, "GET", GET_PATH)
+            status, _ = _request(port, "GET", path)
         except (OSError, http.client.HTTPException) as exc:
             last = repr(exc)
         else:
@@ -215,7 +219,7 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, log_path: Path) -> 
                 return
             last = f"HTTP {status}"
         time.sleep(0.1)
-    raise ServerError(f"not serving GET {GET_PATH} after {READY_TIMEOUT_S:.0f}s ({last})")
+    raise ServerError(f"not serving GET {path} after {READY_TIMEOUT_S:.0f}s ({last})")
 
 
 def _check_payload(port: int) -> None:
