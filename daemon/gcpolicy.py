@@ -60,9 +60,10 @@ MANUAL_TICK = 0.005
 IDLE_CUSHION = 0.002
 # manual mode: the young and middle generations are collected past this many
 # young objects. The count is allocations less deallocations, so the young
-# list can hold several times as many; 500 kept an order book's collections
-# under 0.3 ms typical in bench/gcpause, at the same cost per request as 2000.
-YOUNG_LIMIT = 500
+# list can hold several times as many. In bench/gcpause (an order book at 20k
+# requests/s for 60 s) 500 left a few collections over 1 ms and 300 none over
+# 0.4 ms, at the same cost per request as 2000.
+YOUNG_LIMIT = 300
 # manual mode: a full collection waits for idle until growth passes this
 # multiple of gc_percent, then runs anyway.
 FORCE_FULL_FACTOR = 4
