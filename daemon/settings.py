@@ -89,7 +89,7 @@ class ServerSettings(Section):
     keepalive_timeout: float = Field(5.0, gt=0)
     # A request's head must arrive whole within this (slow-loris).
     header_timeout: float = Field(10.0, gt=0)
-    # A request's body must arrive whole within this.
+    # A request's body must arrive, and a response be taken, within this.
     body_timeout: float = Field(30.0, gt=0)
     # h11's own default incomplete-event limit; larger heads get 431.
     max_header_bytes: int = Field(16 * 1024, ge=1024)

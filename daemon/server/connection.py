@@ -37,7 +37,7 @@ from . import h11path
 from .fastpath import match
 from .limits import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SLEEP, REAPER_TICK
 from .sockio import send_now, send_rest
-from .state import BODY, HEAD, IDLE, Conn
+from .state import BODY, HEAD, IDLE, SEND, Conn
 
 __all__ = ["HTTPServer"]
 
@@ -66,6 +66,7 @@ class HTTPServer:
             IDLE: int(server.keepalive_timeout * ns),
             HEAD: int(server.header_timeout * ns),
             BODY: int(server.body_timeout * ns),
+            SEND: int(server.body_timeout * ns),
         }
 
     # --- accepting ---------------------------------------------------------
@@ -173,7 +174,7 @@ class HTTPServer:
                 limit = self._timeouts.get(conn.state)
                 if limit is None or now - conn.since_ns <= limit:
                     continue
-                if conn.state != IDLE:
+                if conn.state in (HEAD, BODY):
                     # Best effort: a slow client may read this before we close.
                     with contextlib.suppress(OSError):
                         conn.sock.send(

@@ -31,7 +31,7 @@ from ..http import HTTPError, Request, Response, encode_response, error_response
 from ..latency import Recorder
 from ..routing import BoundRoute, method_not_allowed
 from .sockio import recv, send_all, send_now, send_rest
-from .state import BODY, BUSY, HEAD, Conn
+from .state import BODY, BUSY, HEAD, SEND, Conn
 
 if TYPE_CHECKING:
     from .connection import HTTPServer
@@ -113,6 +113,8 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
         response = await response
     sent = send_now(sock, response)
     if sent != len(response):
+        conn.state = SEND
+        conn.since_ns = perf_counter_ns()
         await send_rest(sock, response, sent)
     recorder.record(perf_counter_ns() - t0)
     return rest if keep_alive else None

@@ -7,13 +7,14 @@ from time import perf_counter_ns
 
 import trio
 
-__all__ = ["BODY", "BUSY", "HEAD", "IDLE", "Conn"]
+__all__ = ["BODY", "BUSY", "HEAD", "IDLE", "SEND", "Conn"]
 
 # What a connection is doing, which decides the timeout the reaper applies.
 IDLE = 0  # between requests: keep-alive timeout
 HEAD = 1  # a request head has begun: header timeout (slow-loris)
 BODY = 2  # reading a body: body timeout
-BUSY = 3  # a handler is running or a response is going out: no timeout
+BUSY = 3  # a handler is running: no timeout
+SEND = 4  # a response the peer is slow to take: body timeout
 
 
 class Conn:
