@@ -8,6 +8,7 @@ background tasks. The server (``server``) only ever reads what is built here.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -17,9 +18,10 @@ from typing import Any, Literal
 
 import pluggy
 
+from .journal import Journal, JournalError, open_daemon_journal
 from .latency import Recorder
 from .routing import Route, Router
-from .settings import LoadedSettings, Settings
+from .settings import ConfigError, LoadedSettings, Settings
 from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
 from .tiers import TierProfile
 from .tuning import Tuner
@@ -74,6 +76,7 @@ class App:
     started_at: float = field(default_factory=time.time)
     pid: int = field(default_factory=os.getpid)
     draining: bool = False
+    _journal: Journal | None = field(default=None, init=False, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -82,6 +85,34 @@ class App:
     @property
     def profile(self) -> TierProfile:
         return self.loaded.profile
+
+    @property
+    def journal(self) -> Journal:
+        """The daemon's write-ahead journal (``<data_dir>/journal``), opened on first use.
+
+        Ask for it in ``sprintd_configure`` (to load a snapshot and replay).
+        The first use opens it (a scan that cuts a torn tail, logged), adds
+        its writer to the background tasks and a ``journal`` health check;
+        teardown closes it after ``sprintd_unconfigure``.
+
+        Raises:
+            ConfigError: it cannot be opened (damage, held by another process, I/O).
+            RuntimeError: first asked for once serving has begun (too late to
+                start its writer).
+        """
+        if self._journal is None:
+            if self.bound:
+                raise RuntimeError("app.journal: first use it in sprintd_configure")
+            try:
+                journal = open_daemon_journal(self.settings.data_dir, self.settings.journal)
+            except (JournalError, OSError) as exc:
+                raise ConfigError(f"journal: {exc}") from None
+            self._journal = journal
+            self.background.append(_run_journal)
+            self.health_checks.append(
+                HealthCheck("journal", functools.partial(_journal_check, journal))
+            )
+        return self._journal
 
     def recorder(self, name: str) -> Recorder:
         """The latency recorder of a route name, made on first use."""
@@ -118,4 +149,24 @@ class App:
             self.background.extend(tasks)
 
     def teardown(self) -> None:
-        self.pm.hook.sprintd_unconfigure(app=self)
+        try:
+            self.pm.hook.sprintd_unconfigure(app=self)
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+
+
+async def _run_journal(app: App) -> None:
+    await app.journal.run()
+
+
+def _journal_check(journal: Journal) -> tuple[CheckStatus, dict[str, Any]]:
+    details: dict[str, Any] = {
+        "fsync": journal.policy,
+        "last_seq": journal.last_seq,
+        "synced_seq": journal.synced_seq,
+    }
+    if journal.failed is not None:
+        details["output"] = str(journal.failed)
+        return "fail", details
+    return "pass", details

@@ -1,19 +1,27 @@
-"""The ``sprintd`` command: run, config, tiers.
+"""The ``sprintd`` command: run, config, tiers, journal.
 
 Any configuration that cannot start exits with status 2 and one line naming
-the field, the value and where it came from.
+the field, the value and where it came from. ``sprintd journal verify``
+exits 0 when the journal is clean and 1 when it is not (a torn tail that
+opening would cut, corruption that stops it opening, an unreadable
+snapshot); neither journal command changes a file.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+import msgpack
+
 from . import __version__
+from .journal import JournalError, describe, in_use, inspect, read_records
 from .manager import apply_enabled, make_manager, plugin_sections
 from .server.workers import supervise
 from .settings import EXIT_CONFIG, ConfigError, LoadedSettings, load_settings, read_plugin_names
@@ -45,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
         commands.add_parser("config", help="print every effective setting and its origin")
     )
     commands.add_parser("tiers", help="list the tier profiles and what each sets")
+    journal = commands.add_parser("journal", help="inspect the write-ahead journal (read only)")
+    actions = journal.add_subparsers(dest="journal_command", required=True)
+    settings_flags(
+        actions.add_parser("verify", help="summarize the journal; exit 1 unless it is clean")
+    )
+    replay = actions.add_parser("replay", help="print every record, one line each")
+    settings_flags(replay)
+    replay.add_argument("--stream", action="append", help="only this stream (repeatable)")
+    replay.add_argument("--after", type=int, default=0, help="only records after this seq")
     return parser
 
 
@@ -89,6 +106,60 @@ def _print_tiers() -> None:
                 print(f"    {section}.{key} = {value}")
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"$base64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, msgpack.ExtType):
+        return {"$ext": value.code, "$base64": base64.b64encode(value.data).decode("ascii")}
+    return repr(value)
+
+
+def _payload_json(payload: bytes) -> str:
+    """The payload as msgpack-decoded JSON, or ``{"$raw": base64}`` if it is not msgpack."""
+    try:
+        value = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception:  # any payload that is not exactly one msgpack object
+        return json.dumps({"$raw": base64.b64encode(payload).decode("ascii")})
+    return json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
+def _journal(args: argparse.Namespace, loaded: LoadedSettings) -> int:
+    directory = loaded.settings.data_dir / "journal"
+    if in_use(directory):
+        print(
+            f"sprintd: journal {directory} is open in a running daemon: "
+            "its last records may be a write in progress",
+            file=sys.stderr,
+        )
+    try:
+        report = inspect(directory)
+    except (JournalError, OSError) as exc:
+        print(f"sprintd: journal {directory}: {exc}", file=sys.stderr)
+        return 1
+    if args.journal_command == "verify":
+        settings = loaded.settings.journal
+        policy = f"fsync {settings.fsync}"
+        if settings.fsync == "interval":
+            policy += f" every {settings.fsync_interval_ms:g} ms"
+        print("\n".join(describe(report, policy)))
+        return 0 if report.clean else 1
+    streams = set(args.stream) if args.stream else None
+    try:
+        for seq, stream, payload in read_records(report.segments, args.after, streams):
+            print(f"{seq}\t{stream}\t{_payload_json(payload)}")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader has gone (``| head``): stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (JournalError, OSError) as exc:
+        print(f"sprintd: journal {directory}: {exc}", file=sys.stderr)
+        return 1
+    if report.cut is not None:
+        print(f"sprintd: torn tail not shown: {report.cut.describe()}", file=sys.stderr)
+    return 0
+
+
 def _run(args: argparse.Namespace, loaded: LoadedSettings, pm: Any) -> int:
     def reload() -> LoadedSettings:
         return load(args)[0]
@@ -114,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             _print_config(loaded)
             return 0
+        if args.command == "journal":
+            return _journal(args, loaded)
         return _run(args, loaded, pm)
     except ConfigError as exc:
         print(f"sprintd: config error: {exc}", file=sys.stderr)

@@ -34,6 +34,7 @@ from .tiers import TIERS, Tier, TierProfile, load_profile
 __all__ = [
     "EXIT_CONFIG",
     "ConfigError",
+    "JournalSettings",
     "Layer",
     "LoadedSettings",
     "PluginSection",
@@ -128,6 +129,19 @@ class TuningSettings(Section):
     switch_interval_ms: float = Field(1.0, gt=0)
 
 
+class JournalSettings(Section):
+    """The write-ahead journal (``sprintd.journal``); its module docstring says
+    what each policy can lose to a process crash and to a power loss."""
+
+    # always: an append returns once its batch is fsynced (group commit).
+    # interval: once written (a kill -9 loses nothing acknowledged); fsynced
+    # every fsync_interval_ms. os: once written; the kernel writes it back.
+    fsync: Literal["always", "interval", "os"] = "interval"
+    fsync_interval_ms: float = Field(10.0, gt=0, le=60_000)
+    # A new segment file starts when the next batch would pass this size.
+    segment_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+
+
 S = TypeVar("S", bound=Section)
 
 
@@ -147,6 +161,7 @@ class Settings(BaseSettings):
     plugins: tuple[str, ...] = ()
     server: ServerSettings = ServerSettings()
     tuning: TuningSettings = TuningSettings()
+    journal: JournalSettings = JournalSettings()
 
     def section(self, name: str, kind: type[S]) -> S:
         """A plugin's section, typed as the plugin declared it."""
