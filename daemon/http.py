@@ -35,6 +35,7 @@ __all__ = [
 JSON = b"application/json"
 MSGPACK = b"application/msgpack"
 SERVER_LINE = b"server: sprintd\r\n"
+_JSON_PARSER = cysimdjson.JSONParser()
 
 _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("ascii")
@@ -143,9 +144,12 @@ class Request:
                 415, "unsupported_media_type", "send application/json or application/msgpack"
             )
         try:
-            # A parser per call: a cysimdjson document is only valid until its
-            # parser's next parse(), and handlers may interleave.
-            return cysimdjson.JSONParser().parse(self.body).export()
+            # One parser for the process is safe: parse and export run back
+            # to back, with no await between them, so no other task's parse
+            # can reuse the buffer the document reads from. (A parser made
+            # per call must outlive its document: the document does not keep
+            # it alive, and reading one whose parser is gone crashes.)
+            return _JSON_PARSER.parse(self.body).export()
         except ValueError as exc:
             raise HTTPError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
 

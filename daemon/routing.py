@@ -37,6 +37,17 @@ class BoundRoute:
         self.recorder = recorder
 
 
+def _compile(template: str) -> re.Pattern[bytes]:
+    """``/v1/orders/{order_id}`` as a regex: literal parts escaped, each
+    ``{name}`` one path segment captured under that name."""
+    parts = _PARAM.split(template)
+    pattern = "".join(
+        re.escape(part) if index % 2 == 0 else f"(?P<{part}>[^/]+)"
+        for index, part in enumerate(parts)
+    )
+    return re.compile(pattern.encode("ascii") + b"$")
+
+
 class Router:
     def __init__(self) -> None:
         self._exact: dict[bytes, dict[bytes, BoundRoute]] = {}
@@ -49,15 +60,21 @@ class Router:
         if methods is None:
             methods = self._by_template[route.path] = {}
             if _PARAM.search(route.path):
-                pattern = _PARAM.sub(lambda m: f"(?P<{m.group(1)}>[^/]+)", re.escape(route.path))
-                # re.escape escapes the braces, so undo that inside the groups.
-                pattern = pattern.replace(r"\{", "{").replace(r"\}", "}")
-                self._templated.append((re.compile(pattern.encode("ascii") + b"$"), methods))
+                self._templated.append((_compile(route.path), methods))
             else:
                 self._exact[route.path.encode("ascii")] = methods
         if method in methods:
             raise ValueError(f"route {route.method} {route.path} is registered twice")
         methods[method] = BoundRoute(route, recorder)
+
+    def has_route(self, method: bytes, path: bytes) -> bool:
+        """Whether a route (not a snapshot) answers this method and path."""
+        methods = self._exact.get(path)
+        if methods is None:
+            methods = next((m for p, m in self._templated if p.match(path)), None)
+        return methods is not None and (
+            method in methods or (method == b"HEAD" and b"GET" in methods)
+        )
 
     def resolve(self, method: bytes, path: bytes, request: Request) -> BoundRoute:
         """The route for a request, its ``{name}`` segments stored on ``request``.

@@ -205,7 +205,9 @@ def dispatch(
     app = server.app
     if head or method == b"GET":
         snap = app.snapshots.get(path.decode("latin-1"))
-        if snap is not None:
+        # A snapshot answers its exact path; with a query, a route for the
+        # path (GET /v1/book/X?depth=50) is asked instead.
+        if snap is not None and not (query and app.router.has_route(method, path)):
             snap.recorder.count_status(snap.status)
             if keep_alive:
                 return snap.response(head=head), snap.recorder
