@@ -5,6 +5,7 @@ A plugin is any module or object with functions marked ``@hookimpl`` (from
 order at start-up, in each worker process::
 
     sprintd_settings_sections   before the settings are validated
+    sprintd_order_engines       matching engines, by name (asked by the orders plugin)
     sprintd_configure           the settings are valid; build your state
     sprintd_routes              the HTTP routes served through h11
     sprintd_snapshots           pre-encoded responses for the fast path
@@ -52,6 +53,20 @@ def sprintd_settings_sections() -> Mapping[str, type[PluginSection]]:
     lets a deployment switch the plugin off.
 
     Called before the settings exist, so it must not depend on them.
+    """
+
+
+@hookspec
+def sprintd_order_engines(app: App) -> Mapping[str, Any]:
+    """Offer matching engines to the orders plugin, by name.
+
+    Each value has ``create(symbol) -> engine`` and ``restore(bytes) ->
+    engine``; the engine has the interface of ``sprintd.plugins.orders.
+    service.Engine`` (new, cancel, replace, order, depth, sequence,
+    state_hash, snapshot) and must be deterministic: no clock, no randomness.
+    ``[orders.symbols.NAME] engine = "..."`` chooses one per symbol; the
+    built-in is ``price_time``. Called from the orders plugin's
+    ``sprintd_configure``.
     """
 
 

@@ -25,8 +25,10 @@ __all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "apply_enabled", "make_manager", "pl
 ENTRY_POINT_GROUP = "sprintd.plugins"
 # Registered in every manager, never disabled: the daemon is not observable without them.
 ESSENTIAL = (("health", HealthPlugin), ("metrics", MetricsPlugin))
-# Built-in feature plugins, by module: name -> import path.
-BUILTINS: Mapping[str, str] = {}
+# Built-in feature plugins: name -> "module:Class", one instance per manager.
+BUILTINS: Mapping[str, str] = {
+    "orders": "sprintd.plugins.orders.plugin:OrdersPlugin",
+}
 
 
 def make_manager(extra: Sequence[str] = ()) -> pluggy.PluginManager:
@@ -39,8 +41,9 @@ def make_manager(extra: Sequence[str] = ()) -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     for name, factory in ESSENTIAL:
         pm.register(factory(), name=name)
-    for name, module in BUILTINS.items():
-        pm.register(importlib.import_module(module), name=name)
+    for name, target in BUILTINS.items():
+        module, _, attribute = target.partition(":")
+        pm.register(getattr(importlib.import_module(module), attribute)(), name=name)
     _load_entry_points(pm)
     for module_name in extra:
         try:

@@ -52,6 +52,11 @@ FAST_SERVER_ENV = {
 }
 
 
+# The built-in orders plugin keeps its books in one process: two-worker
+# daemons run without it.
+NO_ORDERS = {"SPRINTD_ORDERS__ENABLED": "false"}
+
+
 def clean_environ(
     extra: Mapping[str, str] | None = None, pythonpath: Sequence[Path | str] = ()
 ) -> dict[str, str]:
@@ -65,6 +70,9 @@ def clean_environ(
     }
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
+    # The order-entry port is fixed by default; daemons side by side in tests
+    # must not share it.
+    env["SPRINTD_ORDERS__ENTRY_PORT"] = "0"
     env.update(extra or {})
     return env
 

@@ -21,7 +21,7 @@ from sprintd.hookspecs import hookimpl
 from sprintd.manager import BUILTINS, ENTRY_POINT_GROUP, make_manager, plugin_sections
 from sprintd.settings import ConfigError, PluginSection
 
-from .daemons import PLUGINS_DIR, Daemon, DaemonFactory, wait_for
+from .daemons import NO_ORDERS, PLUGINS_DIR, Daemon, DaemonFactory, wait_for
 
 
 def install(site: Path, dist: str, entry_points: dict[str, str], modules: list[str]) -> Path:
@@ -294,10 +294,15 @@ def test_process_local_plugin_refuses_two_workers(sprintd_cli: Any) -> None:
         "0",
         "--workers",
         "2",
-        env={"SPRINTD_PLUGINS": '["sprintd_test_local"]'},
+        env={"SPRINTD_PLUGINS": '["sprintd_test_local"]', **NO_ORDERS},
         pythonpath=[PLUGINS_DIR],
     )
     assert_config_error(result, "ledger", "server.workers = 2")
+
+
+def test_the_built_in_orders_plugin_refuses_two_workers(sprintd_cli: Any) -> None:
+    result = sprintd_cli("run", "--port", "0", "--workers", "2")
+    assert_config_error(result, "orders", "server.workers = 2")
 
 
 def test_process_local_plugin_runs_with_one_worker(daemon: DaemonFactory) -> None:
@@ -310,7 +315,11 @@ def test_process_local_plugin_disabled_allows_two_workers(daemon: DaemonFactory)
         "--workers",
         "2",
         workers=2,
-        env={"SPRINTD_PLUGINS": '["sprintd_test_local"]', "SPRINTD_LEDGER__ENABLED": "false"},
+        env={
+            "SPRINTD_PLUGINS": '["sprintd_test_local"]',
+            "SPRINTD_LEDGER__ENABLED": "false",
+            **NO_ORDERS,
+        },
         pythonpath=[PLUGINS_DIR],
     )
     assert served.get("/test/ledger").status == 404

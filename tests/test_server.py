@@ -19,6 +19,7 @@ import pytest
 
 from .daemons import (
     FAST_SERVER_ENV,
+    NO_ORDERS,
     PLUGINS_DIR,
     ConnectionClosed,
     Daemon,
@@ -448,7 +449,7 @@ def _ppid(pid: int) -> int:
 
 
 def test_two_workers_share_one_port(daemon: DaemonFactory) -> None:
-    served = daemon("--workers", "2", workers=2, env=FAST_SERVER_ENV)
+    served = daemon("--workers", "2", workers=2, env=FAST_SERVER_ENV | NO_ORDERS)
     assert sorted(served.worker_lines) == ["0", "1"]
     runtimes: dict[int, dict[str, object]] = {}
 

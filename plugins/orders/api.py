@@ -1,0 +1,185 @@
+"""The orders HTTP API and the order-entry port's command handler.
+
+Both follow the service's order of work (``service`` module): validate,
+apply, journal, then answer; and both republish the changed books' fast-path
+snapshots once per request or per batch, after the journal has the records.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sprintd.app import App, Route
+from sprintd.http import HTTPError, Request, Response
+from sprintd.journal import Journal
+from sprintd.snapshots import Snapshot
+
+from .service import InvalidOrder, OrderService, Outcome
+
+__all__ = ["STREAM", "OrdersAPI"]
+
+STREAM = "orders"
+MAX_LIMIT = 1000
+
+
+def _int(text: str | None, name: str, default: int, upper: int) -> int:
+    if text is None:
+        return default
+    if not text.isdigit() or not 0 < int(text) <= upper:
+        raise HTTPError(400, f"invalid_{name}", f"{name} must be an integer from 1 to {upper}")
+    return int(text)
+
+
+def _order_id(request: Request) -> int:
+    text = request.params["order_id"]
+    if not text.isdigit():
+        raise HTTPError(404, "unknown_order", f"no order {text!r}")
+    return int(text)
+
+
+class OrdersAPI:
+    def __init__(self, app: App, service: OrderService, journal: Journal) -> None:
+        self.app = app
+        self.service = service
+        self.journal = journal
+        self.books: dict[str, Snapshot] = {}
+        self.unsnapshotted = 0
+
+    # --- shared by both ports ----------------------------------------------
+
+    def book_body(self, symbol: str, depth: int) -> bytes:
+        return json.dumps(self.service.book_json(symbol, depth)).encode()
+
+    def publish(self) -> None:
+        """Republish the snapshots of the books that changed."""
+        service = self.service
+        depth = service.section.book_depth
+        for symbol in service.dirty:
+            self.books[symbol].publish(self.book_body(symbol, depth))
+        service.dirty.clear()
+
+    async def journaled(self, payloads: list[bytes]) -> None:
+        """Make the commands durable, then the books' snapshots current."""
+        if payloads:
+            if len(payloads) == 1:
+                await self.journal.append(STREAM, payloads[0])
+            else:
+                await self.journal.append_many(STREAM, payloads)
+            self.unsnapshotted += len(payloads)
+            if self.unsnapshotted >= self.service.section.snapshot_every:
+                await self.snapshot()
+        self.publish()
+
+    async def snapshot(self) -> None:
+        # Taken together, with no await between: every applied command was
+        # appended before anything could await, so the state is the journal's
+        # up to last_seq. Other appends may still be queued, so the journal is
+        # written up to there before the snapshot may claim it.
+        self.unsnapshotted = 0
+        seq, data = self.journal.last_seq, self.service.snapshot()
+        await self.journal.sync()
+        await self.journal.snapshot(STREAM, seq, data)
+
+    # --- HTTP ------------------------------------------------------------------
+
+    def routes(self) -> Sequence[Route]:
+        return [
+            Route("POST", "/v1/orders", self.post_order),
+            Route("GET", "/v1/orders/{order_id}", self.get_order),
+            Route("DELETE", "/v1/orders/{order_id}", self.delete_order),
+            Route("PATCH", "/v1/orders/{order_id}", self.patch_order),
+            Route("GET", "/v1/book/{symbol}", self.get_book),
+            Route("GET", "/v1/trades/{symbol}", self.get_trades),
+        ]
+
+    def _answer(self, request: Request, outcome: Outcome, status: int) -> Response:
+        body = self.service.order_json(outcome.state, outcome.events)
+        return Response.data(body, status, msgpack_=request.wants_msgpack())
+
+    async def post_order(self, request: Request) -> Response:
+        try:
+            command, account, client_id = self.service.new_command(request.data())
+            payload, outcome = self.service.submit(command, account, client_id)
+        except InvalidOrder as exc:
+            raise HTTPError(exc.status, exc.code, str(exc)) from None
+        await self.journaled([] if payload is None else [payload])
+        return self._answer(request, outcome, 201 if outcome.created else 200)
+
+    def get_order(self, request: Request) -> Response:
+        try:
+            _, state = self.service.find(_order_id(request))
+        except InvalidOrder as exc:
+            raise HTTPError(exc.status, exc.code, str(exc)) from None
+        return Response.data(self.service.order_json(state), msgpack_=request.wants_msgpack())
+
+    async def delete_order(self, request: Request) -> Response:
+        try:
+            payload, outcome = self.service.cancel(_order_id(request))
+        except InvalidOrder as exc:
+            raise HTTPError(exc.status, exc.code, str(exc)) from None
+        await self.journaled([payload])
+        return self._answer(request, outcome, 200)
+
+    async def patch_order(self, request: Request) -> Response:
+        try:
+            payload, outcome = self.service.replace(_order_id(request), request.data())
+        except InvalidOrder as exc:
+            raise HTTPError(exc.status, exc.code, str(exc)) from None
+        await self.journaled([payload])
+        return self._answer(request, outcome, 200)
+
+    def _symbol(self, request: Request) -> str:
+        symbol = request.params["symbol"]
+        if symbol not in self.service.engines:
+            raise HTTPError(404, "unknown_symbol", f"no symbol {symbol!r}")
+        return symbol
+
+    def get_book(self, request: Request) -> Response:
+        symbol = self._symbol(request)
+        depth = _int(
+            request.query_params().get("depth"), "depth", self.service.section.book_depth, 10_000
+        )
+        return Response(200, self.book_body(symbol, depth))
+
+    def get_trades(self, request: Request) -> Response:
+        symbol = self._symbol(request)
+        limit = _int(request.query_params().get("limit"), "limit", 100, MAX_LIMIT)
+        trades = list(self.service.trades[symbol])[-limit:]
+        trades.reverse()
+        body = [self.service.trade_json(symbol, t) for t in trades]
+        return Response.data({"symbol": symbol, "trades": body}, msgpack_=request.wants_msgpack())
+
+    # --- the order-entry port ----------------------------------------------------
+
+    async def entry(self, batch: list[list[Any]]) -> list[Any]:
+        """Answer a batch of frames (docs/order-entry.md): each frame is a list of
+        commands, answered by a list of replies in the same order."""
+        payloads: list[bytes] = []
+        replies = [[self._command(command, payloads) for command in frame] for frame in batch]
+        await self.journaled(payloads)
+        return replies
+
+    def _command(self, command: Any, payloads: list[bytes]) -> list[Any]:
+        service = self.service
+        try:
+            if not isinstance(command, list) or not command:
+                raise InvalidOrder("bad_command", "a command is a non-empty array")
+            op = command[0]
+            if op == "new" and len(command) == 2:
+                new, account, client_id = service.new_command(command[1])
+                payload, outcome = service.submit(new, account, client_id)
+            elif op == "cancel" and len(command) == 2:
+                payload, outcome = service.cancel(command[1])
+            elif op == "replace" and len(command) == 3:
+                payload, outcome = service.replace(command[1], command[2])
+            elif op == "get" and len(command) == 2:
+                return ["ok", service.order_json(service.find(command[1])[1])]
+            else:
+                raise InvalidOrder("bad_command", f"unknown command {op!r} of {len(command)}")
+        except InvalidOrder as exc:
+            return ["error", exc.code, str(exc)]
+        if payload is not None:
+            payloads.append(payload)
+        return ["ok", service.order_json(outcome.state, outcome.events)]

@@ -1,0 +1,149 @@
+"""The orders plugin: the books, their HTTP API, the order-entry port, durability.
+
+Start-up (``sprintd_configure``): the engines are made from the
+``sprintd_order_engines`` hook per ``[orders.symbols]``, the latest snapshot
+is loaded and the journal's ``orders`` records after it are replayed, so the
+books are as they were when the last acknowledged command was answered.
+Shutdown writes a snapshot, so the next start replays little.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sprintd.app import App, CheckStatus, HealthCheck, Listener, Route, SnapshotSpec
+from sprintd.hookspecs import hookimpl
+from sprintd.server.framed import framed_listener
+from sprintd.settings import ConfigError, PluginSection
+
+from .api import STREAM, OrdersAPI
+from .config import OrdersSection
+from .engine import PriceTimeEngine
+from .service import OrderService
+
+__all__ = ["OrdersPlugin"]
+
+log = logging.getLogger("sprintd.orders")
+
+
+class _PriceTime:
+    """The built-in engine as the hook registers it."""
+
+    def __init__(self, done_capacity: int) -> None:
+        self.done_capacity = done_capacity
+
+    def create(self, symbol: str) -> PriceTimeEngine:
+        return PriceTimeEngine(symbol, done_capacity=self.done_capacity)
+
+    @staticmethod
+    def restore(data: bytes) -> PriceTimeEngine:
+        return PriceTimeEngine.restore(data)
+
+
+class OrdersPlugin:
+    def __init__(self) -> None:
+        self.api: OrdersAPI | None = None
+
+    def _api(self) -> OrdersAPI:
+        if self.api is None:
+            raise RuntimeError("the orders plugin is not configured")
+        return self.api
+
+    @hookimpl
+    def sprintd_settings_sections(self) -> Mapping[str, type[PluginSection]]:
+        return {"orders": OrdersSection}
+
+    @hookimpl
+    def sprintd_order_engines(self, app: App) -> Mapping[str, Any]:
+        section = app.settings.section("orders", OrdersSection)
+        return {"price_time": _PriceTime(section.done_capacity)}
+
+    @hookimpl
+    def sprintd_configure(self, app: App) -> None:
+        section = app.settings.section("orders", OrdersSection)
+        kinds: dict[str, Any] = {}
+        for found in app.pm.hook.sprintd_order_engines(app=app):
+            kinds.update(found)
+        for symbol, cfg in section.symbols.items():
+            if cfg.engine not in kinds:
+                raise ConfigError(
+                    f"orders.symbols.{symbol}.engine = {cfg.engine!r}: no such engine "
+                    f"(registered: {', '.join(sorted(kinds))})"
+                )
+        service = OrderService(
+            section,
+            {name: kind.create for name, kind in kinds.items()},
+            {name: kind.restore for name, kind in kinds.items()},
+        )
+        journal = app.journal
+        after = 0
+        latest = journal.latest_snapshot(STREAM)
+        if latest is not None:
+            after, data = latest
+            try:
+                service.restore(data)
+            except ValueError as exc:
+                raise ConfigError(f"orders snapshot at seq {after}: {exc}") from None
+        replayed = 0
+        for _, _, payload in journal.replay(after_seq=after, streams={STREAM}):
+            service.replay(payload)
+            replayed += 1
+        log.info(
+            "orders: snapshot at seq %d, %d commands replayed, state %s",
+            after,
+            replayed,
+            service.state_hash(),
+        )
+        self.api = OrdersAPI(app, service, journal)
+
+    @hookimpl
+    def sprintd_routes(self, app: App) -> Sequence[Route]:
+        return self._api().routes()
+
+    @hookimpl
+    def sprintd_snapshots(self, app: App) -> Sequence[SnapshotSpec]:
+        api = self._api()
+        depth = api.service.section.book_depth
+        return [
+            SnapshotSpec(f"/v1/book/{symbol}", api.book_body(symbol, depth))
+            for symbol in api.service.engines
+        ]
+
+    @hookimpl
+    def sprintd_listeners(self, app: App) -> Sequence[Listener]:
+        api = self._api()
+        for symbol in api.service.engines:
+            snapshot = app.snapshots.get(f"/v1/book/{symbol}")
+            assert snapshot is not None  # registered by sprintd_snapshots, just before
+            api.books[symbol] = snapshot
+        section = api.service.section
+        return [
+            Listener(
+                "orders-entry", section.entry_host, section.entry_port, framed_listener(api.entry)
+            )
+        ]
+
+    @hookimpl
+    def sprintd_health_checks(self, app: App) -> Sequence[HealthCheck]:
+        service = self._api().service
+
+        def check() -> tuple[CheckStatus, dict[str, Any]]:
+            return "pass", {
+                "state_hash": service.state_hash(),
+                "sequences": {s: e.sequence for s, e in service.engines.items()},
+                "next_order_id": service.next_id,
+            }
+
+        return [HealthCheck("orders", check)]
+
+    @hookimpl
+    def sprintd_unconfigure(self, app: App) -> None:
+        # A snapshot at shutdown shortens the next start's replay. It may only
+        # claim what is written: a command cancelled mid-append (never
+        # acknowledged) leaves last_seq ahead, and then the replay does it.
+        if self.api is not None:
+            journal = self.api.journal
+            if journal.written_seq == journal.last_seq:
+                journal.write_snapshot(STREAM, journal.last_seq, self.api.service.snapshot())

@@ -1,0 +1,425 @@
+"""The order service: validation, ids, idempotency and state around the engines.
+
+Everything that changes state is a *command*, a small msgpack array, applied
+by ``_apply`` both live and on replay, so the journal's records and the live
+path cannot drift apart:
+
+    [NEW, order_id, symbol, side, kind, price, qty, tif, post_only, account, stp,
+     client_order_id]
+    [CANCEL, order_id, symbol]
+    [REPLACE, order_id, symbol, price, qty]
+
+Prices and quantities are integer ticks and lots; ``account`` and
+``client_order_id`` are the client's strings (accounts get engine numbers in
+order of first use, which replay reproduces).
+
+Order of work, for durability (the plugin's handlers do it): validate (a bad
+request changes nothing and is not journaled), apply, then ``await`` the
+journal append, then answer. The append takes its sequence number before it
+first waits, so records are in the order commands were applied, whatever the
+interleaving of requests; an answer only leaves once the record is durable
+per the tier's fsync policy. A command applied but not yet durable when the
+process dies was never acknowledged: after replay it is either there or not,
+and a client retrying with the same ``client_order_id`` gets the order it
+already has, never a second one.
+
+Cancels and replaces of an unknown or finished order are answered without
+reaching the engine (an engine numbers every command it sees, so a rejected
+one would have to be journaled to replay to the same sequence).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from typing import Any, Protocol
+
+import msgpack
+
+from .config import OrdersSection
+from .engine import (
+    EV_REJECTED,
+    EV_TRADE,
+    GTC,
+    LIMIT,
+    SIDE_NAMES,
+    STP_NAMES,
+    TIF_NAMES,
+    TYPE_NAMES,
+    Event,
+    OrderState,
+)
+from .spec import OffGridError, SymbolSpec
+
+__all__ = ["CANCEL", "NEW", "REPLACE", "Engine", "InvalidOrder", "OrderService", "Outcome"]
+
+NEW, CANCEL, REPLACE = 1, 2, 3
+_SNAPSHOT_VERSION = 1
+# The engine's statuses of an order still in the book.
+_LIVE = frozenset({"new", "partially_filled"})
+
+
+class Engine(Protocol):
+    """What the service needs of an engine (``sprintd_order_engines``)."""
+
+    sequence: int
+
+    def new(
+        self,
+        order_id: int,
+        side: int,
+        price: int | None,
+        qty: int,
+        kind: int = ...,
+        tif: int = ...,
+        post_only: bool = ...,
+        account: int = ...,
+        stp: int = ...,
+    ) -> list[Event]: ...
+    def cancel(self, order_id: int) -> list[Event]: ...
+    def replace(
+        self, order_id: int, price: int | None = ..., qty: int | None = ...
+    ) -> list[Event]: ...
+    def order(self, order_id: int) -> OrderState | None: ...
+    def depth(self, levels: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]: ...
+    def state_hash(self) -> str: ...
+    def snapshot(self) -> bytes: ...
+
+
+EngineFactory = Callable[[str], Engine]
+EngineRestore = Callable[[bytes], Engine]
+
+
+class InvalidOrder(ValueError):
+    """A request that cannot become a command; ``code`` is stable for clients.
+
+    ``status``: 400 for a malformed request, 404 for an unknown order, 409 for
+    one already done.
+    """
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class Outcome:
+    """A command's result: the order as it stands, and the events it caused."""
+
+    __slots__ = ("created", "events", "state")
+
+    def __init__(self, state: OrderState, events: list[Event], created: bool) -> None:
+        self.state = state
+        self.events = events
+        self.created = created
+
+
+def _choice(value: Any, names: tuple[str, ...], field: str, default: int | None = None) -> int:
+    if value is None and default is not None:
+        return default
+    if isinstance(value, str):
+        for index, name in enumerate(names):
+            if value == name or value.lower() == name.lower():
+                return index
+    raise InvalidOrder(f"invalid_{field}", f"{field} must be one of {', '.join(names)}")
+
+
+class OrderService:
+    def __init__(
+        self,
+        section: OrdersSection,
+        factories: Mapping[str, EngineFactory],
+        restorers: Mapping[str, EngineRestore],
+    ) -> None:
+        self.section = section
+        self.specs = {
+            symbol: SymbolSpec(symbol, cfg.tick_size, cfg.lot_size)
+            for symbol, cfg in section.symbols.items()
+        }
+        self._engine_kind = {symbol: cfg.engine for symbol, cfg in section.symbols.items()}
+        self._factories = factories
+        self._restorers = restorers
+        self.engines: dict[str, Engine] = {
+            symbol: factories[kind](symbol) for symbol, kind in self._engine_kind.items()
+        }
+        self.next_id = 1
+        self.accounts: dict[str, int] = {"": 0}
+        # (account number, client_order_id) -> order_id, two generations so
+        # it stays bounded (like the engine's done orders).
+        self._client_ids: dict[tuple[int, str], int] = {}
+        self._client_ids_old: dict[tuple[int, str], int] = {}
+        self.trades: dict[str, deque[tuple[int, int, int, int, int, int]]] = {
+            symbol: deque(maxlen=section.trades_kept) for symbol in self.engines
+        }
+        self.dirty: set[str] = set()
+        self.journal_seq = 0
+        self._text: dict[tuple[str, int, bool], str] = {}
+
+    # --- reading requests (no state changes) -------------------------------
+
+    def _spec(self, symbol: Any) -> SymbolSpec:
+        spec = self.specs.get(symbol) if isinstance(symbol, str) else None
+        if spec is None:
+            raise InvalidOrder("unknown_symbol", f"symbol must be one of {', '.join(self.specs)}")
+        return spec
+
+    def _ticks(self, spec: SymbolSpec, price: Any) -> int:
+        try:
+            ticks = spec.to_ticks(price)
+        except (OffGridError, ValueError, TypeError) as exc:
+            raise InvalidOrder("invalid_price", f"price: {exc}") from None
+        if ticks <= 0:
+            raise InvalidOrder("invalid_price", "price must be positive")
+        return ticks
+
+    def _lots(self, spec: SymbolSpec, qty: Any) -> int:
+        try:
+            lots = spec.to_lots(qty)
+        except (OffGridError, ValueError, TypeError) as exc:
+            raise InvalidOrder("invalid_qty", f"qty: {exc}") from None
+        if lots <= 0:
+            raise InvalidOrder("invalid_qty", "qty must be positive")
+        return lots
+
+    def new_command(self, body: Any) -> tuple[list[Any], int, str | None]:
+        """A NEW command (without its order id yet) from a request body.
+
+        Returns the command, the account number and the client order id.
+
+        Raises:
+            InvalidOrder: with the first problem found.
+        """
+        if not isinstance(body, dict):
+            raise InvalidOrder("invalid_body", "the body must be an object")
+        allowed = {
+            "symbol",
+            "side",
+            "type",
+            "price",
+            "qty",
+            "tif",
+            "post_only",
+            "client_order_id",
+            "account",
+            "stp",
+        }
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise InvalidOrder("unknown_field", f"unknown field {unknown[0]!r}")
+        symbol = body.get("symbol")
+        spec = self._spec(symbol)
+        side = _choice(body.get("side"), SIDE_NAMES, "side")
+        kind = _choice(body.get("type"), TYPE_NAMES, "type", LIMIT)
+        tif = _choice(body.get("tif"), TIF_NAMES, "tif", GTC)
+        stp = _choice(body.get("stp"), STP_NAMES, "stp", 0)
+        if "qty" not in body:
+            raise InvalidOrder("invalid_qty", "qty is required")
+        qty = self._lots(spec, body["qty"])
+        price = None
+        if kind == LIMIT:
+            if body.get("price") is None:
+                raise InvalidOrder("invalid_price", "a limit order needs a price")
+            price = self._ticks(spec, body["price"])
+        post_only = body.get("post_only", False)
+        if not isinstance(post_only, bool):
+            raise InvalidOrder("invalid_post_only", "post_only must be true or false")
+        account = body.get("account") or ""
+        client_id = body.get("client_order_id")
+        for name, value in (("account", account), ("client_order_id", client_id)):
+            if value is not None and (not isinstance(value, str) or len(value) > 64):
+                raise InvalidOrder(f"invalid_{name}", f"{name} must be a string of <= 64")
+        number = self.accounts.get(account, len(self.accounts))
+        command = [NEW, 0, symbol, side, kind, price, qty, tif, post_only, account, stp, client_id]
+        return command, number, client_id
+
+    def find(self, order_id: Any) -> tuple[str, OrderState]:
+        """The symbol and state of an order the engines still know.
+
+        Raises:
+            InvalidOrder: 404 ``unknown_order``.
+        """
+        if isinstance(order_id, int) and not isinstance(order_id, bool):
+            for symbol, engine in self.engines.items():
+                state = engine.order(order_id)
+                if state is not None:
+                    return symbol, state
+        raise InvalidOrder("unknown_order", f"no order {order_id!r}", 404)
+
+    def _live(self, order_id: Any) -> tuple[str, OrderState]:
+        symbol, state = self.find(order_id)
+        if state.status not in _LIVE:
+            raise InvalidOrder("order_done", f"order {order_id} is {state.status}", 409)
+        return symbol, state
+
+    # --- changing state ----------------------------------------------------
+
+    def submit(
+        self, command: list[Any], account: int, client_id: str | None
+    ) -> tuple[bytes | None, Outcome]:
+        """Apply a NEW command; the payload to journal (None: nothing new happened)."""
+        if client_id is not None:
+            known = self._client_ids.get((account, client_id))
+            if known is None:
+                known = self._client_ids_old.get((account, client_id))
+            if known is not None:
+                # A retry: the order already exists, nothing is entered twice.
+                return None, Outcome(self.find(known)[1], [], created=False)
+        command[1] = self.next_id
+        events = self._apply(command)
+        return self._payload(command), Outcome(self.find(command[1])[1], events, True)
+
+    def cancel(self, order_id: Any) -> tuple[bytes, Outcome]:
+        symbol, _ = self._live(order_id)
+        command = [CANCEL, order_id, symbol]
+        events = self._apply(command)
+        return self._payload(command), Outcome(self.find(order_id)[1], events, False)
+
+    def replace(self, order_id: Any, body: Any) -> tuple[bytes, Outcome]:
+        symbol, _ = self._live(order_id)
+        if not isinstance(body, dict) or not set(body) <= {"price", "qty"} or not body:
+            raise InvalidOrder("invalid_body", "send price, qty or both")
+        spec = self.specs[symbol]
+        price = self._ticks(spec, body["price"]) if body.get("price") is not None else None
+        qty = self._lots(spec, body["qty"]) if body.get("qty") is not None else None
+        command = [REPLACE, order_id, symbol, price, qty]
+        events = self._apply(command)
+        return self._payload(command), Outcome(self.find(order_id)[1], events, False)
+
+    @staticmethod
+    def _payload(command: list[Any]) -> bytes:
+        data: bytes = msgpack.packb(command, use_bin_type=True)
+        return data
+
+    def replay(self, payload: bytes) -> None:
+        """Apply a journaled command, as it was applied live."""
+        self._apply(msgpack.unpackb(payload, raw=False))
+
+    def _apply(self, command: list[Any]) -> list[Event]:
+        op, order_id, symbol = command[0], command[1], command[2]
+        engine = self.engines[symbol]
+        if op == NEW:
+            _, _, _, side, kind, price, qty, tif, post_only, account, stp, client_id = command
+            number = self.accounts.setdefault(account, len(self.accounts))
+            events = engine.new(order_id, side, price, qty, kind, tif, post_only, number, stp)
+            self.next_id = max(self.next_id, order_id + 1)
+            if client_id is not None and events[-1][0] != EV_REJECTED:
+                self._remember(number, client_id, order_id)
+        elif op == CANCEL:
+            events = engine.cancel(order_id)
+        else:
+            events = engine.replace(order_id, command[3], command[4])
+        trades = self.trades[symbol]
+        for event in events:
+            if event[0] == EV_TRADE:
+                trades.append(event[2:8])
+        self.dirty.add(symbol)
+        return events
+
+    def _remember(self, account: int, client_id: str, order_id: int) -> None:
+        ids = self._client_ids
+        if len(ids) >= self.section.done_capacity:
+            self._client_ids_old = ids
+            ids = self._client_ids = {}
+        ids[(account, client_id)] = order_id
+
+    # --- reading state -----------------------------------------------------
+
+    def text(self, symbol: str, units: int, price: bool) -> str:
+        """A price (ticks) or quantity (lots) as its decimal string, cached:
+        Decimal arithmetic costs more than the rest of a book snapshot."""
+        key = (symbol, units, price)
+        found = self._text.get(key)
+        if found is None:
+            if len(self._text) > 100_000:
+                self._text.clear()
+            spec = self.specs[symbol]
+            value: Decimal = spec.from_ticks(units) if price else spec.from_lots(units)
+            found = self._text[key] = str(value)
+        return found
+
+    def order_json(self, state: OrderState, events: Iterable[Event] = ()) -> dict[str, Any]:
+        symbol = state.symbol
+        # DESIGN's statuses have no "expired": an IOC or market remainder is a
+        # cancel, and its reason says why.
+        status = "cancelled" if state.status == "expired" else state.status
+        answer: dict[str, Any] = {
+            "order_id": state.order_id,
+            "symbol": symbol,
+            "side": SIDE_NAMES[state.side],
+            "price": None if state.price is None else self.text(symbol, state.price, True),
+            "qty": self.text(symbol, state.qty, False),
+            "status": status,
+            "filled_qty": self.text(symbol, state.filled_qty, False),
+            "remaining_qty": self.text(symbol, state.remaining_qty, False),
+            "fills": [self.trade_json(symbol, e[2:8]) for e in events if e[0] == EV_TRADE],
+        }
+        if state.reason is not None:
+            key = "reject_reason" if state.status == "rejected" else "reason"
+            answer[key] = state.reason
+        return answer
+
+    def trade_json(self, symbol: str, trade: tuple[int, ...]) -> dict[str, Any]:
+        trade_id, maker, taker, price, qty, taker_side = trade
+        return {
+            "trade_id": trade_id,
+            "price": self.text(symbol, price, True),
+            "qty": self.text(symbol, qty, False),
+            "maker_order_id": maker,
+            "taker_order_id": taker,
+            "taker_side": SIDE_NAMES[taker_side],
+        }
+
+    def book_json(self, symbol: str, depth: int) -> dict[str, Any]:
+        engine = self.engines[symbol]
+        bids, asks = engine.depth(depth)
+        text = self.text
+        return {
+            "symbol": symbol,
+            "sequence": engine.sequence,
+            "bids": [[text(symbol, p, True), text(symbol, q, False)] for p, q in bids],
+            "asks": [[text(symbol, p, True), text(symbol, q, False)] for p, q in asks],
+        }
+
+    def state_hash(self) -> str:
+        """One digest of every engine's state and the id counter."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(str(self.next_id).encode())
+        for symbol in sorted(self.engines):
+            digest.update(symbol.encode() + b"=" + self.engines[symbol].state_hash().encode())
+        return digest.hexdigest()
+
+    # --- snapshots -----------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        data: bytes = msgpack.packb(
+            {
+                "version": _SNAPSHOT_VERSION,
+                "next_id": self.next_id,
+                "accounts": self.accounts,
+                "client_ids": [[a, c, o] for (a, c), o in self._client_ids.items()],
+                "client_ids_old": [[a, c, o] for (a, c), o in self._client_ids_old.items()],
+                "trades": {s: [list(t) for t in d] for s, d in self.trades.items()},
+                "engines": {s: e.snapshot() for s, e in self.engines.items()},
+            },
+            use_bin_type=True,
+        )
+        return data
+
+    def restore(self, data: bytes) -> None:
+        """Take a snapshot's state; symbols no longer configured are an error."""
+        state = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        if state.get("version") != _SNAPSHOT_VERSION:
+            raise ValueError(f"orders snapshot version {state.get('version')!r}")
+        missing = sorted(set(state["engines"]) - set(self.engines))
+        if missing:
+            raise ValueError(f"the snapshot has books for unconfigured symbols: {missing}")
+        for symbol, blob in state["engines"].items():
+            self.engines[symbol] = self._restorers[self._engine_kind[symbol]](blob)
+        self.next_id = state["next_id"]
+        self.accounts = dict(state["accounts"])
+        self._client_ids = {(a, c): o for a, c, o in state["client_ids"]}
+        self._client_ids_old = {(a, c): o for a, c, o in state["client_ids_old"]}
+        for symbol, trades in state["trades"].items():
+            self.trades[symbol].extend(tuple(t) for t in trades)
