@@ -557,7 +557,11 @@ class PriceTimeEngine:
             seq += 1
             ev.append((EV_EXPIRED, seq, order_id, rem, end))
         else:
-            # A GTC limit with quantity left after taking: it rests.
+            # A GTC limit with quantity left after taking: it rests. These
+            # stores repeat the resting fast path's above on purpose: a shared
+            # helper would add an eight-argument call to the commonest
+            # operation; change both together (test_engine holds them to the
+            # reference model).
             assert price is not None
             free = self._free
             s = free.pop() if free else self._table.grow()
