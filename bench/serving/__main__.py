@@ -11,8 +11,8 @@ import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
+from bench.cli import choices, interrupt, positive, say, short
 from bench.serving import cpus, facts, report
 from bench.serving.load import LOADS, Load, LoadError, Result, Settings, run_load
 from bench.serving.results import ServerRun
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     # SIGTERM takes the same way out as Ctrl-C, through every finally that
     # stops a server.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     servers = [s for s in SERVERS if s.key in args.servers]
     duration = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
     warmup = (
@@ -46,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     machine = facts.collect((*packages, "matplotlib"))
 
     per_server = len(LOADS) * duration + 2 * warmup + OVERHEAD_S
-    _say(
+    say(
         f"serving bench: {len(servers)} servers x {len(LOADS)} loads, {duration}s each, "
-        f"about {len(servers) * per_server / 60:.1f} min; results in {_short(out)}"
+        f"about {len(servers) * per_server / 60:.1f} min; results in {short(out)}"
     )
-    _say(f"pinning: {pinning.describe()}")
+    say(f"pinning: {pinning.describe()}")
     runs: list[ServerRun] = []
     interrupted = False
     try:
@@ -70,18 +70,18 @@ def main(argv: list[str] | None = None) -> int:
             )
     except KeyboardInterrupt:
         interrupted = True
-        _say("interrupted: servers stopped, writing a partial report")
+        say("interrupted: servers stopped, writing a partial report")
 
     targets = evaluate(runs, settings.connections)
     path = report.write(
         report.Run(started, settings, warmup, pinning, machine, runs, targets, interrupted),
         out,
     )
-    _say("targets:")
+    say("targets:")
     for target in targets:
         verdict = {True: "met", False: "NOT MET", None: "not evaluated"}[target.met]
-        _say(f"  {verdict:13} {target.goal}: {target.measured}")
-    _say(f"report: {_short(path)}")
+        say(f"  {verdict:13} {target.goal}: {target.measured}")
+    say(f"report: {short(path)}")
     if interrupted:
         return 130
     return 1 if any(run.failures for run in runs) else 0
@@ -104,11 +104,11 @@ def _bench(
     argv = cpus.pinned(server.command(port, out / f"{server.key}-data", extra), pinning.server)
     run = ServerRun(server, argv)
     runs.append(run)
-    _say(f"{prefix}: starting on 127.0.0.1:{port}")
+    say(f"{prefix}: starting on 127.0.0.1:{port}")
     began = time.monotonic()
     try:
         with running(argv, port, server.pythonpath, out / "logs" / f"{server.key}.log"):
-            _say(f"{prefix}: ready in {time.monotonic() - began:.1f}s, payload checked")
+            say(f"{prefix}: ready in {time.monotonic() - began:.1f}s, payload checked")
             for load in LOADS:
                 url = f"http://127.0.0.1:{port}{load.path}"
                 raw = out / "raw" / f"{server.key}-{load.key}.txt"
@@ -129,13 +129,13 @@ def _bench(
                     )
                 except LoadError as exc:
                     run.failures[load.key] = str(exc)
-                    _say(f"{prefix}: {load.key} FAILED: {exc}")
+                    say(f"{prefix}: {load.key} FAILED: {exc}")
                     continue
                 run.results[load.key] = result
-                _say(f"{prefix}: {_line(load, result, settings)}")
+                say(f"{prefix}: {_line(load, result, settings)}")
     except ServerError as exc:
         run.failures["start"] = str(exc)
-        _say(f"{prefix}: NOT MEASURED: {exc}")
+        say(f"{prefix}: NOT MEASURED: {exc}")
 
 
 def _line(load: Load, result: Result, settings: Settings) -> str:
@@ -165,13 +165,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--servers",
-        type=lambda v: _servers(v, keys),
+        type=lambda v: choices(v, keys),
         default=keys,
         help=f"comma-separated subset of {','.join(keys)} (default: all)",
     )
     parser.add_argument(
         "--duration",
-        type=_positive,
+        type=positive,
         metavar="S",
         help=f"seconds per measured load (default {DURATION_S})",
     )
@@ -183,20 +183,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--rate",
-        type=_positive,
+        type=positive,
         default=1000,
         metavar="R",
         help="req/s offered by the constant-rate loads (default 1000)",
     )
     parser.add_argument(
         "--connections",
-        type=_positive,
+        type=positive,
         default=50,
         help="wrk connections for the closed loops (default 50)",
     )
     parser.add_argument(
         "--vus",
-        type=_positive,
+        type=positive,
         default=50,
         help="k6 pre-allocated VUs for the constant-rate loads (default 50)",
     )
@@ -218,36 +218,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="results directory (default bench/results/serving-<timestamp>)",
     )
     return parser.parse_args(argv)
-
-
-def _servers(value: str, keys: list[str]) -> list[str]:
-    chosen = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = sorted(set(chosen) - set(keys))
-    if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"choose from {','.join(keys)}; got {value!r}")
-    return chosen
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return number
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
-def _short(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
 
 
 if __name__ == "__main__":
