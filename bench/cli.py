@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-__all__ = ["REPO", "choices", "interrupt", "positive", "say", "short"]
+__all__ = ["REPO", "Target", "choices", "finish", "interrupt", "positive", "say", "short"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,3 +45,26 @@ def short(path: Path) -> str:
         return str(path.resolve().relative_to(REPO))
     except ValueError:
         return str(path)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A goal from an issue and how a run fared against it."""
+
+    goal: str
+    measured: str
+    # None when something it compares was not measured.
+    met: bool | None
+
+
+def finish(targets: Sequence[Target], report: Path, *, interrupted: bool, failed: bool) -> int:
+    """Print the targets' verdicts and where the report is; the exit status:
+    130 interrupted, 1 when something was not measured, else 0."""
+    say("targets:")
+    for target in targets:
+        verdict = {True: "met", False: "NOT MET", None: "not evaluated"}[target.met]
+        say(f"  {verdict:13} {target.goal}: {target.measured}")
+    say(f"report: {short(report)}")
+    if interrupted:
+        return 130
+    return 1 if failed else 0

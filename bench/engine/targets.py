@@ -8,8 +8,7 @@ command that arrives during one waits for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from bench.cli import Target
 from bench.engine.loads import EXCHANGE, LIQUIBOOK, LOADS
 from bench.engine.results import VariantRun, find
 
@@ -23,14 +22,6 @@ MAX_P99_US = 10.0
 MAX_OP_US = 1000.0
 # Decimal megabytes, the stricter reading of the "50 MB".
 MAX_RESTING_MB = 50.0
-
-
-@dataclass(frozen=True)
-class Target:
-    goal: str
-    measured: str
-    # None when what it compares was not measured.
-    met: bool | None
 
 
 def evaluate(runs: list[VariantRun]) -> list[Target]:

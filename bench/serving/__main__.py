@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.cli import choices, interrupt, positive, say, short
+from bench.cli import choices, finish, interrupt, positive, say, short
 from bench.serving import cpus, facts, report
 from bench.serving.load import LOADS, Load, LoadError, Result, Settings, run_load
 from bench.serving.results import ServerRun
@@ -77,14 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         report.Run(started, settings, warmup, pinning, machine, runs, targets, interrupted),
         out,
     )
-    say("targets:")
-    for target in targets:
-        verdict = {True: "met", False: "NOT MET", None: "not evaluated"}[target.met]
-        say(f"  {verdict:13} {target.goal}: {target.measured}")
-    say(f"report: {short(path)}")
-    if interrupted:
-        return 130
-    return 1 if any(run.failures for run in runs) else 0
+    return finish(targets, path, interrupted=interrupted, failed=any(r.failures for r in runs))
 
 
 def _bench(

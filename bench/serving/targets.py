@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from bench.cli import Target
 from bench.serving.load import ECHO_CLOSED, GET_CLOSED, Load
 from bench.serving.results import ServerRun, find
 
 __all__ = ["Target", "evaluate"]
-
-
-@dataclass(frozen=True)
-class Target:
-    goal: str
-    measured: str
-    # None when a server it compares was not measured.
-    met: bool | None
 
 
 def evaluate(runs: list[ServerRun], connections: int) -> list[Target]:
