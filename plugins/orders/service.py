@@ -165,23 +165,20 @@ class OrderService:
             raise InvalidOrder("unknown_symbol", f"symbol must be one of {', '.join(self.specs)}")
         return spec
 
-    def _ticks(self, spec: SymbolSpec, price: Any) -> int:
-        try:
-            ticks = spec.to_ticks(price)
-        except (OffGridError, ValueError, TypeError) as exc:
-            raise InvalidOrder("invalid_price", f"price: {exc}") from None
-        if ticks <= 0:
-            raise InvalidOrder("invalid_price", "price must be positive")
-        return ticks
+    @staticmethod
+    def _units(convert: Callable[[Any], int], value: Any, field: str) -> int:
+        """A price or quantity on the symbol's grid, in ticks or lots, positive.
 
-    def _lots(self, spec: SymbolSpec, qty: Any) -> int:
+        Raises:
+            InvalidOrder: ``invalid_price`` or ``invalid_qty`` with the reason.
+        """
         try:
-            lots = spec.to_lots(qty)
+            units = convert(value)
         except (OffGridError, ValueError, TypeError) as exc:
-            raise InvalidOrder("invalid_qty", f"qty: {exc}") from None
-        if lots <= 0:
-            raise InvalidOrder("invalid_qty", "qty must be positive")
-        return lots
+            raise InvalidOrder(f"invalid_{field}", f"{field}: {exc}") from None
+        if units <= 0:
+            raise InvalidOrder(f"invalid_{field}", f"{field} must be positive")
+        return units
 
     def new_command(self, body: Any) -> tuple[list[Any], int, str | None]:
         """A NEW command (without its order id yet) from a request body.
@@ -216,12 +213,12 @@ class OrderService:
         stp = _choice(body.get("stp"), STP_NAMES, "stp", 0)
         if "qty" not in body:
             raise InvalidOrder("invalid_qty", "qty is required")
-        qty = self._lots(spec, body["qty"])
+        qty = self._units(spec.to_lots, body["qty"], "qty")
         price = None
         if kind == LIMIT:
             if body.get("price") is None:
                 raise InvalidOrder("invalid_price", "a limit order needs a price")
-            price = self._ticks(spec, body["price"])
+            price = self._units(spec.to_ticks, body["price"], "price")
         post_only = body.get("post_only", False)
         if not isinstance(post_only, bool):
             raise InvalidOrder("invalid_post_only", "post_only must be true or false")
@@ -281,8 +278,12 @@ class OrderService:
         if not isinstance(body, dict) or not set(body) <= {"price", "qty"} or not body:
             raise InvalidOrder("invalid_body", "send price, qty or both")
         spec = self.specs[symbol]
-        price = self._ticks(spec, body["price"]) if body.get("price") is not None else None
-        qty = self._lots(spec, body["qty"]) if body.get("qty") is not None else None
+        price = body.get("price")
+        qty = body.get("qty")
+        if price is not None:
+            price = self._units(spec.to_ticks, price, "price")
+        if qty is not None:
+            qty = self._units(spec.to_lots, qty, "qty")
         command = [REPLACE, order_id, symbol, price, qty]
         events = self._apply(command)
         return self._payload(command), Outcome(self.find(order_id)[1], events, False)
