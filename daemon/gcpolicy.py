@@ -15,9 +15,9 @@ Modes:
   the middle generation is collected every second young collection so it
   never piles up, and full collections are the governor's alone.
 - manual: frozen, and automatic collection is off. Every ``MANUAL_TICK`` the
-  governor collects the young and middle generations together once the young
-  one passes ``YOUNG_LIMIT`` objects, so the middle one holds one batch of
-  survivors at most (a pause of well under 1 ms with an order book's);
+  governor collects the young and middle generations together, so the middle
+  one holds one tick's survivors at most (a pause of well under 1 ms with an
+  order book's);
   full collections run only when the loop has been idle for ``IDLE_CUSHION``,
   unless growth passes ``FORCE_FULL_FACTOR`` times ``gc_percent``: then memory
   wins over latency.
@@ -52,19 +52,16 @@ NEVER = 1_000_000_000
 # How often the governor measures the heap: getallocatedblocks walks
 # pymalloc's arenas, ~220 us on a half-million-order book (bench/engine).
 TICK = 0.05
-# manual mode looks at the young generation more often: at 20k requests/s a
-# 50 ms look let 60k young objects pile up (a 13 ms collection); every 5 ms
-# keeps them under YOUNG_LIMIT for ~100k tracked allocations/s. That look is
-# gc.get_count(), nearly free; the heap is still measured every TICK.
+# manual mode collects the young generation more often: at 20k requests/s a
+# 50 ms tick let 60k young objects pile up (a 13 ms collection). Every 5 ms,
+# whatever gc.get_count() says: the count is allocations less deallocations,
+# and an engine that frees as much as it allocates kept it under any limit
+# while 17k survivors piled up (bench/engine: one 4 ms collection). A
+# collection with nothing young costs well under a microsecond; the heap is
+# still measured every TICK.
 MANUAL_TICK = 0.005
 # manual mode: "idle" means no task has run for this long.
 IDLE_CUSHION = 0.002
-# manual mode: the young and middle generations are collected past this many
-# young objects. The count is allocations less deallocations, so the young
-# list can hold several times as many. In bench/gcpause (an order book at 20k
-# requests/s for 60 s) 500 left a few collections over 1 ms and 300 none over
-# 0.4 ms, at the same cost per request as 2000.
-YOUNG_LIMIT = 300
 # manual mode: a full collection waits for idle until growth passes this
 # multiple of gc_percent, then runs anyway.
 FORCE_FULL_FACTOR = 4
@@ -163,7 +160,7 @@ class GCPolicy:
         looks = 0
         while True:
             await trio.sleep(tick)
-            if manual and gc.get_count()[0] > YOUNG_LIMIT:
+            if manual:
                 gc.collect(1)
             looks += 1
             if looks < looks_per_measure:
