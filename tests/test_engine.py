@@ -848,3 +848,36 @@ def test_symbol_spec_needs_positive_sizes(size: str) -> None:
         SymbolSpec("X", size, "1")
     with pytest.raises(ValueError):
         SymbolSpec("X", "1", size)
+
+
+def test_a_reserved_table_holds_the_book_without_growing() -> None:
+    engine = PriceTimeEngine("X", reserve=1000)
+    # Ids 256 apart share a shard of the id map; negative ids work too.
+    ids = [i * 256 - 300_000 for i in range(1000)]
+    for n, oid in enumerate(ids):
+        engine.new(oid, BUY, 100 - n % 50, 1)
+    assert engine._table.size == 1000
+    engine.new(1, BUY, 1, 1)
+    assert engine._table.size > 1000
+    assert engine.open_orders == 1001
+    assert engine.cancel(ids[500])[0][0] == EV_CANCELLED
+    assert engine.new(ids[1], BUY, 5, 1)[0][0] == EV_REJECTED  # still live: a duplicate
+    assert engine.open_orders == 1000
+    engine.check_integrity()
+
+
+def test_done_store_keeps_the_latest_records_through_its_ring() -> None:
+    engine = PriceTimeEngine("X", done_capacity=3)
+    done: list[int] = []
+    for i in range(50):
+        # Every fourth order reuses id 7: the newest record must answer for it.
+        oid = 7 if i % 4 == 0 else 1000 + i
+        engine.new(oid, BUY, 10, 1 + i)
+        engine.cancel(oid)
+        done.append(oid)
+        for back, old in enumerate(reversed(done[-3:])):
+            state = engine.order(old)
+            assert state is not None and state.status == "cancelled", (i, back)
+        engine.check_integrity()
+    state = engine.order(7)
+    assert state is not None and state.qty == 1 + 48

@@ -198,7 +198,7 @@ def test_a_frame_length_that_cannot_be_is_closed_with_a_reason(served: Daemon) -
 def _replayed_hash(data_dir: Path) -> str:
     """The state an uninterrupted run of the journal's commands reaches."""
     section = OrdersSection()
-    kind = _PriceTime(section.done_capacity)
+    kind = _PriceTime(section.done_capacity, reserve=0)
     service = OrderService(section, {"price_time": kind.create}, {"price_time": kind.restore})
     journal = Journal(data_dir / "journal", fsync="os")
     journal.open()

@@ -50,8 +50,12 @@ class Bound:
     refused: Callable[[object], bool] = field(default=lambda _: False)
 
 
-def open_engine(name: str, *, keep_all: bool = False) -> Bound:
+def open_engine(name: str, *, keep_all: bool = False, reserve: int = 0) -> Bound:
     """A fresh book of engine ``name``.
+
+    ``reserve`` is the resting orders sprintd's engine makes room for at once,
+    as the daemon's ``[orders] reserve_orders`` does; the peers have no such
+    setting and ignore it.
 
     An adapter that must keep orders by id for cancels (liquibook's) keeps the
     ones its stream cancels and no others: without a listener it cannot learn
@@ -61,6 +65,8 @@ def open_engine(name: str, *, keep_all: bool = False) -> Bound:
     as a caller that drops filled orders would. ``keep_all`` keeps every order
     (the memory pass: what a caller who may cancel any of them holds).
     """
+    if name == "sprintd":
+        return _sprintd(keep_all, reserve)
     return ADAPTERS[name](keep_all)
 
 
@@ -68,9 +74,9 @@ def _each(translate: Translate) -> Callable[[Sequence[Command]], list[Command]]:
     return lambda commands: [translate(c) for c in commands]
 
 
-def _sprintd(keep_all: bool) -> Bound:
+def _sprintd(keep_all: bool, reserve: int = 0) -> Bound:
     mod: Any = importlib.import_module(SPRINTD_MODULE)
-    engine = mod.PriceTimeEngine(SYMBOL)
+    engine = mod.PriceTimeEngine(SYMBOL, reserve=reserve)
     sides, kinds, tifs = (mod.BUY, mod.SELL), (mod.LIMIT, mod.MARKET), (mod.GTC, mod.IOC)
     trade, rejected = mod.EV_TRADE, mod.EV_REJECTED
     layout = getattr(getattr(mod, "TradeEvent", None), "_fields", ())

@@ -88,14 +88,18 @@ When an order is done it leaves the order table (its slot is free at once, so
 the table holds the live book only and stays small and cache-friendly) and
 becomes a record: a tuple of ints, strings and None, which CPython's collector
 stops tracking at its first young collection. Records are kept in generations
-of ``DONE_GENERATION`` entries (a plain dict id -> record each): when the young
-generation is full it joins the old ones, and the oldest is dropped once the
-others hold ``done_capacity`` without it. So at least the last
-``done_capacity`` done orders are always found, and fewer than
-``done_capacity + 2 * DONE_GENERATION`` are held; eviction is by completion
-age (FIFO), not by lookups. Small generations keep every dict small: neither a
-resize nor dropping a generation stalls one operation for long (a 100k-entry
-dict's resize took 3-4 ms, and dropping 8192 records at once 0.7 ms).
+of ``DONE_GENERATION`` (a plain dict id -> position each, and a region of that
+many positions in a ring of records made with the engine): when the young
+generation's region is full it joins the old ones, and the oldest is dropped
+(its region becomes the young one's) once the others hold ``done_capacity``
+without it. So at least the last ``done_capacity`` done orders are always
+found; eviction is by completion age (FIFO), not by lookups. Small generations
+keep every dict small: neither a resize nor dropping a generation stalls one
+operation for long (a 100k-entry dict's resize took 3-4 ms, and dropping 8192
+records at once 0.7 ms). The dicts hold only ints, so the collector never
+tracks them, and the ring is made at start-up, which the tiers that tune GC
+freeze: with dicts of records, the first full collection walked every record
+(17k of them: 2-4 ms, bench/engine) before it could untrack the dicts.
 """
 
 from __future__ import annotations
@@ -259,6 +263,9 @@ collection walks (the first full collection after a run of the exchange mix
 took 7.3 ms with 100k of them, 0.8 ms with 16k). A caller that must answer for
 older orders passes a larger ``done_capacity``, or keeps its own history from
 the events."""
+ID_SHARDS = 256
+"""Dicts the live orders' ids are spread over (by ``id & (ID_SHARDS - 1)``)."""
+_ID_MASK = ID_SHARDS - 1
 DONE_GENERATION = 2048
 """Done orders per generation of the done store. Dropping a generation frees
 its records at once: 8192 of them stalled one operation for 0.7 ms, 2048 take
@@ -369,6 +376,7 @@ def _as_int(value: object, default: int) -> int:
 # rejected: 0 when filled), account, stp, post_only, end.
 _Record = tuple[int, int | None, int, int, int, int, bool, str]
 _RECORD_FIELDS = 8
+_NO_RECORD: _Record = (-1, None, 0, 0, 0, 0, False, "")
 
 
 class PriceTimeEngine:
@@ -379,6 +387,8 @@ class PriceTimeEngine:
             hash and snapshots.
         done_capacity: how many done orders ``order()`` is guaranteed to still
             know (module doc, "Done orders").
+        reserve: order-table slots made at once, so a book that stays within
+            them never waits for the table to grow (``book.OrderTable``).
     """
 
     # The order table's columns are cached as attributes of the engine: one
@@ -389,7 +399,9 @@ class PriceTimeEngine:
         "_bids",
         "_done",
         "_done_cap",
+        "_done_pos",
         "_free",
+        "_gen_end",
         "_gen_keep",
         "_gen_size",
         "_level",
@@ -402,6 +414,7 @@ class PriceTimeEngine:
         "_price",
         "_qty",
         "_rem",
+        "_ring",
         "_side",
         "_stp",
         "_table",
@@ -410,15 +423,19 @@ class PriceTimeEngine:
         "trade_seq",
     )
 
-    def __init__(self, symbol: str, *, done_capacity: int = DEFAULT_DONE_CAPACITY) -> None:
+    def __init__(
+        self, symbol: str, *, done_capacity: int = DEFAULT_DONE_CAPACITY, reserve: int = 0
+    ) -> None:
         if done_capacity < 1:
             raise ValueError("done_capacity must be at least 1")
+        if reserve < 0:
+            raise ValueError("reserve must not be negative")
         self.symbol = symbol
         #: The last event's sequence number (0 before the first event).
         self.sequence = 0
         #: The last trade's id (0 before the first trade).
         self.trade_seq = 0
-        table = self._table = OrderTable()
+        table = self._table = OrderTable(reserve)
         self._free = table.free
         self._oid = table.oid
         self._side = table.side
@@ -433,15 +450,24 @@ class PriceTimeEngine:
         self._level = table.level
         self._bids = BookSide(1, table)
         self._asks = BookSide(-1, table)
-        # Live (resting) orders: id -> slot.
-        self._orders: dict[int, int] = {}
-        # Done orders (id -> record): the young generation, and the older ones,
-        # oldest first.
-        self._done: dict[int, _Record] = {}
-        self._old: deque[dict[int, _Record]] = deque()
+        # Live (resting) orders: id -> slot, in ID_SHARDS dicts by the id's low
+        # bits. One dict of 300k entries stalled the order that made it resize
+        # for 5-70 ms (measured); a shard resizes 1/256 of that.
+        self._orders: list[dict[int, int]] = [{} for _ in range(ID_SHARDS)]
+        # Done orders (id -> position of the record in the ring): the young
+        # generation, and the older ones, oldest first.
+        self._done: dict[int, int] = {}
+        self._old: deque[dict[int, int]] = deque()
         self._done_cap = done_capacity
         self._gen_size = min(DONE_GENERATION, done_capacity)
         self._gen_keep = -(-done_capacity // self._gen_size)  # old generations kept
+        # A region of gen_size records per generation kept, the young one's
+        # included, added as they fill. The list is made now, so the tiers that
+        # freeze the start-up heap never have a collection walk it (module
+        # doc, "Done orders").
+        self._ring: list[_Record] = [_NO_RECORD] * self._gen_size
+        self._done_pos = 0
+        self._gen_end = self._gen_size
 
     # -- commands ------------------------------------------------------------
 
@@ -465,7 +491,7 @@ class PriceTimeEngine:
         integer), ``invalid_tif``, ``invalid_stp``, ``invalid_post_only``
         (post-only on anything but a GTC limit), ``post_only_would_take``.
         """
-        orders = self._orders
+        orders = self._orders[order_id & _ID_MASK]
         if order_id in orders:
             return self._reject(order_id, R_DUPLICATE_ORDER_ID)
         if side == BUY:
@@ -579,17 +605,14 @@ class PriceTimeEngine:
             return ev
         # Done without resting: remembered as a tuple, no table slot.
         self.sequence = seq
-        done = self._done
-        done[order_id] = (side, price, qty, rem, account, stp, post_only, end)
-        if len(done) >= self._gen_size:
-            self._next_generation()
+        self._remember(order_id, (side, price, qty, rem, account, stp, post_only, end))
         return ev
 
     def cancel(self, order_id: int) -> list[Event]:
         """Cancel a live order: ``cancelled`` (reason ``user``), or ``rejected``
         with ``unknown_order`` or ``order_done`` (it is known but already done).
         """
-        s = self._orders.pop(order_id, None)
+        s = self._orders[order_id & _ID_MASK].pop(order_id, None)
         if s is None:
             return self._reject_missing(order_id)
         rem = self._rem[s]
@@ -611,20 +634,20 @@ class PriceTimeEngine:
             else:
                 self._prev[n] = p
             level.qty -= rem
-        done = self._done
-        done[order_id] = (
-            self._side[s],
-            level.price,
-            self._qty[s],
-            rem,
-            self._acct[s],
-            self._stp[s],
-            self._post[s],
-            C_USER,
+        self._remember(
+            order_id,
+            (
+                self._side[s],
+                level.price,
+                self._qty[s],
+                rem,
+                self._acct[s],
+                self._stp[s],
+                self._post[s],
+                C_USER,
+            ),
         )
         self._free.append(s)
-        if len(done) >= self._gen_size:
-            self._next_generation()
         seq = self.sequence + 1
         self.sequence = seq
         return [(EV_CANCELLED, seq, order_id, rem, C_USER)]
@@ -640,7 +663,7 @@ class PriceTimeEngine:
         ``invalid_price``, ``invalid_qty`` (not an integer above the filled
         quantity), ``post_only_would_take``; a rejected replace changes nothing.
         """
-        s = self._orders.get(order_id)
+        s = self._orders[order_id & _ID_MASK].get(order_id)
         if s is None:
             return self._reject_missing(order_id)
         old_price = self._price[s]
@@ -691,7 +714,7 @@ class PriceTimeEngine:
         if rem and not killed:
             own.append(s, new_price, key)
             return ev
-        del self._orders[order_id]
+        del self._orders[order_id & _ID_MASK][order_id]
         if killed:
             seq = self.sequence + 1
             self.sequence = seq
@@ -722,8 +745,12 @@ class PriceTimeEngine:
         """
         keys = opp.keys
         levels = opp.levels
-        orders = self._orders
+        shards = self._orders
+        remember = self._remember
+        ring = self._ring
         done = self._done
+        pos = self._done_pos
+        gen_end = self._gen_end
         free = self._free
         oids = self._oid
         rems = self._rem
@@ -755,17 +782,15 @@ class PriceTimeEngine:
                     seq += 1
                     ev.append((EV_CANCELLED, seq, moid, mrem, C_STP))
                     lqty -= mrem
-                    del orders[moid]
-                    done[moid] = (
-                        maker_side,
-                        price,
-                        qtys[s],
-                        mrem,
-                        accts[s],
-                        stps[s],
-                        posts[s],
-                        C_STP,
+                    del shards[moid & _ID_MASK][moid]
+                    self._done_pos = pos
+                    remember(
+                        moid,
+                        (maker_side, price, qtys[s], mrem, accts[s], stps[s], posts[s], C_STP),
                     )
+                    done = self._done
+                    pos = self._done_pos
+                    gen_end = self._gen_end
                     free.append(s)  # not handed out again before this call returns
                     s = nxt[s]
                     if stp == STP_CANCEL_BOTH:
@@ -780,8 +805,9 @@ class PriceTimeEngine:
                     ev.append((EV_TRADE, seq, tid, moid, taker_id, price, mrem, side))
                     rem -= mrem
                     lqty -= mrem
-                    del orders[moid]
-                    done[moid] = (
+                    del shards[moid & _ID_MASK][moid]
+                    # _remember's stores, on locals: filling a maker is the hottest path.
+                    ring[pos] = (
                         maker_side,
                         price,
                         qtys[s],
@@ -791,6 +817,14 @@ class PriceTimeEngine:
                         posts[s],
                         END_FILLED,
                     )
+                    done[moid] = pos
+                    pos += 1
+                    if pos == gen_end:
+                        self._done_pos = pos
+                        self._next_generation()
+                        done = self._done
+                        pos = self._done_pos
+                        gen_end = self._gen_end
                     free.append(s)
                     s = nxt[s]
                     if not rem:
@@ -811,8 +845,7 @@ class PriceTimeEngine:
                 break
         self.sequence = seq
         self.trade_seq = tid
-        if len(done) >= self._gen_size:
-            self._next_generation()
+        self._done_pos = pos
         return ~rem if killed else rem
 
     def _fillable(self, opp: BookSide, limit_key: int, qty: int, account: int, stp: int) -> bool:
@@ -846,39 +879,61 @@ class PriceTimeEngine:
 
     def _retire(self, order_id: int, s: int, end: str) -> None:
         """Move a rested order that is done from its slot to the done store."""
-        done = self._done
-        done[order_id] = (
-            self._side[s],
-            self._price[s],
-            self._qty[s],
-            self._rem[s],
-            self._acct[s],
-            self._stp[s],
-            self._post[s],
-            end,
+        self._remember(
+            order_id,
+            (
+                self._side[s],
+                self._price[s],
+                self._qty[s],
+                self._rem[s],
+                self._acct[s],
+                self._stp[s],
+                self._post[s],
+                end,
+            ),
         )
         self._free.append(s)
-        if len(done) >= self._gen_size:
+
+    def _remember(self, order_id: int, record: _Record) -> None:
+        """Keep a done order's record in the young generation."""
+        pos = self._done_pos
+        self._ring[pos] = record
+        self._done[order_id] = pos
+        pos += 1
+        self._done_pos = pos
+        if pos == self._gen_end:
             self._next_generation()
 
     def _next_generation(self) -> None:
         """The young generation of done orders joins the old ones; the oldest
-        is forgotten once enough are kept without it."""
+        is forgotten once enough are kept without it, and its ring region is
+        the new young generation's."""
         old = self._old
         old.append(self._done)
         self._done = {}
         if len(old) > self._gen_keep:
             old.popleft()
+        start = self._gen_end
+        ring = self._ring
+        if start == len(ring):
+            if start < (self._gen_keep + 1) * self._gen_size:
+                ring += [_NO_RECORD] * self._gen_size
+            else:
+                start = 0
+        self._done_pos = start
+        self._gen_end = start + self._gen_size
 
     def _done_entry(self, order_id: int) -> _Record | None:
         """A done order's record, or None."""
-        entry = self._done.get(order_id)
-        if entry is None:
+        pos = self._done.get(order_id)
+        if pos is None:
             for gen in reversed(self._old):
-                entry = gen.get(order_id)
-                if entry is not None:
+                pos = gen.get(order_id)
+                if pos is not None:
                     break
-        return entry
+            else:
+                return None
+        return self._ring[pos]
 
     # -- rejections ------------------------------------------------------------
 
@@ -906,10 +961,7 @@ class PriceTimeEngine:
             False,
             reason,
         )
-        done = self._done
-        done[order_id] = record
-        if len(done) >= self._gen_size:
-            self._next_generation()
+        self._remember(order_id, record)
         return self._reject(order_id, reason)
 
     # -- queries ---------------------------------------------------------------
@@ -931,11 +983,11 @@ class PriceTimeEngine:
     @property
     def open_orders(self) -> int:
         """How many orders rest in the book."""
-        return len(self._orders)
+        return sum(map(len, self._orders))
 
     def order(self, order_id: int) -> OrderState | None:
         """The state of a live or recently done order (module doc), or ``None``."""
-        s = self._orders.get(order_id)
+        s = self._orders[order_id & _ID_MASK].get(order_id)
         if s is not None:
             qty = self._qty[s]
             rem = self._rem[s]
@@ -1001,18 +1053,20 @@ class PriceTimeEngine:
                     assert table.level[s] is level, f"level of slot {s}"
                     assert table.side[s] == side and table.price[s] == level.price, "order side"
                     assert 0 < table.rem[s] <= table.qty[s], f"remaining of slot {s}"
-                    assert self._orders.get(table.oid[s]) == s, f"slot {s} not live"
+                    oid = table.oid[s]
+                    assert self._orders[oid & _ID_MASK].get(oid) == s, f"slot {s} not live"
                     total += table.rem[s]
                     last = s
                     live.add(s)
                 assert level.tail == last, "level tail"
                 assert total == level.qty and total > 0, "level qty"
-        assert len(live) == len(self._orders), "live orders out of the book"
+        assert len(live) == self.open_orders, "live orders out of the book"
         bid, ask = self.best_bid(), self.best_ask()
         assert bid is None or ask is None or bid < ask, "book crossed"
-        assert len(self._done) < self._gen_size, "young generation not moved on"
+        assert self._done_pos < self._gen_end, "young generation not moved on"
+        assert self._gen_end % self._gen_size == 0, "generation off its region"
         assert len(self._old) <= self._gen_keep, "too many generations"
-        assert all(len(gen) >= self._gen_size for gen in self._old), "old generation too small"
+        assert all(len(gen) <= self._gen_size for gen in [*self._old, self._done]), "big gen"
         free = set(table.free)
         assert len(free) == len(table.free), "a slot freed twice"
         assert not live & free, "a live slot is free"
@@ -1057,14 +1111,14 @@ class PriceTimeEngine:
             "done_capacity": self._done_cap,
             "book": self._book_records(),
             # Oldest generation first; in each, the orders as they retired.
-            "done": [[[oid, *record] for oid, record in gen.items()] for gen in gens],
+            "done": [[[oid, *self._ring[pos]] for oid, pos in gen.items()] for gen in gens],
         }
         packed: bytes = msgpack.packb(data)
         return packed
 
     @classmethod
-    def restore(cls, data: bytes) -> PriceTimeEngine:
-        """Rebuild an engine from ``snapshot()`` bytes.
+    def restore(cls, data: bytes, *, reserve: int = 0) -> PriceTimeEngine:
+        """Rebuild an engine from ``snapshot()`` bytes (``reserve`` as for a new one).
 
         Raises:
             SnapshotError: the bytes are not a snapshot this version can read.
@@ -1073,7 +1127,7 @@ class PriceTimeEngine:
             d = msgpack.unpackb(data)
             if not isinstance(d, dict) or d.get("v") != _SNAPSHOT_VERSION:
                 raise SnapshotError("not a price-time engine snapshot (version)")
-            engine = cls(d["symbol"], done_capacity=d["done_capacity"])
+            engine = cls(d["symbol"], done_capacity=d["done_capacity"], reserve=reserve)
             engine.sequence = d["sequence"]
             engine.trade_seq = d["trade_seq"]
             engine._load(d["book"], d["done"])
@@ -1107,16 +1161,11 @@ class PriceTimeEngine:
                 self._bids.append(s, price, price)
             else:
                 self._asks.append(s, price, -price)
-            self._orders[oid] = s
+            self._orders[oid & _ID_MASK][oid] = s
         if not done:
             raise ValueError("no done generation")
-        for i, recs in enumerate(done):
-            gen: dict[int, _Record] = {}
+        for recs in done:
             for oid, *fields in recs:
                 if len(fields) != _RECORD_FIELDS:
                     raise ValueError("bad done record")
-                gen[oid] = tuple(fields)
-            if i == len(done) - 1:
-                self._done = gen
-            else:
-                self._old.append(gen)
+                self._remember(oid, tuple(fields))

@@ -19,7 +19,7 @@ from sprintd.server.framed import framed_listener
 from sprintd.settings import ConfigError, PluginSection
 
 from .api import STREAM, OrdersAPI
-from .config import OrdersSection
+from .config import DEFAULT_RESERVE, OrdersSection
 from .engine import PriceTimeEngine
 from .service import OrderService
 
@@ -31,15 +31,15 @@ log = logging.getLogger("sprintd.orders")
 class _PriceTime:
     """The built-in engine as the hook registers it."""
 
-    def __init__(self, done_capacity: int) -> None:
+    def __init__(self, done_capacity: int, reserve: int) -> None:
         self.done_capacity = done_capacity
+        self.reserve = reserve
 
     def create(self, symbol: str) -> PriceTimeEngine:
-        return PriceTimeEngine(symbol, done_capacity=self.done_capacity)
+        return PriceTimeEngine(symbol, done_capacity=self.done_capacity, reserve=self.reserve)
 
-    @staticmethod
-    def restore(data: bytes) -> PriceTimeEngine:
-        return PriceTimeEngine.restore(data)
+    def restore(self, data: bytes) -> PriceTimeEngine:
+        return PriceTimeEngine.restore(data, reserve=self.reserve)
 
 
 class OrdersPlugin:
@@ -58,7 +58,10 @@ class OrdersPlugin:
     @hookimpl
     def sprintd_order_engines(self, app: App) -> Mapping[str, Any]:
         section = app.settings.section("orders", OrdersSection)
-        return {"price_time": _PriceTime(section.done_capacity)}
+        reserve = section.reserve_orders
+        if reserve is None:
+            reserve = DEFAULT_RESERVE if app.settings.tuning.prealloc_buffers else 0
+        return {"price_time": _PriceTime(section.done_capacity, reserve)}
 
     @hookimpl
     def sprintd_configure(self, app: App) -> None:
