@@ -293,6 +293,10 @@ class Journal:
         self._work = trio.Event()
         self._writer_idle = False
         self._dirty: trio.Event | None = None
+        #: Batches written and fsyncs of the active segment made so far: how
+        #: well group commit batches (records per batch, per fsync).
+        self.batches_written = 0
+        self.fsyncs = 0
 
     # --- state --------------------------------------------------------------------
 
@@ -648,6 +652,7 @@ class Journal:
         for stream, count in streams.items():
             counts[stream] = counts.get(stream, 0) + count
         self._written_seq = last
+        self.batches_written += 1
         if self._dirty is not None:
             self._dirty.set()
             self._dirty = None
@@ -687,6 +692,7 @@ class Journal:
         seq = self._written_seq
         fd = os.dup(self._fd)
         await trio.to_thread.run_sync(_fsync_and_close, fd)
+        self.fsyncs += 1
         self._mark_synced(seq)
 
     def _mark_synced(self, seq: int) -> None:

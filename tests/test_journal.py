@@ -292,6 +292,9 @@ async def test_group_commit_many_appends_few_fsyncs(
     # one fsync each.
     assert writes <= 40, writes
     assert len(spy.calls) <= 40, spy.calls
+    # The journal's own counters agree with the system calls it made.
+    assert journal.batches_written == writes
+    assert journal.fsyncs <= len(spy.calls)
     assert [seq for seq, _, _ in _replay_all(tmp_path / "j")] == list(range(1, 2001))
 
 

@@ -5,30 +5,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from matplotlib import colormaps
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter
 
-from bench.engine.results import LoadFigures, StreamFacts, VariantRun
+from bench.engine.results import StreamFacts, VariantRun
 from bench.engine.variants import VARIANTS
+from bench.plotting import DPI, curve, figure, percentile_axis
 
 __all__ = ["latency_plot", "throughput_plot"]
 
 # One colour per variant in every plot, whatever subset a run measured.
 _COLORS = {variant.key: colormaps["tab10"](i) for i, variant in enumerate(VARIANTS)}
-_DPI = 120
 
 
 def latency_plot(stream: StreamFacts, runs: list[VariantRun], path: Path) -> None:
     """Latency against percentile on HdrHistogram's 1/(1-p) axis, max at the far right."""
-    fig, ax = _figure()
+    fig, ax = figure()
     widest = 10.0
     for run in runs:
         figures = run.figures(stream.key)
         if figures is None or figures.latency is None:
             continue
-        xs, ys = _curve(figures)
+        latency = figures.latency
+        xs, ys = curve(
+            ((p, ns / 1000) for p, ns in latency["percentiles_ns"]),
+            latency["count"],
+            latency["max_ns"] / 1000,
+        )
         widest = max(widest, xs[-1])
         sprintd = run.variant.engine == "sprintd"
         ax.plot(
@@ -49,30 +51,20 @@ def latency_plot(stream: StreamFacts, runs: list[VariantRun], path: Path) -> Non
     ax.axhline(
         10, color="darkorange", linewidth=1, linestyle=":", zorder=1, label="10 us: the p99 target"
     )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ticks = [10.0**k for k in range(9) if 10.0**k <= widest * 1.0001]
-    ax.set_xticks(ticks, [_percent_label(t) for t in ticks])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlim(1, widest * 1.3)
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.set_xlabel("percentile (the last point of each line is its max)")
-    ax.set_ylabel("time per command, us (log scale)")
+    percentile_axis(ax, widest, "us per command")
     ax.set_title(
         f"Per-command latency: {stream.title}\n{stream.ops:,} commands, each timed alone, "
         "one process per engine",
         fontsize=11,
     )
-    ax.grid(True, which="major", alpha=0.4)
-    ax.grid(True, which="minor", axis="y", alpha=0.15)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    fig.savefig(path, dpi=DPI)
 
 
 def throughput_plot(streams: list[StreamFacts], runs: list[VariantRun], path: Path) -> None:
     """Grouped bars: one group per load, one bar per engine (median of its runs)."""
-    fig, ax = _figure()
+    fig, ax = figure()
     shown = [run for run in runs if not run.variant.floor]
     width = 0.8 / max(len(shown), 1)
     for i, run in enumerate(shown):
@@ -100,30 +92,7 @@ def throughput_plot(streams: list[StreamFacts], runs: list[VariantRun], path: Pa
     ax.set_axisbelow(True)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
-
-
-def _figure() -> tuple[Figure, Axes]:
-    # The Agg canvas directly, not pyplot: no global backend state and no
-    # figure kept alive between plots.
-    fig = Figure(figsize=(9.5, 6))
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots()
-
-
-def _curve(figures: LoadFigures) -> tuple[list[float], list[float]]:
-    assert figures.latency is not None
-    xs, ys = [], []
-    for p, ns in figures.latency["percentiles_ns"]:
-        xs.append(1 / (1 - p / 100))
-        ys.append(ns / 1000)
-    xs.append(float(max(figures.latency["count"], 2)))
-    ys.append(figures.latency["max_ns"] / 1000)
-    return xs, ys
-
-
-def _percent_label(x: float) -> str:
-    return f"{100 * (1 - 1 / x):.10g}%"
+    fig.savefig(path, dpi=DPI)
 
 
 def _millions(value: float) -> str:

@@ -14,6 +14,7 @@ from bench.engine.launch import REPO
 from bench.engine.plots import latency_plot, throughput_plot
 from bench.engine.results import LoadFigures, StreamFacts, VariantRun, find
 from bench.engine.targets import Target
+from bench.serving import facts
 
 __all__ = ["Run", "write"]
 
@@ -90,7 +91,7 @@ def _markdown(run: Run, plotted: list[StreamFacts]) -> list[str]:
     else:
         lines.append("sprintd's engine was not in this run: no target was evaluated.")
     lines += _failures(run.runs)
-    lines += ["", "## Machine", "", *_machine(run)]
+    lines += ["", "## Machine", "", *facts.describe(run.facts, run.pinning, load_end=run.load_end)]
     lines += ["", "## Method", "", *_method(run)]
     for stream in run.streams:
         lines += ["", f"## {stream.title[0].upper()}{stream.title[1:]}", "", *_stream(stream)]
@@ -108,23 +109,6 @@ def _markdown(run: Run, plotted: list[StreamFacts]) -> list[str]:
     lines += ["", "## Memory", "", *_memory(run)]
     lines += _slowest(run)
     lines += ["", "## Commands", "", *_commands(run)]
-    return lines
-
-
-def _machine(run: Run) -> list[str]:
-    f = run.facts
-    lines = [
-        f"- CPU: {f['cpu_model']}, nproc {f['nproc']} ({f['cpus_usable']} usable)",
-        f"- memory: {f['memory_gib']} GiB; {f['kernel']}; {f['python']}",
-        f"- CPU pinning: {run.pinning}",
-        f"- load average at start: {', '.join(str(x) for x in f['load_average_at_start'])}; "
-        f"at the end: {', '.join(str(x) for x in run.load_end)}",
-        f"- git: {f['git']}",
-        "",
-        "| Package | Version |",
-        "|---|---|",
-    ]
-    lines += [f"| {name} | {version} |" for name, version in f["packages"].items()]
     return lines
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from bench.serving.load import K6, WRK
 from bench.serving.servers import REPO
 
-__all__ = ["collect"]
+__all__ = ["collect", "describe"]
 
 
 def collect(packages: tuple[str, ...]) -> dict[str, object]:
@@ -30,6 +32,28 @@ def collect(packages: tuple[str, ...]) -> dict[str, object]:
             "k6": _output([K6, "version"]),
         },
     }
+
+
+def describe(
+    f: Mapping[str, Any], pinning: str, *, load_end: Sequence[float] | None = None
+) -> list[str]:
+    """The report's "Machine" section: bullet lines, then a table of package versions."""
+    load = f"- load average at start: {', '.join(str(x) for x in f['load_average_at_start'])}"
+    if load_end is not None:
+        load += f"; at the end: {', '.join(str(x) for x in load_end)}"
+    lines = [
+        f"- CPU: {f['cpu_model']}, nproc {f['nproc']} ({f['cpus_usable']} usable)",
+        f"- memory: {f['memory_gib']} GiB; {f['kernel']}; {f['python']}",
+        f"- CPU pinning: {pinning}",
+        load,
+        f"- git: {f['git']}",
+        *(f"- {tool}: {version}" for tool, version in f.get("tools", {}).items()),
+        "",
+        "| Package | Version |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {version} |" for name, version in f["packages"].items()]
+    return lines
 
 
 def _cpu_model() -> str:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.serving import facts
 from bench.serving.cpus import Pinning, pinned
 from bench.serving.load import LOADS, Load, Result, Settings, command, environment
 from bench.serving.payload import ECHO_BODY, GET_BODY
@@ -98,7 +99,7 @@ def _markdown(run: Run) -> list[str]:
     lines += ["", "## Targets", "", "| Target | Measured | |", "|---|---|---|"]
     lines += [f"| {t.goal} | {t.measured} | {_MET[t.met]} |" for t in run.targets]
     lines += _failures(run.runs)
-    lines += ["", "## Machine", "", *_machine(run)]
+    lines += ["", "## Machine", "", *facts.describe(run.facts, run.pinning.describe())]
     lines += [
         "",
         "## Loads",
@@ -124,24 +125,6 @@ def _markdown(run: Run) -> list[str]:
     if any(load.closed for load in measured):
         lines += ["", "## Throughput", "", "![req/s, closed loop](throughput.png)"]
     lines += ["", "## Commands", "", *_commands(run)]
-    return lines
-
-
-def _machine(run: Run) -> list[str]:
-    f = run.facts
-    lines = [
-        f"- CPU: {f['cpu_model']}, nproc {f['nproc']} ({f['cpus_usable']} usable)",
-        f"- memory: {f['memory_gib']} GiB; {f['kernel']}; {f['python']}",
-        f"- CPU pinning: {run.pinning.describe()}",
-        f"- load average at start: {', '.join(str(x) for x in f['load_average_at_start'])}",
-        f"- git: {f['git']}",
-        f"- wrk: {f['tools']['wrk']}",
-        f"- k6: {f['tools']['k6']}",
-        "",
-        "| Package | Version |",
-        "|---|---|",
-    ]
-    lines += [f"| {name} | {version} |" for name, version in f["packages"].items()]
     return lines
 
 

@@ -178,19 +178,22 @@ def running(
     *,
     ready_path: str = GET_PATH,
     check: Callable[[int], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server, wait until ``ready_path`` answers 200, run ``check``
-    (by default: it serves the payload), and stop it on the way out.
+    """Start a server (``env`` added to this process's environment), wait until
+    ``ready_path`` answers 200, run ``check`` (by default: it serves the
+    payload), and stop it on the way out.
 
     Raises:
         ServerError: it exited, never answered 200, or answered other bytes.
     """
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in pythonpath))
+    environ = dict(os.environ, **(env or {}))
+    environ["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             argv,
             cwd=REPO,
-            env=env,
+            env=environ,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,187 @@
+"""Run the orders bench: ``python -m bench.orders [--quick] [--tiers enterprise,free]``.
+
+One thing runs at a time: the journal bench in this process (pinned to the
+server's CPU), then one daemon per tier (pinned there too) with one load
+against it at a time, its tool or this process's entry client on the other CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.cli import choices, finish, interrupt, positive, say, short
+from bench.orders import entry_load, journal_load, report
+from bench.orders.results import PortRun, Run
+from bench.serving import cpus, facts
+from bench.serving.load import Load, LoadError, Settings, run_load
+from bench.serving.servers import BIN, REPO, ServerError, free_port, running
+from sprintd.journal import FsyncPolicy
+from sprintd.tiers import TIERS
+
+SYMBOL = "BTC-USD"
+ORDER_BODY = json.dumps(
+    {"symbol": SYMBOL, "side": "buy", "price": "100.00", "qty": "0.001"}, separators=(",", ":")
+).encode()
+HTTP_CLOSED = Load(
+    "http-closed", "POST /v1/orders, closed loop (wrk)", "wrk", "POST", "/v1/orders", ORDER_BODY
+)
+HTTP_RATE = Load(
+    "http-rate", "POST /v1/orders, constant rate (k6)", "k6", "POST", "/v1/orders", ORDER_BODY
+)
+JOURNAL_LOADS: tuple[tuple[FsyncPolicy, int], ...] = (
+    ("always", 1000),
+    ("always", 100),
+    ("interval", 1000),
+    ("os", 1000),
+)
+# (key, title, orders per frame, frames in flight)
+ENTRY_LOADS = (
+    ("entry-batched", "binary port, 100 orders a frame", 100, 8),
+    ("entry-single", "binary port, 1 order a frame", 1, 64),
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    signal.signal(signal.SIGTERM, interrupt)
+    seconds = args.duration or (2 if args.quick else 10)
+    records = 50_000 if args.quick else 200_000
+    replayed = 200_000 if args.quick else 1_000_000
+    pinning = cpus.plan(args.pin)
+    started = time.strftime("%Y%m%d-%H%M%S")
+    out = args.out or REPO / "bench" / "results" / f"orders-{started}"
+    for sub in ("logs", "raw"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    run = Run(
+        started=started,
+        seconds=seconds,
+        pinning=pinning.describe(),
+        machine=facts.collect(("sprintd", "trio", "h11", "msgpack", "cysimdjson", "matplotlib")),
+        http=Settings(seconds, args.connections, args.rate, args.vus),
+    )
+    say(f"orders bench: journal, then {len(args.tiers)} tier(s) x 4 loads of {seconds}s")
+    say(f"pinning: {pinning.describe()}; results in {short(out)}")
+    interrupted = False
+    try:
+        with _on_cpu(pinning.server):
+            _journal(run, records, replayed, out)
+        for tier in args.tiers:
+            _daemon(run, tier, seconds, out, pinning)
+    except KeyboardInterrupt:
+        interrupted = True
+        say("interrupted: writing a partial report")
+    targets = report.targets(run)
+    path = report.write(run, targets, out)
+    return finish(targets, path, interrupted=interrupted, failed=bool(run.failures))
+
+
+@contextmanager
+def _on_cpu(cpu_list: str | None) -> Iterator[None]:
+    """This process on ``cpu_list`` for a while (the journal bench, the entry client)."""
+    before = os.sched_getaffinity(0)
+    if cpu_list is not None:
+        os.sched_setaffinity(0, {int(c) for c in cpu_list.split(",")})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _journal(run: Run, records: int, replayed: int, out: Path) -> None:
+    base = Path(tempfile.mkdtemp(prefix="journal-bench-", dir=out))
+    for fsync, appenders in JOURNAL_LOADS:
+        result = journal_load.measure_appends(base, fsync, appenders, records)
+        run.appends.append(result)
+        say(
+            f"journal  fsync={fsync:8} {appenders:5} appenders  {result.per_second:10,.0f} "
+            f"records/s  ({result.records / max(result.batches, 1):,.0f} a batch, "
+            f"{result.fsyncs} fsyncs)"
+        )
+    run.replay = journal_load.measure_replay(base, replayed)
+    say(
+        f"journal  replay of {run.replay.records:,} records: {run.replay.seconds:.2f}s "
+        f"(open {run.replay.open_s:.2f}s, read {run.replay.read_s:.2f}s)"
+    )
+    base.rmdir()
+
+
+def _daemon(run: Run, tier: str, seconds: int, out: Path, pinning: cpus.Pinning) -> None:
+    port, entry_port = free_port(), free_port()
+    data = out / f"data-{tier}"
+    argv = cpus.pinned(
+        [f"{BIN}/sprintd", "run", "--tier", tier, "--port", str(port), "--data-dir", str(data)],
+        pinning.server,
+    )
+    port_run = PortRun(tier, argv)
+    run.ports.append(port_run)
+    env = {"SPRINTD_ORDERS__ENTRY_PORT": str(entry_port)}
+    log = out / "logs" / f"sprintd-{tier}.log"
+    say(f"[{tier}] starting sprintd on 127.0.0.1:{port}, entry port {entry_port}")
+    try:
+        with running(argv, port, (REPO,), log, ready_path="/readyz", check=_ready, env=env):
+            for key, title, per_frame, window in ENTRY_LOADS:
+                frames = entry_load.order_frames(SYMBOL, per_frame, max(1, 20_000 // per_frame))
+                with _on_cpu(pinning.tools):
+                    result = entry_load.drive(
+                        "127.0.0.1", entry_port, frames, per_frame, window, seconds
+                    )
+                port_run.entry[key] = result
+                say(f"[{tier}] {title:34} {result.per_second:10,.0f} orders/s")
+            for load in (HTTP_CLOSED, HTTP_RATE):
+                url = f"http://127.0.0.1:{port}{load.path}"
+                raw = out / "raw" / f"{tier}-{load.key}.txt"
+                try:
+                    http = run_load(load, url, seconds, run.http, raw, cpus=pinning.tools)
+                except LoadError as exc:
+                    port_run.failures[load.key] = str(exc)
+                    say(f"[{tier}] {load.key} FAILED: {exc}")
+                    continue
+                port_run.http[load.key] = http
+                say(
+                    f"[{tier}] {load.title:34} {http.rps:10,.0f} orders/s  p50 "
+                    f"{http.at(50.0):.2f}  p99 {http.at(99.0):.2f}  max {http.max_ms:.2f} ms  "
+                    f"errors {http.errors}  dropped {http.dropped}"
+                )
+    except (ServerError, OSError) as exc:
+        port_run.failures["start"] = str(exc)
+        say(f"[{tier}] NOT MEASURED: {exc}")
+
+
+def _ready(port: int) -> None:
+    """Nothing beyond /readyz: the first load's replies check the orders."""
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.orders",
+        description="Measure the journal, then the orders plugin through its binary port and "
+        "over HTTP, per tier, and write a Markdown report with plots.",
+    )
+    parser.add_argument("--quick", action="store_true", help="2 s loads, smaller journal runs")
+    parser.add_argument(
+        "--tiers",
+        type=lambda v: choices(v, TIERS),
+        default=["enterprise", "free"],
+        help="comma-separated tiers to run the daemon at (default enterprise,free)",
+    )
+    parser.add_argument("--duration", type=positive, metavar="S", help="seconds per load")
+    parser.add_argument(
+        "--rate", type=positive, default=5000, help="orders/s of the k6 load (default 5000)"
+    )
+    parser.add_argument("--connections", type=positive, default=50, help="wrk connections")
+    parser.add_argument("--vus", type=positive, default=100, help="k6 pre-allocated VUs")
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin")
+    parser.add_argument("--out", type=Path, help="results directory")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

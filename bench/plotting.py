@@ -1,0 +1,61 @@
+"""Plot pieces every bench's report shares: a figure, and HdrHistogram's percentile axis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+__all__ = ["DPI", "curve", "figure", "percent_label", "percentile_axis"]
+
+DPI = 120
+
+
+def figure(width: float = 9, height: float = 5.5) -> tuple[Figure, Axes]:
+    # The Agg canvas directly, not pyplot: no global backend state and no
+    # figure kept alive between plots.
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
+
+
+def percent_label(x: float) -> str:
+    """The percentile at ``x`` on the 1/(1-p) axis: 10 is 90%, 1000 is 99.9%."""
+    return f"{100 * (1 - 1 / x):.10g}%"
+
+
+def curve(
+    points: Iterable[tuple[float, float]], count: int, maximum: float
+) -> tuple[list[float], list[float]]:
+    """``(percentile, value)`` points on the 1/(1-p) axis, ending at the max.
+
+    A percentile finer than one sample in ``count`` is just the max again, so
+    the line stops where the samples do and ends at the max itself.
+    """
+    xs, ys = [], []
+    for p, value in points:
+        x = 1 / (1 - p / 100)
+        if x < count:
+            xs.append(x)
+            ys.append(value)
+    xs.append(float(max(count, 2)))
+    ys.append(maximum)
+    return xs, ys
+
+
+def percentile_axis(ax: Axes, widest: float, unit: str) -> None:
+    """Log-log axes, x in percentiles up to ``widest`` (the max's position)."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ticks = [10.0**k for k in range(10) if 10.0**k <= widest * 1.0001]
+    ax.set_xticks(ticks, [percent_label(t) for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(1, widest * 1.3)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("percentile (the last point of each line is its max)")
+    ax.set_ylabel(f"latency, {unit} (log scale)")
+    ax.grid(True, which="major", alpha=0.4)
+    ax.grid(True, which="minor", axis="y", alpha=0.15)
