@@ -89,9 +89,16 @@ class HTTPError(Exception):
 
 
 class Request:
-    """One parsed request. ``params`` holds the route's ``{name}`` segments."""
+    """One parsed request. ``params`` holds the route's ``{name}`` segments.
 
-    __slots__ = ("body", "headers", "method", "params", "path", "query")
+    ``received_ns`` is the ``perf_counter_ns`` at which the server took the
+    request's first bytes in hand (after the read that brought them, or,
+    for a pipelined request, once the one before it was answered): the
+    start of the route's own latency, for a handler that times its work
+    from the wire (the prices plugin). 0 when no server read it.
+    """
+
+    __slots__ = ("body", "headers", "method", "params", "path", "query", "received_ns")
 
     def __init__(
         self,
@@ -100,12 +107,14 @@ class Request:
         query: bytes,
         headers: Sequence[tuple[bytes, bytes]],
         body: bytes = b"",
+        received_ns: int = 0,
     ) -> None:
         self.method = method
         self.path = path
         self.query = query
         self.headers = headers
         self.body = body
+        self.received_ns = received_ns
         self.params: dict[str, str] = {}
 
     def header(self, name: bytes) -> bytes | None:

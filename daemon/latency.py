@@ -18,7 +18,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-__all__ = ["RING_SIZE", "Recorder", "Summary", "merged"]
+__all__ = ["RING_SIZE", "Recorder", "Summary", "merged", "summarize"]
 
 SUB_BITS = 5
 SUB_COUNT = 1 << SUB_BITS
@@ -156,24 +156,7 @@ class Recorder:
 
     def recent_summary(self) -> Summary:
         """Exact figures over the ring."""
-        samples = sorted(self.recent())
-        if not samples:
-            return Summary(0, 0.0, 0, 0, 0, 0, 0, 0)
-
-        def at(q: float) -> int:
-            # Nearest rank: the smallest sample with at least q of them at or below it.
-            return samples[_rank(q, len(samples)) - 1]
-
-        return Summary(
-            len(samples),
-            sum(samples) / len(samples),
-            samples[0],
-            samples[-1],
-            at(0.5),
-            at(0.95),
-            at(0.99),
-            at(0.999),
-        )
+        return summarize(self.recent())
 
     def quantiles(self, qs: Sequence[float]) -> list[int]:
         targets = [_rank(q, self.count) for q in qs]
@@ -209,6 +192,28 @@ class Recorder:
                 seen += self.buckets[index]
                 index += 1
             yield seen
+
+
+def summarize(samples: Sequence[int]) -> Summary:
+    """Exact figures over some samples (a ring, or a slice of one)."""
+    ordered = sorted(samples)
+    if not ordered:
+        return Summary(0, 0.0, 0, 0, 0, 0, 0, 0)
+
+    def at(q: float) -> int:
+        # Nearest rank: the smallest sample with at least q of them at or below it.
+        return ordered[_rank(q, len(ordered)) - 1]
+
+    return Summary(
+        len(ordered),
+        sum(ordered) / len(ordered),
+        ordered[0],
+        ordered[-1],
+        at(0.5),
+        at(0.95),
+        at(0.99),
+        at(0.999),
+    )
 
 
 def merged(name: str, recorders: Sequence[Recorder]) -> Recorder:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
+from time import perf_counter_ns
 
 import trio
 
@@ -11,7 +12,7 @@ from sprintd.app import App, Route
 from sprintd.hookspecs import hookimpl
 from sprintd.http import Request, Response
 
-from .inprocess import make_app, make_server
+from .inprocess import exchange, make_app, make_server
 
 BIG = 8 * 1024 * 1024  # far more than a socketpair buffers
 
@@ -47,3 +48,22 @@ async def test_a_client_that_never_reads_its_response_is_cut_off() -> None:
         except BlockingIOError:
             pass
         assert 0 < taken < BIG
+
+
+class _Stamp:
+    @hookimpl
+    def sprintd_routes(self, app: App) -> Sequence[Route]:
+        def stamp(request: Request) -> Response:
+            return Response(200, b"%d %d" % (request.received_ns, perf_counter_ns()))
+
+        return [Route("POST", "/stamp", stamp)]
+
+
+async def test_a_handler_sees_when_its_request_was_read() -> None:
+    server = make_server(make_app([_Stamp()]))
+    before = perf_counter_ns()
+    answer = await exchange(
+        server, b"POST /stamp HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
+    )
+    received, handled = (int(n) for n in answer.rsplit(b"\r\n\r\n", 1)[1].split())
+    assert before <= received <= handled

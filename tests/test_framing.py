@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from time import perf_counter_ns
 from typing import Any
 
 import msgpack
@@ -19,7 +20,7 @@ from sprintd.framing import (
     decode_payload,
     encode_frame,
 )
-from sprintd.server.framed import framed_listener
+from sprintd.server.framed import framed_listener, timed_framed_listener
 
 _values = st.recursive(
     st.none()
@@ -85,13 +86,13 @@ async def _echo(batch: list[list[Any]]) -> list[Any]:
     return [["ok", len(batch), *cmd] for cmd in batch]
 
 
-async def _talk(data: bytes, max_frame: int = 1 << 20) -> list[Any]:
+async def _talk(data: bytes, max_frame: int = 1 << 20, serve: Any = None) -> list[Any]:
     """Send ``data``, half-close, and decode every reply frame."""
     ours, theirs = socket.socketpair()
     theirs.setblocking(False)
     client = trio.socket.from_stdlib_socket(ours)
     received = bytearray()
-    serve = framed_listener(_echo, max_frame=max_frame)
+    serve = serve or framed_listener(_echo, max_frame=max_frame)
 
     async def run() -> None:
         with theirs:
@@ -129,3 +130,20 @@ async def test_a_bad_length_answers_what_came_before_then_closes() -> None:
     assert replies[0] == ["ok", 1, "a"]
     assert replies[1][:2] == ["error", "bad_length"]
     assert len(replies) == 2
+
+
+async def test_a_timed_handler_gets_the_time_its_batch_was_read() -> None:
+    seen: list[int] = []
+
+    async def timed(batch: list[list[Any]], received_ns: int) -> list[Any]:
+        seen.append(received_ns)
+        return [["at", received_ns <= perf_counter_ns()] for _ in batch]
+
+    before = perf_counter_ns()
+    replies = await _talk(
+        encode_frame(["a"]) + encode_frame(["b"]), serve=timed_framed_listener(timed)
+    )
+    assert replies == [["at", True], ["at", True]]
+    # One read, one batch, one time: taken after the bytes came, before the handler.
+    assert len(seen) == 1
+    assert before <= seen[0] <= perf_counter_ns()

@@ -24,6 +24,7 @@ from sprintd.latency import (
     bucket_bounds,
     bucket_index,
     merged,
+    summarize,
 )
 
 QUANTILES = ("0.5", "0.95", "0.99", "0.999")
@@ -113,6 +114,14 @@ def test_recent_summary_is_exact(samples: list[int]) -> None:
     for value in (recent.p50, recent.p95, recent.p99, recent.p999):
         assert value in samples
     assert recent.p50 <= recent.p95 <= recent.p99 <= recent.p999
+
+
+@settings(max_examples=50, deadline=None)
+@given(samples_ns)
+def test_summarize_a_slice_is_the_summary_of_a_recorder_of_it(samples: list[int]) -> None:
+    """What the price engine's history does with the ring's newest samples."""
+    newest = samples[len(samples) // 2 :]
+    assert summarize(newest) == recorded("r", newest).recent_summary()
 
 
 def test_empty_recorder() -> None:

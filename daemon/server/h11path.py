@@ -107,7 +107,7 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
 
     conn.state = BUSY
     response, recorder = dispatch(
-        server, request.method, request.target, headers, body, keep_alive=keep_alive
+        server, request.method, request.target, headers, body, keep_alive=keep_alive, received_ns=t0
     )
     if not isinstance(response, bytes):
         response = await response
@@ -193,12 +193,13 @@ def dispatch(
     body: bytes,
     *,
     keep_alive: bool,
+    received_ns: int = 0,
 ) -> tuple[bytes | Coroutine[Any, Any, bytes], Recorder]:
     """The encoded response to a parsed request, and the recorder it counts in.
 
     A synchronous handler is answered here; an async one comes back as a
     coroutine that gives the encoded response, so a sync route pays for no
-    coroutine at all.
+    coroutine at all. ``received_ns`` becomes the request's ``received_ns``.
     """
     path, _, query = target.partition(b"?")
     head = method == b"HEAD"
@@ -214,7 +215,7 @@ def dispatch(
             return encode_response(
                 snap.status, snap.body, snap.content_type, head=head, keep_alive=False
             ), snap.recorder
-    request = Request(method, path, query, headers, body)
+    request = Request(method, path, query, headers, body, received_ns)
     try:
         bound = app.router.resolve(method, path, request)
     except HTTPError as exc:
