@@ -28,6 +28,7 @@ ESSENTIAL = (("health", HealthPlugin), ("metrics", MetricsPlugin))
 # Built-in feature plugins: name -> "module:Class", one instance per manager.
 BUILTINS: Mapping[str, str] = {
     "orders": "sprintd.plugins.orders.plugin:OrdersPlugin",
+    "prices": "sprintd.plugins.prices.plugin:PricesPlugin",
 }
 
 

@@ -52,9 +52,9 @@ FAST_SERVER_ENV = {
 }
 
 
-# The built-in orders plugin keeps its books in one process: two-worker
-# daemons run without it.
-NO_ORDERS = {"SPRINTD_ORDERS__ENABLED": "false"}
+# The built-in orders and prices plugins keep their state in one process:
+# two-worker daemons run without them.
+NO_ORDERS = {"SPRINTD_ORDERS__ENABLED": "false", "SPRINTD_PRICES__ENABLED": "false"}
 
 
 def clean_environ(
@@ -73,6 +73,7 @@ def clean_environ(
     # The order-entry port is fixed by default; daemons side by side in tests
     # must not share it.
     env["SPRINTD_ORDERS__ENTRY_PORT"] = "0"
+    env["SPRINTD_PRICES__FEED_PORT"] = "0"
     env.update(extra or {})
     return env
 
