@@ -1,4 +1,4 @@
-"""The ``sprintd`` command: run, config, tiers, journal.
+"""The ``sprintd`` command: run, config, tiers, journal, top.
 
 Any configuration that cannot start exits with status 2 and one line naming
 the field, the value and where it came from. ``sprintd journal verify``
@@ -53,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
         commands.add_parser("config", help="print every effective setting and its origin")
     )
     commands.add_parser("tiers", help="list the tier profiles and what each sets")
+    top = commands.add_parser("top", help="watch a running daemon's figures in the terminal")
+    top.add_argument(
+        "--url", default="http://127.0.0.1:8080", help="the daemon (default: %(default)s)"
+    )
+    top.add_argument(
+        "--interval", type=_seconds, default=1.0, help="seconds between refreshes (default: 1)"
+    )
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
     journal = commands.add_parser("journal", help="inspect the write-ahead journal (read only)")
     actions = journal.add_subparsers(dest="journal_command", required=True)
     settings_flags(
@@ -63,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--stream", action="append", help="only this stream (repeatable)")
     replay.add_argument("--after", type=int, default=0, help="only records after this seq")
     return parser
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0.05 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"{value}: from 0.05 to 3600 seconds")
+    return seconds
 
 
 def _cli_layer(args: argparse.Namespace) -> dict[str, tuple[tuple[str, ...], Any]]:
@@ -175,6 +190,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "tiers":
         _print_tiers()
         return 0
+    if args.command == "top":
+        # A client of a running daemon, not a daemon: no settings, no plugins;
+        # imported here so that only this command loads rich.
+        from .plugins.dashboard import top  # noqa: PLC0415
+
+        return top.main(args.url, args.interval, once=args.once)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

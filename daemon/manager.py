@@ -29,6 +29,7 @@ ESSENTIAL = (("health", HealthPlugin), ("metrics", MetricsPlugin))
 BUILTINS: Mapping[str, str] = {
     "orders": "sprintd.plugins.orders.plugin:OrdersPlugin",
     "prices": "sprintd.plugins.prices.plugin:PricesPlugin",
+    "dashboard": "sprintd.plugins.dashboard.plugin:DashboardPlugin",
 }
 
 
