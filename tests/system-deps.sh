@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite starts for real: promtool (from prometheus),
-# redis-server and PostgreSQL on free loopback ports; wrk for the benches.
+# redis-server and PostgreSQL on free loopback ports; chromium (headless) for
+# the dashboard's browser test; wrk for the benches.
 # Installs only what is missing, so a second run costs nothing.
 set -euo pipefail
 sudo=""
@@ -13,6 +14,7 @@ else
   command -v redis-server >/dev/null || want+=(redis-server)
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql)
   command -v wrk >/dev/null || want+=(wrk)
+  command -v chromium >/dev/null || want+=(chromium)
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
 echo "installing ${want[*]}"

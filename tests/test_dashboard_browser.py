@@ -1,0 +1,85 @@
+"""The dashboard in a real browser: headless chromium loads it from a running
+daemon, clicks the performance test's button, waits for the verdict, and
+takes a screenshot that must show something."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from .chromium import BrowserUnavailable, chromium
+from .daemons import DaemonFactory
+
+pytestmark = pytest.mark.slow
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+# The page's background (--bg in dashboard.html).
+BACKGROUND = (15, 23, 42)
+
+
+def test_the_button_runs_the_performance_test_and_the_page_shows_it(
+    daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    served = daemon()
+    for n in range(20):
+        body = json.dumps({"symbol": f"WEB-{n % 4}", "price": 100 + n}).encode()
+        assert served.request("POST", "/v1/prices", body, JSON_HEADERS).status == 200
+    try:
+        browser_context = chromium(tmp_path / "profile")
+        browser = browser_context.__enter__()
+    except BrowserUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        browser.call("Page.enable")
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=1400,
+            height=1000,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
+        browser.call("Page.navigate", url=f"http://{served.host}:{served.port}/dashboard")
+        # Polled and drawn: the tier from /health, the engine's figures from its metrics.
+        tier = browser.wait_for(
+            "document.readyState === 'complete' && document.getElementById('tier').textContent"
+            " !== '…' && document.getElementById('tier').textContent",
+            timeout=20,
+        )
+        assert tier == served.health()["tier"]
+        browser.wait_for(
+            "document.getElementById('engine').textContent.includes('processed 20')", 20
+        )
+        # The engine's history has a point a second: the chart draws it.
+        browser.wait_for("Number(document.getElementById('chart').dataset.points) > 0", 20)
+
+        assert browser.evaluate("document.getElementById('run-test').click(), true")
+        state = browser.wait_for(
+            "['pass', 'fail'].includes(document.getElementById('perf-result').dataset.state)"
+            " && document.getElementById('perf-result').dataset.state",
+            timeout=60,
+        )
+        text = browser.evaluate("document.getElementById('perf-result').textContent")
+        assert text.startswith("PASS" if state == "pass" else "FAIL"), text
+        assert "p95" in text and "10,000 updates" in text
+        # The click reached the daemon, once.
+        routes = served.get("/v1/stats").json()["routes"]
+        assert routes["/v1/price-engine/performance-test"]["count"] == 1
+
+        png = browser.screenshot()
+    finally:
+        browser_context.__exit__(None, None, None)
+    (tmp_path / "dashboard.png").write_bytes(png)
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    width, height = image.size
+    assert (width, height) == (1400, 1000)
+    pixels = list(image.getdata())
+    colours = set(pixels)
+    drawn = sum(1 for p in pixels if p != BACKGROUND)
+    # Text, panels, chart axes and lines: many colours, and much not background.
+    assert len(colours) > 100, len(colours)
+    assert drawn > 0.2 * len(pixels), drawn / len(pixels)
