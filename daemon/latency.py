@@ -131,6 +131,37 @@ class Recorder:
         if ns < self.min:
             self.min = ns
 
+    def record_many(self, ns: int, times: int) -> None:
+        """``record(ns)`` ``times`` times over, in one call: many events that
+        share one latency (the updates one publish made visible)."""
+        if times < 1:
+            return
+        bits = ns.bit_length()
+        if bits <= _EXACT_BITS:
+            self.buckets[ns] += times
+        elif bits <= MAX_SHIFT + _EXACT_BITS:
+            shift = bits - _EXACT_BITS
+            self.buckets[(shift << SUB_BITS) + (ns >> shift)] += times
+        else:
+            ns = MAX_VALUE
+            self.buckets[-1] += times
+        # The ring keeps the last RING_SIZE samples: at most that many land.
+        ring = self._ring
+        pos = self._pos
+        left = min(times, RING_SIZE)
+        while left:
+            run = min(left, RING_SIZE - pos)
+            ring[pos : pos + run] = array("q", (ns,)) * run
+            pos = (pos + run) % RING_SIZE
+            left -= run
+        self._pos = (self._pos + times) % RING_SIZE
+        self.count += times
+        self.total += ns * times
+        if ns > self.max:
+            self.max = ns
+        if ns < self.min:
+            self.min = ns
+
     def count_status(self, status: int) -> None:
         """Count a 4xx or 5xx answer; the latency is recorded apart."""
         if status >= 500:

@@ -124,6 +124,32 @@ def test_summarize_a_slice_is_the_summary_of_a_recorder_of_it(samples: list[int]
     assert summarize(newest) == recorded("r", newest).recent_summary()
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            # Past MAX_VALUE too: clamped the same way.
+            st.one_of(st.integers(0, 200), st.integers(0, 10**12), st.integers(2**40, 2**42)),
+            st.integers(0, 25_000),
+        ),
+        max_size=4,
+    ),
+    st.integers(0, RING_SIZE),
+)
+def test_record_many_is_record_repeated(runs: list[tuple[int, int]], before: int) -> None:
+    one, many = Recorder("one"), Recorder("many")
+    for rec in (one, many):
+        for ns in range(before):  # the ring part-filled, so runs wrap around it
+            rec.record(ns)
+    for ns, times in runs:
+        for _ in range(times):
+            one.record(ns)
+        many.record_many(ns, times)
+    assert many.buckets == one.buckets
+    assert many.recent() == one.recent()
+    assert (many.count, many.total, many.min, many.max) == (one.count, one.total, one.min, one.max)
+
+
 def test_empty_recorder() -> None:
     rec = Recorder("empty")
     assert rec.summary().count == 0
