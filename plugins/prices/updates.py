@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Container
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -77,6 +78,9 @@ class Update(NamedTuple):
     change_24h: str | None
 
 
+_new = tuple.__new__
+
+
 def check_symbol(symbol: object) -> str | None:
     """Why ``symbol`` cannot be a symbol, or None when it can."""
     if type(symbol) is not str:
@@ -89,13 +93,15 @@ def check_symbol(symbol: object) -> str | None:
     return None
 
 
-def parse_batch(data: Any, now_ms: int, max_batch: int) -> list[Update]:
+def parse_batch(data: Any, now_ms: int, max_batch: int, known: Container[str] = ()) -> list[Update]:
     """The updates in a decoded body or frame: one update, or a list of them.
 
     Args:
         data: what the JSON body or msgpack payload decoded to.
         now_ms: the timestamp of an update that has none.
         max_batch: the most updates one batch may hold.
+        known: symbols already checked (the engine's map): their pattern is
+            not matched again.
 
     Raises:
         InvalidUpdate: the first reason the batch cannot be applied.
@@ -107,11 +113,11 @@ def parse_batch(data: Any, now_ms: int, max_batch: int) -> list[Update]:
             raise InvalidUpdate(
                 "too_many_updates", f"{len(data)} updates in one batch; at most {max_batch}"
             )
-        return [_update(item, now_ms, index) for index, item in enumerate(data)]
-    return [_update(data, now_ms, None)]
+        return [_update(item, now_ms, index, known) for index, item in enumerate(data)]
+    return [_update(data, now_ms, None, known)]
 
 
-def _update(item: Any, now_ms: int, index: int | None) -> Update:
+def _update(item: Any, now_ms: int, index: int | None, known: Container[str]) -> Update:
     kind = type(item)
     if kind is dict:
         if not item.keys() <= _FIELD_SET:
@@ -139,20 +145,26 @@ def _update(item: Any, now_ms: int, index: int | None) -> Update:
         )
     if symbol is None:
         raise InvalidUpdate("missing_field", f"{_where(index)}symbol is required")
-    why = check_symbol(symbol)
-    if why is not None:
-        raise InvalidUpdate("invalid_symbol", f"{_where(index)}symbol: {why}")
+    if type(symbol) is not str or symbol not in known:
+        why = check_symbol(symbol)
+        if why is not None:
+            raise InvalidUpdate("invalid_symbol", f"{_where(index)}symbol: {why}")
     if price is None:
         raise InvalidUpdate("missing_field", f"{_where(index)}price is required")
     price_text = _decimal(price, "price", index, signed=False)
     if price_text.strip("0.") == "":
         raise InvalidUpdate("invalid_price", f"{_where(index)}price: must be greater than 0")
-    return Update(
-        symbol,
-        price_text,
-        None if volume is None else _decimal(volume, "volume", index, signed=False),
-        now_ms if timestamp is None else _timestamp(timestamp, index),
-        None if change is None else _decimal(change, "change_24h", index, signed=True),
+    # tuple.__new__, not Update(...): a NamedTuple's own __new__ is Python
+    # code, and this runs for every update.
+    return _new(
+        Update,
+        (
+            symbol,
+            price_text,
+            None if volume is None else _decimal(volume, "volume", index, signed=False),
+            now_ms if timestamp is None else _timestamp(timestamp, index),
+            None if change is None else _decimal(change, "change_24h", index, signed=True),
+        ),
     )
 
 
@@ -160,15 +172,11 @@ def _decimal(value: Any, field: str, index: int | None, *, signed: bool) -> str:
     """The decimal text of a number, checked; a float's shortest round trip."""
     kind = type(value)
     if kind is float:
-        if not math.isfinite(value):
-            raise InvalidUpdate(
-                f"invalid_{field}", f"{_where(index)}{field}: must be a finite number"
-            )
-        if abs(value) >= _INT_LIMIT:
-            raise InvalidUpdate(f"invalid_{field}", f"{_where(index)}{field}: out of range")
         text = repr(value)
-        if "e" in text:  # 1e-05, 1e+16: the snapshots say decimals plainly
-            text = _plain(value, text)
+        # nan, inf, 1e-05, 1e+16: repr says them with an n or an e, and only
+        # then is there more to check (the common float costs one repr).
+        if "e" in text or "n" in text:
+            text = _odd_float(value, text, field, index)
     elif kind is int:
         if not -_INT_LIMIT < value < _INT_LIMIT:
             raise InvalidUpdate(f"invalid_{field}", f"{_where(index)}{field}: out of range")
@@ -190,9 +198,14 @@ def _decimal(value: Any, field: str, index: int | None, *, signed: bool) -> str:
     return text
 
 
-def _plain(value: float, text: str) -> str:
-    """A float's shortest decimal text without an exponent; below 1e-18 (what a
-    decimal string can say) it is 0, so no text runs to hundreds of digits."""
+def _odd_float(value: float, text: str, field: str, index: int | None) -> str:
+    """A float that repr writes with an exponent, or not a finite one: its
+    shortest decimal text without the exponent; below 1e-18 (what a decimal
+    string can say) it is 0, so no text runs to hundreds of digits."""
+    if not math.isfinite(value):
+        raise InvalidUpdate(f"invalid_{field}", f"{_where(index)}{field}: must be a finite number")
+    if abs(value) >= _INT_LIMIT:
+        raise InvalidUpdate(f"invalid_{field}", f"{_where(index)}{field}: out of range")
     if abs(value) < _FLOAT_MIN:
         return "0"
     return format(Decimal(text), "f")
