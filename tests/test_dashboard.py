@@ -117,6 +117,16 @@ def test_top_renders_the_daemons_figures(served: Daemon) -> None:
     assert rate is not None and float(rate.group(1)) > 0
 
 
+@pytest.mark.slow
+def test_top_without_the_prices_plugin_says_so_and_nothing_else(daemon: DaemonFactory) -> None:
+    served = daemon(env={"SPRINTD_PRICES__ENABLED": "false"})
+    sample = top.fetch(_url(served))
+    assert not sample.errors
+    frame = _text(top.render(sample, None, _url(served)))
+    assert "price engine: not served by this daemon" in frame
+    assert "cannot read" not in frame
+
+
 def test_top_shows_an_unreachable_daemon() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

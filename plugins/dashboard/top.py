@@ -70,6 +70,8 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT_S) -> Sample:
             body = exc.read()
             if exc.code == 503 and name == "health":
                 sample.data[name] = json.loads(body)
+            elif exc.code == 404 and name == "metrics":
+                pass  # the prices plugin is off on that daemon: nothing to show
             else:
                 sample.errors[name] = f"HTTP {exc.code}"
         except (OSError, ValueError) as exc:
@@ -163,7 +165,7 @@ def _header(sample: Sample, previous: Sample | None, url: str) -> RenderableType
 def _engine(sample: Sample, previous: Sample | None) -> RenderableType:
     metrics = sample.get("metrics")
     if metrics is None:
-        return Text("price engine: not available", "dim")
+        return Text("price engine: not served by this daemon", "dim")
     latency = metrics["latency"]
     # Since the last poll; on the first frame, the engine's own average.
     rate = metrics["throughput"]
