@@ -18,6 +18,7 @@ from sprintd.plugins.prices.updates import (
     InvalidUpdate,
     Update,
     check_symbol,
+    decimal_text,
     parse_batch,
 )
 
@@ -67,13 +68,16 @@ _valid = st.fixed_dictionaries(
 def _ok(updates: list[Update]) -> None:
     for update in updates:
         assert check_symbol(update.symbol) is None
-        # Every text is a plain decimal: safe inside the snapshots' JSON strings.
-        for text in (update.price, update.volume, update.change_24h):
-            if text is not None:
+        # Every number says itself as a plain decimal: safe inside the
+        # snapshots' JSON strings.
+        for number in (update.price, update.volume, update.change_24h):
+            if number is not None:
+                text = decimal_text(number)
                 Decimal(text)
                 assert set(text) <= set("-.0123456789"), text
-        assert Decimal(update.price) > 0
-        assert update.volume is None or not update.volume.startswith("-")
+                assert Decimal(text) != 0 or not text.startswith("-")  # never -0
+        assert Decimal(decimal_text(update.price)) > 0
+        assert update.volume is None or not decimal_text(update.volume).startswith("-")
         assert 0 <= update.timestamp_ms <= MAX_TIMESTAMP_MS
 
 
@@ -106,9 +110,10 @@ def test_valid_updates_keep_their_values_and_order(items: list[dict[str, Any]]) 
     updates = parse_batch(items, NOW, max_batch=10)
     assert [u.symbol for u in updates] == [i["symbol"] for i in items]
     for item, update in zip(items, updates, strict=True):
-        assert Decimal(update.price) == Decimal(repr(item["price"]))
+        assert Decimal(decimal_text(update.price)) == Decimal(repr(item["price"]))
         if "volume" in item:
-            assert Decimal(update.volume or "nan") == Decimal(repr(item["volume"]))
+            assert update.volume is not None
+            assert Decimal(decimal_text(update.volume)) == Decimal(repr(item["volume"]))
         else:
             assert update.volume is None
         assert update.timestamp_ms == item.get("timestamp_ms", NOW)
@@ -118,7 +123,7 @@ def test_valid_updates_keep_their_values_and_order(items: list[dict[str, Any]]) 
 def test_an_array_update_is_the_same_fields_by_position() -> None:
     as_array = parse_batch([["BTC-USD", 64000.5, 1.25, 5, -1]], NOW, 10)
     as_object = parse_batch(GOOD, NOW, 10)
-    assert as_array == as_object == [Update("BTC-USD", "64000.5", "1.25", 5, "-1")]
+    assert as_array == as_object == [Update("BTC-USD", 64000.5, 1.25, 5, "-1")]
     assert parse_batch([["ETH-USD", "3000.10"]], NOW, 10) == [
         Update("ETH-USD", "3000.10", None, NOW, None)
     ]
@@ -126,9 +131,13 @@ def test_an_array_update_is_the_same_fields_by_position() -> None:
 
 def test_decimal_strings_are_kept_as_sent_and_floats_said_plainly() -> None:
     [update] = parse_batch({"symbol": "A", "price": "0.000100", "volume": 1e-05}, NOW, 1)
-    assert (update.price, update.volume) == ("0.000100", "0.00001")
-    [update] = parse_batch({"symbol": "A", "price": 1e16}, NOW, 1)
-    assert update.price == "10000000000000000"
+    assert update.volume is not None
+    assert (decimal_text(update.price), decimal_text(update.volume)) == ("0.000100", "0.00001")
+    [update] = parse_batch({"symbol": "A", "price": 1e16, "change_24h": -0.0}, NOW, 1)
+    assert decimal_text(update.price) == "10000000000000000"
+    assert update.change_24h is not None and decimal_text(update.change_24h) == "0.0"
+    assert decimal_text(-1.5e-30) == "0"
+    assert decimal_text(64000.5) == "64000.5"
 
 
 @pytest.mark.parametrize(
@@ -144,6 +153,8 @@ def test_decimal_strings_are_kept_as_sent_and_floats_said_plainly() -> None:
         ({"price": float("nan")}, "invalid_price", "finite"),
         ({"price": float("inf")}, "invalid_price", "finite"),
         ({"price": 1e300}, "invalid_price", "out of range"),
+        ({"price": 1e-19}, "invalid_price", "greater than 0"),
+        ({"price": -0.0}, "invalid_price", "greater than 0"),
         ({"price": None}, "missing_field", "price is required"),
         ({"volume": -0.1}, "invalid_volume", "must not be negative"),
         ({"volume": "x"}, "invalid_volume", "not a decimal number"),

@@ -31,7 +31,7 @@ from typing import Any
 from sprintd.latency import RING_SIZE, Recorder, Summary, summarize
 from sprintd.snapshots import Snapshot
 
-from .updates import InvalidUpdate, Update, parse_batch
+from .updates import InvalidUpdate, Number, Update, decimal_text, parse_batch
 
 __all__ = [
     "HISTORY_POINTS",
@@ -73,21 +73,22 @@ class Quote:
         # The symbol's member in the /v1/prices object, before its body.
         self.key = f'"{symbol}":'.encode("ascii")
         self.snapshot = snapshot
-        self.price = ""
-        self.volume: str | None = None
+        self.price: Number = ""
+        self.volume: Number | None = None
         self.timestamp_ms = 0
-        self.change_24h: str | None = None
+        self.change_24h: Number | None = None
         self.sequence = 0
         self.dirty = False
 
     def encode(self) -> bytes:
         # Formatted by hand, not json.dumps: every value was checked to be a
-        # symbol or decimal text, none needs escaping, and this runs per
-        # symbol per batch.
-        volume = "null" if self.volume is None else f'"{self.volume}"'
-        change = "null" if self.change_24h is None else f'"{self.change_24h}"'
+        # symbol or a number, none needs escaping, and this runs per symbol
+        # per batch.
+        volume = "null" if self.volume is None else f'"{decimal_text(self.volume)}"'
+        change = "null" if self.change_24h is None else f'"{decimal_text(self.change_24h)}"'
         return (
-            f'{{"symbol":"{self.symbol}","price":"{self.price}","volume":{volume},'
+            f'{{"symbol":"{self.symbol}","price":"{decimal_text(self.price)}",'
+            f'"volume":{volume},'
             f'"timestamp_ms":{self.timestamp_ms},"change_24h":{change},'
             f'"sequence":{self.sequence}}}'
         ).encode("ascii")

@@ -25,9 +25,12 @@ compact form the binary feed's clients send)::
   out, the daemon's clock when the batch arrived.
 
 Numbers come as JSON numbers or decimal strings (DESIGN: decimals travel as
-strings, numbers accepted on input) and are kept as the decimal text the
-snapshots publish: a float as its shortest round-trip form, a string as sent.
-Booleans, NaN and infinities are not numbers here.
+strings, numbers accepted on input); the snapshots publish them as decimal
+text (``decimal_text``): a string as sent, an integer as digits, a float in
+its shortest round-trip form without an exponent. A float is checked here
+and kept as it is, its text made only when a snapshot is published: a feed
+sends many updates of a symbol for each publish, and ``repr`` of a float was
+a quarter of the feed's time. Booleans, NaN and infinities are not numbers.
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ __all__ = [
     "MAX_TIMESTAMP_MS",
     "SYMBOL",
     "InvalidUpdate",
+    "Number",
     "Update",
     "check_symbol",
+    "decimal_text",
     "parse_batch",
 ]
 
@@ -69,13 +74,17 @@ class InvalidUpdate(ValueError):
         self.message = message
 
 
+# A checked number: decimal text, or a float whose text decimal_text makes.
+Number = str | float
+
+
 class Update(NamedTuple):
     symbol: str
-    price: str
+    price: Number
     # None: keep the symbol's last value.
-    volume: str | None
+    volume: Number | None
     timestamp_ms: int
-    change_24h: str | None
+    change_24h: Number | None
 
 
 _new = tuple.__new__
@@ -132,13 +141,18 @@ def _update(item: Any, now_ms: int, index: int | None, known: Container[str]) ->
         timestamp = item.get("timestamp_ms")
         change = item.get("change_24h")
     elif kind is list:
-        if not 2 <= len(item) <= len(FIELDS):
+        if not 2 <= len(item) <= 5:
             raise InvalidUpdate(
                 "invalid_update",
                 f"{_where(index)}an array update is [symbol, price, volume?, timestamp_ms?, "
                 f"change_24h?]; this one has {len(item)} items",
             )
-        symbol, price, volume, timestamp, change = (*item, None, None, None)[:5]
+        # By index: unpacking a padded copy made two tuples per update.
+        size = len(item)
+        symbol, price = item[0], item[1]
+        volume = item[2] if size > 2 else None
+        timestamp = item[3] if size > 3 else None
+        change = item[4] if size > 4 else None
     else:
         raise InvalidUpdate(
             "invalid_update", f"{_where(index)}an update is an object, not {_kind(item)}"
@@ -151,8 +165,8 @@ def _update(item: Any, now_ms: int, index: int | None, known: Container[str]) ->
             raise InvalidUpdate("invalid_symbol", f"{_where(index)}symbol: {why}")
     if price is None:
         raise InvalidUpdate("missing_field", f"{_where(index)}price is required")
-    price_text = _decimal(price, "price", index, signed=False)
-    if price_text.strip("0.") == "":
+    price = _number(price, "price", index, signed=False)
+    if price.strip("0.") == "" if isinstance(price, str) else not price >= _FLOAT_MIN:
         raise InvalidUpdate("invalid_price", f"{_where(index)}price: must be greater than 0")
     # tuple.__new__, not Update(...): a NamedTuple's own __new__ is Python
     # code, and this runs for every update.
@@ -160,24 +174,26 @@ def _update(item: Any, now_ms: int, index: int | None, known: Container[str]) ->
         Update,
         (
             symbol,
-            price_text,
-            None if volume is None else _decimal(volume, "volume", index, signed=False),
+            price,
+            None if volume is None else _number(volume, "volume", index, signed=False),
             now_ms if timestamp is None else _timestamp(timestamp, index),
-            None if change is None else _decimal(change, "change_24h", index, signed=True),
+            None if change is None else _number(change, "change_24h", index, signed=True),
         ),
     )
 
 
-def _decimal(value: Any, field: str, index: int | None, *, signed: bool) -> str:
-    """The decimal text of a number, checked; a float's shortest round trip."""
+def _number(value: Any, field: str, index: int | None, *, signed: bool) -> Number:
+    """A checked number: a float as it is, else its decimal text."""
     kind = type(value)
     if kind is float:
-        text = repr(value)
-        # nan, inf, 1e-05, 1e+16: repr says them with an n or an e, and only
-        # then is there more to check (the common float costs one repr).
-        if "e" in text or "n" in text:
-            text = _odd_float(value, text, field, index)
-    elif kind is int:
+        # One chained comparison refuses NaN, the infinities and the too large.
+        if not -_INT_LIMIT < value < _INT_LIMIT:
+            why = "out of range" if math.isfinite(value) else "must be a finite number"
+            raise InvalidUpdate(f"invalid_{field}", f"{_where(index)}{field}: {why}")
+        if not signed and value < 0:
+            raise InvalidUpdate(f"invalid_{field}", f"{_where(index)}{field}: must not be negative")
+        return value  # type: ignore[no-any-return]
+    if kind is int:
         if not -_INT_LIMIT < value < _INT_LIMIT:
             raise InvalidUpdate(f"invalid_{field}", f"{_where(index)}{field}: out of range")
         text = str(value)
@@ -198,17 +214,16 @@ def _decimal(value: Any, field: str, index: int | None, *, signed: bool) -> str:
     return text
 
 
-def _odd_float(value: float, text: str, field: str, index: int | None) -> str:
-    """A float that repr writes with an exponent, or not a finite one: its
-    shortest decimal text without the exponent; below 1e-18 (what a decimal
-    string can say) it is 0, so no text runs to hundreds of digits."""
-    if not math.isfinite(value):
-        raise InvalidUpdate(f"invalid_{field}", f"{_where(index)}{field}: must be a finite number")
-    if abs(value) >= _INT_LIMIT:
-        raise InvalidUpdate(f"invalid_{field}", f"{_where(index)}{field}: out of range")
-    if abs(value) < _FLOAT_MIN:
-        return "0"
-    return format(Decimal(text), "f")
+def decimal_text(value: Number) -> str:
+    """A checked number as the snapshots say it: a float in its shortest
+    round-trip form without an exponent, 0 below 1e-18 (what a decimal string
+    can say, so no text runs to hundreds of digits), never -0."""
+    if isinstance(value, str):
+        return value
+    text = repr(value)
+    if "e" in text:  # 1e-05, 1e+16
+        return "0" if -_FLOAT_MIN < value < _FLOAT_MIN else format(Decimal(text), "f")
+    return text[1:] if value == 0 and text[0] == "-" else text
 
 
 def _timestamp(value: Any, index: int | None) -> int:
