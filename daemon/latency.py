@@ -134,7 +134,9 @@ class Recorder:
     def record_many(self, ns: int, times: int) -> None:
         """``record(ns)`` ``times`` times over, in one call: many events that
         share one latency (the updates one publish made visible)."""
-        if times < 1:
+        if times <= 1:
+            if times:  # one event: record's way, without a ring slice
+                self.record(ns)
             return
         bits = ns.bit_length()
         if bits <= _EXACT_BITS:

@@ -122,8 +122,10 @@ class PriceEngine:
         self.reset_ns = perf_counter_ns()
         self._ticked = 0
         self._dirty: list[Quote] = []
-        self._pieces: list[bytes] = []
-        self._all = register(ALL_PATH, self._all_body())
+        # The /v1/prices body in parts joined once per publish: the opening
+        # (with the count), each symbol's member with commas between, the close.
+        self._parts: list[bytes] = [b'{"count":0,"prices":{', b"}}"]
+        self._all = register(ALL_PATH, b"".join(self._parts))
 
     # --- updates ---------------------------------------------------------------
 
@@ -203,9 +205,14 @@ class PriceEngine:
         self.pending += len(updates)
 
     def _add(self, symbol: str) -> Quote:
-        quote = Quote(symbol, len(self._pieces), self.register(f"{ALL_PATH}/{symbol}", b"{}"))
+        parts = self._parts
+        if self.quotes:
+            parts.insert(-1, b",")
+        # Its member is filled in by the publish that follows, before any read.
+        parts.insert(-1, b"")
+        quote = Quote(symbol, len(parts) - 2, self.register(f"{ALL_PATH}/{symbol}", b"{}"))
         self.quotes[symbol] = quote
-        self._pieces.append(b"")
+        parts[0] = b'{"count":%d,"prices":{' % len(self.quotes)
         return quote
 
     def publish(self, received_ns: int) -> None:
@@ -213,20 +220,17 @@ class PriceEngine:
         pending = self.pending
         if not pending:
             return
-        pieces = self._pieces
+        parts = self._parts
         for quote in self._dirty:
             quote.dirty = False
             body = quote.encode()
-            pieces[quote.index] = quote.key + body
+            parts[quote.index] = quote.key + body
             quote.snapshot.publish(body)
         self._dirty.clear()
-        self._all.publish(self._all_body())
+        self._all.publish(b"".join(parts))
         self.pending = 0
         self.processed += pending
         self.recorder.record_many(perf_counter_ns() - received_ns, pending)
-
-    def _all_body(self) -> bytes:
-        return b'{"count":%d,"prices":{%b}}' % (len(self._pieces), b",".join(self._pieces))
 
     # --- figures -----------------------------------------------------------------
 
