@@ -31,7 +31,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.cli import Target, choices, finish, interrupt, positive, say, short
 from bench.prices import feed, inprocess, report
@@ -49,6 +49,7 @@ PACKAGES = ("sprintd", "trio", "h11", "cysimdjson", "msgpack", "matplotlib")
 HTTP_BODY = b'{"symbol":"SYM-1","price":64000.5,"volume":1.25}'
 _PATH = "/v1/prices"
 # A feed load: key, title, the measurement, the updates/s it offers (None: as many as it can).
+_T = TypeVar("_T")
 _FeedLoad = tuple[str, str, Callable[[], feed.FeedResult], int | None]
 
 
@@ -172,11 +173,12 @@ def _daemon(
     try:
         with running(
             argv, port, (REPO,), out / "logs" / "sprintd.log", ready_path="/livez", check=seed
-        ):
+        ) as daemon:
+            # taskset and env exec the daemon: its pid is the one started.
             if "http" in args.parts:
-                _http(run, args, duration, base, pinning, out)
+                _http(run, args, duration, base, daemon.pid, pinning, out)
             if "feed" in args.parts:
-                _feed(run, args, duration, base, feed_port, names, pinning)
+                _feed(run, args, duration, base, daemon.pid, feed_port, names, pinning)
     except ServerError as exc:
         run.failures["daemon"] = str(exc)
         say(f"daemon NOT MEASURED: {exc}")
@@ -187,6 +189,7 @@ def _http(
     args: argparse.Namespace,
     duration: int,
     base: str,
+    pid: int,
     pinning: cpus.Pinning,
     out: Path,
 ) -> None:
@@ -232,7 +235,12 @@ def _http(
                     cpus=pinning.tools,
                 )
             _post(base, "/v1/price-engine/reset", {})
-            result = run_load(load, base + load.path, duration, settings, raw, cpus=pinning.tools)
+            result, cpu = _with_cpu(
+                pid,
+                functools.partial(
+                    run_load, load, base + load.path, duration, settings, raw, cpus=pinning.tools
+                ),
+            )
         except LoadError as exc:
             run.failures[load.key] = str(exc)
             say(f"{load.key} FAILED: {exc}")
@@ -247,6 +255,7 @@ def _http(
             dropped=result.dropped,
             errors=result.errors,
             engine=_get(base, "/v1/price-engine/metrics"),
+            daemon_cpu=cpu,
         )
         if load.closed:
             measured.notes.append(f"{args.connections} connections")
@@ -261,6 +270,7 @@ def _feed(
     args: argparse.Namespace,
     duration: int,
     base: str,
+    pid: int,
     feed_port: int,
     names: list[str],
     pinning: cpus.Pinning,
@@ -295,7 +305,7 @@ def _feed(
     for key, title, measure, offered in loads:
         _post(base, "/v1/price-engine/reset", {})
         try:
-            result = measure()
+            result, cpu = _with_cpu(pid, measure)
         except (feed.FeedError, OSError) as exc:
             run.failures[key] = str(exc)
             say(f"{key} FAILED: {exc}")
@@ -309,6 +319,7 @@ def _feed(
             offered=offered,
             dropped=result.late_frames,
             engine=_get(base, "/v1/price-engine/metrics"),
+            daemon_cpu=cpu,
         )
         if offered is None:
             measured.notes.append("latency: a frame's send to its ack, in a closed loop")
@@ -321,6 +332,21 @@ def _feed(
             )
         run.figures.append(measured)
         say(_line(measured))
+
+
+def _with_cpu(pid: int, measure: Callable[[], _T]) -> tuple[_T, float]:
+    """``measure()``, and the daemon's CPU time over it as a share of one core:
+    near 1.0 it was saturated; well under 1.0 with updates waiting, it was
+    kept off its CPU (by other work on the machine)."""
+    began, cpu = time.monotonic(), _cpu_seconds(pid)
+    result = measure()
+    return result, (_cpu_seconds(pid) - cpu) / (time.monotonic() - began)
+
+
+def _cpu_seconds(pid: int) -> float:
+    # /proc/PID/stat: utime and stime are fields 14 and 15, after "(comm)".
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _raise_priority() -> str:
@@ -361,6 +387,8 @@ def _line(figures: Figures) -> str:
     )
     if figures.engine is not None:
         line += f"  (engine p95 {figures.engine['latency']['p95']:,.1f} us)"
+    if figures.daemon_cpu is not None:
+        line += f"  daemon CPU {figures.daemon_cpu:.0%}"
     if figures.dropped:
         line += f"  late/dropped {figures.dropped:,}"
     return line

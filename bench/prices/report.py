@@ -133,7 +133,9 @@ def _machine(run: Run) -> list[str]:
         *facts.describe(run.facts, pinning),
         "",
         "Other work on the machine shares its two CPUs: the tails are noisy. The engine's own "
-        "figures beside the clients' show how much of a latency was spent outside the engine.",
+        "figures beside the clients' show how much of a latency was spent outside the engine, "
+        "and *daemon CPU* (its CPU time over the load, as a share of one core) whether it was "
+        "saturated (near 100%) or kept off its CPU while work waited.",
     ]
 
 
@@ -180,7 +182,7 @@ def _section(run: Run, group: str) -> list[str]:
     if not shown:
         return ["No load of this kind was measured."]
     heads = ["Load", "updates/s", *(f"p{p:g} us" for p in _PERCENTILES), "max us"]
-    heads += ["engine p50/p95/p99 us", "late/dropped", "notes"]
+    heads += ["engine p50/p95/p99 us", "daemon CPU", "late/dropped", "notes"]
     lines = [f"![{group}]({GROUPS[group]})", "", "| " + " | ".join(heads) + " |"]
     lines.append("|" + "---|" * len(heads))
     for f in shown:
@@ -192,6 +194,7 @@ def _section(run: Run, group: str) -> list[str]:
             cells.append(f"{e['p50']:,.1f} / {e['p95']:,.1f} / {e['p99']:,.1f}")
         else:
             cells.append("")
+        cells.append("" if f.daemon_cpu is None else f"{f.daemon_cpu:.0%}")
         cells.append(f"{f.dropped:,}" if f.offered is not None else "")
         cells.append("; ".join(f.notes))
         lines.append("| " + " | ".join(cells) + " |")

@@ -33,6 +33,8 @@ class Figures:
     errors: int = 0
     # The engine's own figures over the load (GET /v1/price-engine/metrics).
     engine: dict[str, Any] | None = None
+    # The daemon's CPU time over the load, as a share of one core.
+    daemon_cpu: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
