@@ -180,10 +180,10 @@ def _method_feed(run: Run) -> list[str]:
 def _section(run: Run, group: str) -> list[str]:
     shown = [f for f in run.figures if f.group == group]
     if not shown:
-        return ["No load of this kind was measured."]
+        return ["", "No load of this kind was measured."]
     heads = ["Load", "updates/s", *(f"p{p:g} us" for p in _PERCENTILES), "max us"]
     heads += ["engine p50/p95/p99 us", "daemon CPU", "late/dropped", "notes"]
-    lines = [f"![{group}]({GROUPS[group]})", "", "| " + " | ".join(heads) + " |"]
+    lines = ["", f"![{group}]({GROUPS[group]})", "", "| " + " | ".join(heads) + " |"]
     lines.append("|" + "---|" * len(heads))
     for f in shown:
         cells = [f.title, f"{f.updates_s:,.0f}"]
