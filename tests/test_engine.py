@@ -881,3 +881,13 @@ def test_done_store_keeps_the_latest_records_through_its_ring() -> None:
         engine.check_integrity()
     state = engine.order(7)
     assert state is not None and state.qty == 1 + 48
+
+
+def test_snapshot_restore_keeps_generations_that_reused_an_id() -> None:
+    engine = PriceTimeEngine("X", done_capacity=2)
+    for step, oid in enumerate([5, 5, 6, 7, 7, 7, 8, 9, 9]):
+        engine.new(oid, BUY, 10, 1)
+        engine.cancel(oid)
+        restored = PriceTimeEngine.restore(engine.snapshot())
+        assert restored.snapshot() == engine.snapshot(), step
+        restored.check_integrity()

@@ -1164,8 +1164,12 @@ class PriceTimeEngine:
             self._orders[oid & _ID_MASK][oid] = s
         if not done:
             raise ValueError("no done generation")
-        for recs in done:
+        for i, recs in enumerate(done):
             for oid, *fields in recs:
                 if len(fields) != _RECORD_FIELDS:
                     raise ValueError("bad done record")
                 self._remember(oid, tuple(fields))
+            # A generation holds fewer ids than records when an id was reused
+            # in it: close it where the original did, not where its region is full.
+            if i < len(done) - 1 and self._done:
+                self._next_generation()
