@@ -884,10 +884,21 @@ def test_done_store_keeps_the_latest_records_through_its_ring() -> None:
 
 
 def test_snapshot_restore_keeps_generations_that_reused_an_id() -> None:
-    engine = PriceTimeEngine("X", done_capacity=2)
-    for step, oid in enumerate([5, 5, 6, 7, 7, 7, 8, 9, 9]):
+    ids = [5, 5, 6, 7, 7, 7, 8, 9, 9, 9, 10, 11, 12, 13]
+
+    def done(engine: PriceTimeEngine, oid: int) -> None:
         engine.new(oid, BUY, 10, 1)
         engine.cancel(oid)
-        restored = PriceTimeEngine.restore(engine.snapshot())
-        assert restored.snapshot() == engine.snapshot(), step
+
+    for cut in range(len(ids) + 1):
+        original = PriceTimeEngine("X", done_capacity=3)
+        for oid in ids[:cut]:
+            done(original, oid)
+        restored = PriceTimeEngine.restore(original.snapshot())
+        assert restored.snapshot() == original.snapshot(), cut
         restored.check_integrity()
+        # And in step from there on: generations close at the same commands.
+        for oid in ids[cut:]:
+            done(original, oid)
+            done(restored, oid)
+            assert restored.snapshot() == original.snapshot(), (cut, oid)

@@ -1112,6 +1112,9 @@ class PriceTimeEngine:
             "book": self._book_records(),
             # Oldest generation first; in each, the orders as they retired.
             "done": [[[oid, *self._ring[pos]] for oid, pos in gen.items()] for gen in gens],
+            # Records the young generation took, reused ids counted: where it
+            # closes, so a restored engine moves on to its next one in step.
+            "young_used": self._done_pos - (self._gen_end - self._gen_size),
         }
         packed: bytes = msgpack.packb(data)
         return packed
@@ -1130,7 +1133,7 @@ class PriceTimeEngine:
             engine = cls(d["symbol"], done_capacity=d["done_capacity"], reserve=reserve)
             engine.sequence = d["sequence"]
             engine.trade_seq = d["trade_seq"]
-            engine._load(d["book"], d["done"])
+            engine._load(d["book"], d["done"], d.get("young_used"))
         except SnapshotError:
             raise
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
@@ -1153,7 +1156,9 @@ class PriceTimeEngine:
         ) = rec[:8]
         return s
 
-    def _load(self, book: list[list[Any]], done: list[list[list[Any]]]) -> None:
+    def _load(
+        self, book: list[list[Any]], done: list[list[list[Any]]], young_used: int | None
+    ) -> None:
         for rec in book:
             s = self._fill(rec)
             oid, side, price = rec[0], rec[1], rec[2]
@@ -1173,3 +1178,8 @@ class PriceTimeEngine:
             # in it: close it where the original did, not where its region is full.
             if i < len(done) - 1 and self._done:
                 self._next_generation()
+        if young_used is not None:
+            start = self._gen_end - self._gen_size
+            if not len(self._done) <= young_used < self._gen_size:
+                raise ValueError("bad young_used")
+            self._done_pos = start + young_used
