@@ -20,28 +20,45 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from .tiers import TIERS, Tier, TierProfile, load_profile
 
 __all__ = [
     "EXIT_CONFIG",
+    "Access",
+    "ApiKeySettings",
+    "AuditSettings",
+    "AuthSettings",
     "ConfigError",
     "JournalSettings",
     "Layer",
     "LoadedSettings",
     "PluginSection",
+    "RateLimit",
+    "Scope",
     "Section",
     "ServerSettings",
     "Settings",
     "TuningSettings",
+    "check_secret",
     "load_settings",
     "reloaded",
 ]
@@ -142,6 +159,100 @@ class JournalSettings(Section):
     segment_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
 
 
+# What an API key may be granted, and what a route or snapshot may ask of
+# one: a scope, or "open" for no key at all.
+Scope = Literal["read", "trade", "admin"]
+Access = Literal["open", "read", "trade", "admin"]
+# Keys travel in headers: visible ASCII, no spaces. 16 characters is the
+# floor below which a key can be guessed by a patient client.
+_SECRET = re.compile(r"[\x21-\x7e]{16,4096}")
+
+
+def check_secret(value: str) -> str | None:
+    """Why ``value`` cannot be an API key, or None when it can."""
+    if _SECRET.fullmatch(value):
+        return None
+    return "an API key is 16 to 4096 visible ASCII characters, without spaces"
+
+
+class RateLimit(Section):
+    """A token bucket: ``rate`` requests a second, up to ``burst`` at once."""
+
+    rate: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class TierLimits(Section):
+    """Per-key request limits by the key's tier (the seed system's figures)."""
+
+    free: RateLimit = RateLimit(rate=1, burst=5)
+    pro: RateLimit = RateLimit(rate=10, burst=50)
+    business: RateLimit = RateLimit(rate=50, burst=250)
+    turbo: RateLimit = RateLimit(rate=100, burst=500)
+    enterprise: RateLimit = RateLimit(rate=500, burst=2500)
+
+    def of(self, tier: Tier) -> RateLimit:
+        limit: RateLimit = getattr(self, tier)
+        return limit
+
+
+class ApiKeySettings(Section):
+    """One API key: its secret from exactly one source, its tier and scopes."""
+
+    # The secret itself (shown masked by ``sprintd config``) ...
+    key: SecretStr | None = None
+    # ... or the name of an environment variable holding it ...
+    key_env: str | None = None
+    # ... or a file holding it (trailing whitespace ignored).
+    key_file: Path | None = None
+    tier: Tier = "free"
+    scopes: tuple[Scope, ...] = ("read",)
+
+    @field_validator("key")
+    @classmethod
+    def _usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = check_secret(value.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiKeySettings:
+        given = [self.key is not None, self.key_env is not None, self.key_file is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of key, key_env and key_file")
+        return self
+
+
+class AuthSettings(Section):
+    """API keys, scopes and per-tier rate limits (``sprintd.auth``)."""
+
+    # Off by default: a development daemon on loopback needs no keys.
+    enabled: bool = False
+    keys: dict[str, ApiKeySettings] = Field(default_factory=dict)
+    limits: TierLimits = TierLimits()
+    # What /metrics and /v1/stats ask of a key; "open" serves them to anyone.
+    metrics_scope: Access = "open"
+
+
+class AuditSettings(Section):
+    """The audit log (``sprintd.audit``): one JSON line per security event."""
+
+    enabled: bool = True
+    # None: standard output, for systemd's journal. A file rotates by size.
+    file: Path | None = None
+    max_bytes: int = Field(10 * 1024 * 1024, ge=4096)
+    # Rotated files kept beside the live one (file.1 is the newest).
+    backups: int = Field(5, ge=0, le=100)
+    # Events waiting for the writer; past this they are counted and dropped,
+    # so a flood of failures never holds a request up.
+    queue_size: int = Field(10_000, ge=1)
+    # Rate-limit trips are sampled: at most one line per key this often,
+    # carrying how many trips it stands for.
+    sample_interval: float = Field(1.0, gt=0)
+
+
 S = TypeVar("S", bound=Section)
 
 
@@ -162,6 +273,8 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     tuning: TuningSettings = TuningSettings()
     journal: JournalSettings = JournalSettings()
+    auth: AuthSettings = AuthSettings()
+    audit: AuditSettings = AuditSettings()
 
     def section(self, name: str, kind: type[S]) -> S:
         """A plugin's section, typed as the plugin declared it."""
@@ -326,17 +439,47 @@ def _unknown_env(model: type[BaseModel], environ: Mapping[str, str]) -> str | No
         if not name.upper().startswith(ENV_PREFIX) or name.upper() in ENV_NOT_SETTINGS:
             continue
         node: type[BaseModel] | None = model
+        # A table of named entries ([auth.keys.NAME]): the next part is a
+        # name of the user's, and the part after it a field of the entry.
+        entries: type[BaseModel] | None = None
         for part in name[len(ENV_PREFIX) :].lower().split("__"):
+            if entries is not None:
+                node, entries = entries, None
+                continue
             field = node.model_fields.get(part) if node is not None else None
             if field is None:
                 return name
-            annotation = field.annotation
-            node = (
-                annotation
-                if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-                else None
-            )
+            node, entries = _model_of(field.annotation), _entry_model_of(field.annotation)
     return None
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _entry_model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model of a ``dict[str, Model]`` field's values, else None."""
+    if get_origin(annotation) is dict:
+        return _model_of(get_args(annotation)[1])
+    return None
+
+
+# The fields of an API key an error message may show; anything else under
+# [auth.keys.NAME] (the key, or a misspelt name for it) is shown masked.
+SHOWN_KEY_FIELDS = frozenset({"key_env", "key_file", "tier", "scopes"})
+
+
+def _redact(path: Path_, value: Any) -> Any:
+    """``value`` at ``path`` with what could be an API key masked."""
+    if path[:2] != ("auth", "keys"):
+        return value
+    if len(path) >= 4:
+        return value if path[3] in SHOWN_KEY_FIELDS else "***"
+    if isinstance(value, dict):
+        return {k: _redact((*path, str(k)), v) for k, v in value.items()}
+    return "***"
 
 
 def _describe(error: Mapping[str, Any], layers: tuple[Layer, ...]) -> str:
@@ -347,7 +490,7 @@ def _describe(error: Mapping[str, Any], layers: tuple[Layer, ...]) -> str:
             origin = layer.spell(path)
             break
     message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
-    return f"{'.'.join(path)} = {error['input']!r} from {origin}: {message}"
+    return f"{'.'.join(path)} = {_redact(path, error['input'])!r} from {origin}: {message}"
 
 
 def extend(sections: Mapping[str, type[PluginSection]]) -> type[Settings]:
@@ -403,7 +546,9 @@ def load_settings(
     upper += [_seed_env_layer(environ), _env_layer(model, environ), _cli_layer(cli or {})]
     unknown = _unknown_env(model, environ)
     if unknown is not None:
-        raise ConfigError(f"{unknown} = {environ[unknown]!r} from environment: unknown setting")
+        path = tuple(unknown[len(ENV_PREFIX) :].lower().split("__"))
+        shown = _redact(path, environ[unknown])
+        raise ConfigError(f"{unknown} = {shown!r} from environment: unknown setting")
 
     tier = _merge(tuple(upper)).get("tier", Settings.model_fields["tier"].default)
     if tier not in TIERS:
@@ -444,8 +589,10 @@ def reloaded(
     current: LoadedSettings, fresh: LoadedSettings
 ) -> tuple[LoadedSettings, list[str], list[str]]:
     """The settings after a reload, the names applied, and those that need a restart."""
-    old = dict(_leaves(current.settings.model_dump(mode="json")))
-    new = dict(_leaves(fresh.settings.model_dump(mode="json")))
+    # Python values, not JSON: a secret dumps masked in JSON, so a changed
+    # API key would look unchanged.
+    old = dict(_leaves(current.settings.model_dump()))
+    new = dict(_leaves(fresh.settings.model_dump()))
     changed = sorted(".".join(path) for path in new if old.get(path) != new[path])
     applied = [
         n for n in changed if n.split(".")[0] == "server" and n.split(".")[1] in RELOADABLE_SERVER
