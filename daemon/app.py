@@ -13,13 +13,16 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, Literal
 
 import pluggy
 
+from .audit import AuditLog
+from .auth import Guard, load_keys
 from .journal import Journal, JournalError, open_daemon_journal
 from .latency import Recorder
+from .ratelimit import make_limiter
 from .routing import Route, Router
 from .settings import ConfigError, LoadedSettings, Settings
 from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
@@ -76,7 +79,18 @@ class App:
     started_at: float = field(default_factory=time.time)
     pid: int = field(default_factory=os.getpid)
     draining: bool = False
+    # The worker passes the audit log it started (and wrote the start-up
+    # events to); without one the app makes its own, never started, which
+    # keeps its events queued for in-process tests to read.
+    audit_log: InitVar[AuditLog | None] = None
+    audit: AuditLog = field(init=False, repr=False)
+    # Set by setup() when [auth] is enabled; the server asks it before it
+    # answers anything that is not open.
+    guard: Guard | None = field(default=None, init=False, repr=False)
     _journal: Journal | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self, audit_log: AuditLog | None) -> None:
+        self.audit = audit_log or AuditLog(self.settings.audit, self.worker_index)
 
     @property
     def settings(self) -> Settings:
@@ -126,11 +140,24 @@ class App:
 
     def add_snapshot(self, spec: SnapshotSpec) -> Snapshot:
         return self.snapshots.register(
-            spec.path, spec.body, self.recorder(spec.path), spec.content_type, spec.status
+            spec.path,
+            spec.body,
+            self.recorder(spec.path),
+            spec.content_type,
+            spec.status,
+            spec.scope,
         )
 
     def setup(self) -> None:
-        """Ask every plugin for its contributions, in hook order."""
+        """Build the guard, then ask every plugin for its contributions, in hook order.
+
+        Raises:
+            ConfigError: an API key cannot be read, or a plugin's configure failed.
+        """
+        auth = self.settings.auth
+        if auth.enabled:
+            keys = load_keys(auth, make_limiter(self.settings))
+            self.guard = Guard(keys, self.audit, self.settings.audit.sample_interval)
         hook = self.pm.hook
         hook.sprintd_configure(app=self)
         for routes in hook.sprintd_routes(app=self):

@@ -12,6 +12,7 @@ any rate for nothing. /readyz turns 503 as soon as the worker drains.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -23,6 +24,7 @@ import trio
 
 from . import __version__
 from .app import App, BackgroundTask, CheckStatus, HealthCheck, Route, SnapshotSpec
+from .audit import AuditLog
 from .hookspecs import hookimpl
 from .http import Request, Response
 from .latency import merged
@@ -162,6 +164,19 @@ def stats(app: App) -> dict[str, Any]:
     }
 
 
+def _audit_check(audit: AuditLog) -> tuple[CheckStatus, dict[str, Any]]:
+    """Warn while the audit log cannot write: security events are being lost."""
+    details: dict[str, Any] = {
+        "enabled": audit.enabled,
+        "written": audit.written,
+        "dropped": audit.dropped + audit.lost,
+    }
+    if audit.failure is not None:
+        details["output"] = audit.failure
+        return "warn", details
+    return "pass", details
+
+
 # --- the plugin --------------------------------------------------------------
 
 
@@ -180,15 +195,26 @@ class HealthPlugin:
         def get_stats(request: Request) -> Response:
             return Response.data(stats(app), msgpack_=request.wants_msgpack())
 
-        return [Route("GET", "/health", get_health), Route("GET", "/v1/stats", get_stats)]
+        # Health stays open for load balancers; the stats are metrics, and
+        # guarded as [auth] metrics_scope says.
+        return [
+            Route("GET", "/health", get_health, scope="open"),
+            Route("GET", "/v1/stats", get_stats, scope=app.settings.auth.metrics_scope),
+        ]
 
     @hookimpl
     def sprintd_snapshots(self, app: App) -> Sequence[SnapshotSpec]:
-        return [SnapshotSpec("/livez", LIVE), SnapshotSpec("/readyz", READY)]
+        return [
+            SnapshotSpec("/livez", LIVE, scope="open"),
+            SnapshotSpec("/readyz", READY, scope="open"),
+        ]
 
     @hookimpl
     def sprintd_health_checks(self, app: App) -> Sequence[HealthCheck]:
-        return [HealthCheck("event_loop", self.probe.check)]
+        return [
+            HealthCheck("event_loop", self.probe.check),
+            HealthCheck("audit", functools.partial(_audit_check, app.audit)),
+        ]
 
     @hookimpl
     def sprintd_background_tasks(self, app: App) -> Sequence[BackgroundTask]:

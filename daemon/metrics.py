@@ -137,6 +137,24 @@ class _AppCollector:
             value=app.tuner.gc.full_collections,
         )
 
+        if app.guard is not None:
+            denied = CounterMetricFamily(
+                "sprintd_auth_denied",
+                "Requests refused by the API-key guard: 401, 403 and 429.",
+                labels=["reason", "worker"],
+            )
+            for reason, count in app.guard.denied.items():
+                denied.add_metric([reason, worker], count)
+            yield denied
+        audit = CounterMetricFamily(
+            "sprintd_audit_events",
+            "Audit-log events written, and dropped (queue full or write failed).",
+            labels=["outcome", "worker"],
+        )
+        audit.add_metric(["written", worker], app.audit.written)
+        audit.add_metric(["dropped", worker], app.audit.dropped + app.audit.lost)
+        yield audit
+
         # Plugins' collectors, read at scrape time: they register after this route.
         for collector in app.collectors:
             yield from collector.collect()
@@ -161,4 +179,4 @@ class MetricsPlugin:
         def get_metrics(request: Request) -> Response:
             return Response(200, render(registry), content_type)
 
-        return [Route("GET", "/metrics", get_metrics)]
+        return [Route("GET", "/metrics", get_metrics, scope=app.settings.auth.metrics_scope)]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from .http import HTTPError, Request, Response
 from .latency import Recorder
+from .settings import Access
 
 __all__ = ["BoundRoute", "Handler", "Route", "Router", "method_not_allowed"]
 
@@ -18,20 +19,29 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 @dataclass(frozen=True)
 class Route:
-    """One method and path; ``name`` labels its latency (the path by default)."""
+    """One method and path; ``name`` labels its latency (the path by default).
+
+    ``scope`` is what a request needs when ``[auth]`` is enabled: an API key
+    with that scope, or nothing for ``"open"``. It defaults to ``"read"``, so
+    a route whose plugin forgot to declare it is closed, not open; writes
+    should ask for ``"trade"``, destructive or operator actions (purge,
+    reset) for ``"admin"``, which are also written to the audit log.
+    """
 
     method: str
     path: str
     handler: Handler
     name: str | None = None
+    scope: Access = "read"
 
 
 class BoundRoute:
-    __slots__ = ("handler", "is_async", "recorder", "route")
+    __slots__ = ("handler", "is_async", "recorder", "route", "scope")
 
     def __init__(self, route: Route, recorder: Recorder) -> None:
         self.route = route
         self.handler = route.handler
+        self.scope = route.scope
         # Decided once here, so dispatch never inspects a handler per request.
         self.is_async = inspect.iscoroutinefunction(route.handler)
         self.recorder = recorder

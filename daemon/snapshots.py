@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from .http import JSON, encode_response
 from .latency import Recorder
+from .settings import Access
 
 __all__ = ["FastEntry", "Snapshot", "SnapshotSpec", "SnapshotTable"]
 
@@ -30,29 +31,39 @@ class SnapshotSpec:
     body: bytes
     content_type: bytes = JSON
     status: int = 200
+    # What a request needs with [auth] enabled, as for a Route.
+    scope: Access = "read"
 
 
 class FastEntry:
     """What the fast path needs for one request line."""
 
-    __slots__ = ("recorder", "response", "status")
+    __slots__ = ("recorder", "response", "scope", "status")
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, scope: Access) -> None:
         self.recorder = recorder
         self.response = b""
         self.status = 200
+        self.scope = scope
 
 
 class Snapshot:
-    __slots__ = ("_get", "_head", "body", "content_type", "path", "status")
+    __slots__ = ("_get", "_head", "body", "content_type", "path", "scope", "status")
 
     def __init__(
-        self, path: str, body: bytes, content_type: bytes, status: int, recorder: Recorder
+        self,
+        path: str,
+        body: bytes,
+        content_type: bytes,
+        status: int,
+        recorder: Recorder,
+        scope: Access = "read",
     ) -> None:
         self.path = path
         self.content_type = content_type
-        self._get = FastEntry(recorder)
-        self._head = FastEntry(recorder)
+        self.scope = scope
+        self._get = FastEntry(recorder, scope)
+        self._head = FastEntry(recorder, scope)
         self.body = body
         self.status = status
         self._encode()
@@ -94,12 +105,13 @@ class SnapshotTable:
         recorder: Recorder,
         content_type: bytes = JSON,
         status: int = 200,
+        scope: Access = "read",
     ) -> Snapshot:
         if path in self._by_path:
             raise ValueError(f"snapshot {path!r} is registered twice")
         if not path.startswith("/") or any(c <= " " or c > "~" for c in path):
             raise ValueError(f"snapshot path {path!r} must be visible ASCII starting with /")
-        snap = Snapshot(path, body, content_type, status, recorder)
+        snap = Snapshot(path, body, content_type, status, recorder, scope)
         self._by_path[path] = snap
         target = path.encode("ascii")
         self.lines[b"GET " + target + b" HTTP/1.1"] = snap._get

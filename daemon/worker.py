@@ -5,13 +5,15 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import pluggy
 import trio
 
 from .app import App
+from .audit import AuditLog
 from .server import serve
-from .settings import LoadedSettings
+from .settings import ConfigError, LoadedSettings
 from .tuning import Tuner
 
 __all__ = ["build_app", "run_worker"]
@@ -19,16 +21,64 @@ __all__ = ["build_app", "run_worker"]
 log = logging.getLogger("sprintd")
 
 
-def build_app(loaded: LoadedSettings, pm: pluggy.PluginManager, worker_index: int = 0) -> App:
+def config_event(loaded: LoadedSettings) -> dict[str, Any]:
+    """What the audit log says about the settings a worker starts with: where
+    they came from and who may call it, never a secret."""
+    settings = loaded.settings
+    keys = [
+        {
+            "name": name,
+            "tier": key.tier,
+            "scopes": list(key.scopes),
+            "source": "key_env" if key.key_env else "key_file" if key.key_file else "key",
+        }
+        for name, key in settings.auth.keys.items()
+    ]
+    return {
+        "layers": [layer.name for layer in loaded.layers],
+        "tier": settings.tier,
+        "workers": settings.server.workers,
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "auth": settings.auth.enabled,
+        "keys": keys,
+        "metrics_scope": settings.auth.metrics_scope,
+    }
+
+
+def start_audit(loaded: LoadedSettings, worker_index: int) -> AuditLog:
+    """The worker's audit log, writing.
+
+    Raises:
+        ConfigError: its file cannot be opened.
+    """
+    audit = AuditLog(loaded.settings.audit, worker_index)
+    try:
+        audit.start()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"audit.file = '{loaded.settings.audit.file}': {reason}") from None
+    return audit
+
+
+def build_app(
+    loaded: LoadedSettings,
+    pm: pluggy.PluginManager,
+    worker_index: int = 0,
+    audit: AuditLog | None = None,
+) -> App:
     """Apply the tier's tuning to this process, then let the plugins build the app."""
     settings = loaded.settings
+    audit = audit or AuditLog(settings.audit, worker_index)
+    audit.emit("config_loaded", **config_event(loaded))
     tuner = Tuner(settings.tuning, worker_index=worker_index, workers=settings.server.workers)
     report = tuner.apply()
     for name in report.refused:
         knob = report.knobs[name]
         log.warning("tuning %s not applied: %s", name, knob.reason)
+    audit.emit("tuning_applied", refused=report.refused, knobs=report.as_dict())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = App(loaded=loaded, pm=pm, tuner=tuner, worker_index=worker_index)
+    app = App(loaded=loaded, pm=pm, tuner=tuner, worker_index=worker_index, audit_log=audit)
     app.setup()
     return app
 
@@ -39,9 +89,13 @@ def run_worker(
     worker_index: int = 0,
     reload: Callable[[], LoadedSettings] | None = None,
 ) -> None:
-    app = build_app(loaded, pm, worker_index)
+    audit = start_audit(loaded, worker_index)
     try:
-        trio.run(functools.partial(serve, app, reload=reload))
+        app = build_app(loaded, pm, worker_index, audit)
+        try:
+            trio.run(functools.partial(serve, app, reload=reload))
+        finally:
+            app.teardown()
     finally:
-        app.teardown()
+        audit.close()
     log.info("worker %d stopped", worker_index)

@@ -44,6 +44,15 @@ FAST_PATH_CALLS = 19
 # (h11's own calls are not counted): the header pass, dispatch, the route,
 # the handler, encode_response, the send and the recorder.
 H11_PATH_CALLS = 60
+# With [auth] enabled and nine keys configured, a keyed GET of a protected
+# snapshot on the fast path (39 when written): the plain matcher's calls, the
+# guard's wrapper, the credential search and its two groups, lower(),
+# presented() and its partition, sha256 and digest, compare_digest once per
+# key, and the bucket's take() with its clock. The h11 path would cost ~2x.
+GUARDED_FAST_PATH_CALLS = 40
+# The echo POST with a trade key (76 when written): the h11 budget plus the
+# guard's header scan, identify() and take().
+GUARDED_H11_PATH_CALLS = 80
 # Blocks retained per request: nothing should stay behind.
 RETAINED_BLOCKS_PER_REQUEST = 0.01
 
@@ -54,6 +63,17 @@ POST = (
     b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
     b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
 )
+KEY = b"budget-key-0123456789"
+AUTH_ENV = {
+    "SPRINTD_AUTH__ENABLED": "true",
+    "SPRINTD_AUTH__KEYS__B__KEY": KEY.decode(),
+    "SPRINTD_AUTH__KEYS__B__SCOPES": '["read", "trade"]',
+    # Never the limit: the budget counts the work of a request that passes.
+    "SPRINTD_AUTH__LIMITS__FREE__RATE": "1000000000",
+    "SPRINTD_AUTH__LIMITS__FREE__BURST": "1000000000",
+} | {f"SPRINTD_AUTH__KEYS__K{n}__KEY": f"other-key-{n:02d}-0123456789" for n in range(1, 9)}
+KEYED_GET = GET.replace(b"\r\n\r\n", b"\r\nX-API-Key: " + KEY + b"\r\n\r\n")
+KEYED_POST = POST.replace(b"Content-Type", b"X-API-Key: " + KEY + b"\r\nContent-Type")
 
 
 class _Plugin:
@@ -68,7 +88,7 @@ class _Plugin:
         def echo(request: Request) -> Response:
             return Response(200, request.body, request.content_type)
 
-        return [Route("POST", "/echo", echo)]
+        return [Route("POST", "/echo", echo, scope="trade")]
 
 
 class _CallCounter:
@@ -117,8 +137,8 @@ async def _drive(
         client.close()
 
 
-async def _measure(request: bytes) -> tuple[float, float]:
-    app = make_app([_Plugin()])
+async def _measure(request: bytes, environ: dict[str, str] | None = None) -> tuple[float, float]:
+    app = make_app([_Plugin()], environ)
     server = make_server(app)
     await _drive(server, request, WARM_UP, None)
     counter = _CallCounter()
@@ -146,4 +166,18 @@ async def test_h11_path_budget() -> None:
     calls, retained = await _measure(POST)
     assert calls > FAST_PATH_CALLS, "the POST should have gone through h11"
     assert calls <= H11_PATH_CALLS, f"{calls:.1f} calls a request, budget {H11_PATH_CALLS}"
+    assert retained <= RETAINED_BLOCKS_PER_REQUEST, f"{retained:.3f} blocks kept a request"
+
+
+async def test_guarded_fast_path_budget() -> None:
+    calls, retained = await _measure(KEYED_GET, AUTH_ENV)
+    assert calls > FAST_PATH_CALLS, "the guard should have run"
+    assert calls <= GUARDED_FAST_PATH_CALLS, f"{calls:.1f} calls, budget {GUARDED_FAST_PATH_CALLS}"
+    assert retained <= RETAINED_BLOCKS_PER_REQUEST, f"{retained:.3f} blocks kept a request"
+
+
+async def test_guarded_h11_path_budget() -> None:
+    calls, retained = await _measure(KEYED_POST, AUTH_ENV)
+    assert calls > H11_PATH_CALLS, "the guard should have run"
+    assert calls <= GUARDED_H11_PATH_CALLS, f"{calls:.1f} calls, budget {GUARDED_H11_PATH_CALLS}"
     assert retained <= RETAINED_BLOCKS_PER_REQUEST, f"{retained:.3f} blocks kept a request"

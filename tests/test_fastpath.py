@@ -141,8 +141,9 @@ def _request(draw: st.DrawFn) -> bytes:
 
 
 @st.composite
-def _mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(b"".join(draw(st.lists(_request(), min_size=1, max_size=3))))
+def _mutated(draw: st.DrawFn, requests: st.SearchStrategy[bytes] | None = None) -> bytes:
+    parts = draw(st.lists(_request() if requests is None else requests, min_size=1, max_size=3))
+    data = bytearray(b"".join(parts))
     for _ in range(draw(st.integers(0, 2))):
         if not data:
             break
@@ -246,3 +247,100 @@ async def test_a_publish_swaps_the_whole_response() -> None:
     assert answer.endswith(b"\r\n\r\nlonger text now")
     assert b"content-length: 15\r\n" in answer
     snap.publish(b"text")
+
+
+# --- the same with [auth] enabled -----------------------------------------------
+# Every snapshot and /dyn need the read scope; keys of every kind are sent.
+# The fast path may only answer what the h11 path would answer 200 to, with
+# the same bytes, and must spend a token exactly when h11 would.
+
+READ_KEY = "reader-key-0123456789"
+TRADE_KEY = "trader-key-0123456789"
+AUTH_APP = make_app(
+    [_Plugin()],
+    {
+        "SPRINTD_AUTH__ENABLED": "true",
+        "SPRINTD_AUTH__KEYS__R__KEY": READ_KEY,
+        "SPRINTD_AUTH__KEYS__R__TIER": "enterprise",
+        "SPRINTD_AUTH__KEYS__T__KEY": TRADE_KEY,
+        "SPRINTD_AUTH__KEYS__T__SCOPES": '["trade"]',
+        "SPRINTD_AUTH__KEYS__T__TIER": "enterprise",
+        # The two servers share the buckets: a burst that never runs out, and
+        # a rate slow enough that tokens spent can be counted.
+        "SPRINTD_AUTH__LIMITS__ENTERPRISE__RATE": "0.000001",
+        "SPRINTD_AUTH__LIMITS__ENTERPRISE__BURST": "1000000",
+    },
+)
+AUTH_FAST = make_server(AUTH_APP, fast_path=True)
+AUTH_SLOW = make_server(AUTH_APP, fast_path=False)
+_credentials = _mostly(
+    st.sampled_from(
+        [
+            f"X-API-Key: {READ_KEY}",
+            f"x-api-key:{READ_KEY}  ",
+            f"Authorization: Bearer {READ_KEY}",
+            f"AUTHORIZATION: bearer   {READ_KEY}",
+        ]
+    ),
+    st.sampled_from(
+        [
+            f"Authorization: Bearer\t{READ_KEY}",
+            f"Authorization: Basic {READ_KEY}",
+            f"X-API-Key: {TRADE_KEY}",
+            f"X-API-Key: {READ_KEY} x",
+            "X-API-Key: wrong-key-0123456789",
+            "X-API-Key:",
+            "X-Api-Key-Other: nothing",
+        ]
+    ),
+)
+
+
+@st.composite
+def _with_credentials(draw: st.DrawFn) -> bytes:
+    head = draw(_request())
+    lines = head.split(b"\r\n")
+    for _ in range(draw(st.sampled_from([0, 1, 1, 1, 2]))):
+        at = draw(st.integers(1, max(1, len(lines) - 2)))
+        lines.insert(at, draw(_credentials).encode("latin-1"))
+    return b"\r\n".join(lines)
+
+
+_auth_inputs = st.one_of(
+    st.lists(_with_credentials(), min_size=1, max_size=3).map(b"".join),
+    _mutated(_with_credentials()),
+)
+
+
+@given(_auth_inputs)
+@example(b"GET /snap HTTP/1.1\r\nHost: x\r\nX-API-Key: " + READ_KEY.encode() + b"\r\n\r\n")
+@example(b"GET /snap HTTP/1.1\r\nX-API-Key: " + TRADE_KEY.encode() + b"\r\nHost: x\r\n\r\n")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+async def test_with_auth_fast_and_h11_paths_answer_the_same_bytes(data: bytes) -> None:
+    assert AUTH_APP.guard is not None
+    key = AUTH_APP.guard.keys[0]
+    before = key.bucket.tokens  # type: ignore[attr-defined]
+    fast = await exchange(AUTH_FAST, data)
+    spent_fast = before - key.bucket.tokens  # type: ignore[attr-defined]
+    before = key.bucket.tokens  # type: ignore[attr-defined]
+    slow = await exchange(AUTH_SLOW, data)
+    spent_slow = before - key.bucket.tokens  # type: ignore[attr-defined]
+    assert fast == slow
+    assert round(spent_fast) == round(spent_slow)
+
+
+async def test_with_auth_a_keyed_read_really_takes_the_fast_path() -> None:
+    good = b"GET /snap HTTP/1.1\r\nHost: x\r\nX-API-Key: " + READ_KEY.encode() + b"\r\n\r\n"
+    found = AUTH_FAST.matcher(AUTH_APP.snapshots.lines, good, 0, MAX_HEAD)
+    assert found is not None
+    assert AUTH_FAST.matcher(AUTH_APP.snapshots.lines, _GOOD, 0, MAX_HEAD) is None
+    assert (
+        AUTH_FAST.matcher(AUTH_APP.snapshots.lines, good.replace(b"reader", b"trader"), 0, MAX_HEAD)
+        is None
+    )
+    assert status(await exchange(AUTH_FAST, _GOOD)) == 401
+    assert status(await exchange(AUTH_FAST, good)) == 200
+
+
+def status(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])

@@ -84,9 +84,11 @@ class _Lifecycle:
             fresh = self.reload()
         except ConfigError as exc:
             log.error("SIGHUP: keeping the running settings: %s", exc)
+            self.app.audit.emit("config_reload_failed", error=str(exc))
             return
         self.app.loaded, applied, restart = reloaded(self.app.loaded, fresh)
         self.server.configure(self.app.settings.server)
+        self.app.audit.emit("config_reloaded", applied=applied, restart=restart)
         log.info("SIGHUP: applied %s", ", ".join(applied) or "nothing new")
         if restart:
             log.warning("SIGHUP: these need a restart: %s", ", ".join(restart))

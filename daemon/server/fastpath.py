@@ -17,15 +17,24 @@ strict subset of RFC 9112 (and of h11):
 
 Anything else, including a head that has not arrived whole, is h11's. The
 differential test in tests/test_fastpath.py holds the two paths to this.
+
+With ``[auth]`` enabled the server matches with ``guarded(guard)`` instead:
+an open snapshot is answered as before; a protected one only when the head's
+first credential header names a key that has the scope and a token to spend,
+which is exactly when the h11 path would answer it. Everything else (no key,
+a wrong one, no scope, no token) is declined, and the h11 path gives the
+refusal. With auth off the plain ``match`` runs, at its old cost.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
+from ..auth import Guard, presented
 from ..snapshots import FastEntry
 
-__all__ = ["HEAD", "match"]
+__all__ = ["CREDENTIAL", "HEAD", "Matcher", "guarded", "match"]
 
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _VALUE = rb"(?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?"
@@ -59,3 +68,40 @@ def match(
     if entry is None or end - pos > max_head:
         return None
     return entry, end
+
+
+Matcher = Callable[[dict[bytes, FastEntry], bytes, int, int], tuple[FastEntry, int] | None]
+
+# The first credential header line of a head ``HEAD`` accepted: its name, and
+# its value without the optional whitespace around it (as h11 gives it).
+CREDENTIAL = re.compile(
+    rb"\r\n(x-api-key|authorization):[ \t]*([^\r\n]*?)[ \t]*\r\n", re.IGNORECASE
+)
+
+
+def guarded(guard: Guard) -> Matcher:
+    """``match``, taking a protected snapshot only when ``guard`` would admit it."""
+    identify = guard.identify
+    search = CREDENTIAL.search
+
+    def match_guarded(
+        lines: dict[bytes, FastEntry], data: bytes, pos: int, max_head: int
+    ) -> tuple[FastEntry, int] | None:
+        found = match(lines, data, pos, max_head)
+        if found is None:
+            return None
+        entry, end = found
+        scope = entry.scope
+        if scope == "open":
+            return found
+        credential = search(data, pos, end)
+        if credential is None:
+            return None
+        key = identify(presented(credential.group(1).lower(), credential.group(2)))
+        # The scope before the token: a refused request spends none here, and
+        # the h11 path, which answers it, spends what it would have anyway.
+        if key is None or scope not in key.scopes or key.bucket.take():
+            return None
+        return found
+
+    return match_guarded

@@ -34,6 +34,8 @@ from .sockio import recv, send_all, send_now, send_rest
 from .state import BODY, BUSY, HEAD, SEND, Conn
 
 if TYPE_CHECKING:
+    from ..app import App
+    from ..auth import Key
     from .connection import HTTPServer
 
 __all__ = ["dispatch", "handle"]
@@ -107,7 +109,14 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
 
     conn.state = BUSY
     response, recorder = dispatch(
-        server, request.method, request.target, headers, body, keep_alive=keep_alive, received_ns=t0
+        server,
+        request.method,
+        request.target,
+        headers,
+        body,
+        keep_alive=keep_alive,
+        sock=sock,
+        received_ns=t0,
     )
     if not isinstance(response, bytes):
         response = await response
@@ -193,22 +202,33 @@ def dispatch(
     body: bytes,
     *,
     keep_alive: bool,
+    sock: socket.socket | None = None,
     received_ns: int = 0,
 ) -> tuple[bytes | Coroutine[Any, Any, bytes], Recorder]:
     """The encoded response to a parsed request, and the recorder it counts in.
 
     A synchronous handler is answered here; an async one comes back as a
     coroutine that gives the encoded response, so a sync route pays for no
-    coroutine at all. ``received_ns`` becomes the request's ``received_ns``.
+    coroutine at all. With auth enabled, whatever is not open is answered
+    only once the guard admits it (``sock`` names the peer in audit lines).
+    ``received_ns`` becomes the request's ``received_ns``.
     """
     path, _, query = target.partition(b"?")
     head = method == b"HEAD"
     app = server.app
+    guard = app.guard
     if head or method == b"GET":
         snap = app.snapshots.get(path.decode("latin-1"))
         # A snapshot answers its exact path; with a query, a route for the
         # path (GET /v1/book/X?depth=50) is asked instead.
         if snap is not None and not (query and app.router.has_route(method, path)):
+            if guard is not None and snap.scope != "open":
+                admitted = guard.admit(headers, snap.scope, method, path, sock)
+                if isinstance(admitted, HTTPError):
+                    refused = Request(method, path, query, headers, body)
+                    return _failed(
+                        admitted, refused, snap.recorder, keep_alive=keep_alive
+                    ), snap.recorder
             snap.recorder.count_status(snap.status)
             if keep_alive:
                 return snap.response(head=head), snap.recorder
@@ -225,6 +245,15 @@ def dispatch(
             exc = method_not_allowed(exc.allowed | {b"GET", b"HEAD"})
         return _failed(exc, request, server.unmatched, keep_alive=keep_alive), server.unmatched
     recorder = bound.recorder
+    key = None
+    if guard is not None and bound.scope != "open":
+        admitted = guard.admit(headers, bound.scope, method, path, sock)
+        if isinstance(admitted, HTTPError):
+            return _failed(admitted, request, recorder, keep_alive=keep_alive), recorder
+        key = admitted
+    if bound.scope == "admin":
+        action = _admin_action(app, bound, request, key, head=head, keep_alive=keep_alive)
+        return action, recorder
     if bound.is_async:
         return _respond_later(bound, request, head=head, keep_alive=keep_alive), recorder
     try:
@@ -242,6 +271,33 @@ async def _respond_later(
     except Exception as exc:
         return _failed(exc, request, bound.recorder, keep_alive=keep_alive)
     return _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
+
+
+async def _admin_action(
+    app: App, bound: BoundRoute, request: Request, key: Key | None, *, head: bool, keep_alive: bool
+) -> bytes:
+    """Run an admin route's handler and write the action, with its outcome, to the audit log."""
+    status = 500
+    try:
+        response = bound.handler(request)
+        if bound.is_async:
+            response = await cast(Awaitable[Response], response)
+        response = cast(Response, response)
+    except Exception as exc:
+        if isinstance(exc, HTTPError):
+            status = exc.status
+        encoded = _failed(exc, request, bound.recorder, keep_alive=keep_alive)
+    else:
+        status = response.status
+        encoded = _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
+    app.audit.emit(
+        "admin_action",
+        key=None if key is None else key.name,
+        method=request.method.decode("latin-1"),
+        path=request.path.decode("latin-1"),
+        status=status,
+    )
+    return encoded
 
 
 def _encode(response: Response, recorder: Recorder, *, head: bool, keep_alive: bool) -> bytes:

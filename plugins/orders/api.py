@@ -85,13 +85,14 @@ class OrdersAPI:
     # --- HTTP ------------------------------------------------------------------
 
     def routes(self) -> Sequence[Route]:
+        # With [auth] enabled: reads need a key with "read", changes "trade".
         return [
-            Route("POST", "/v1/orders", self.post_order),
-            Route("GET", "/v1/orders/{order_id}", self.get_order),
-            Route("DELETE", "/v1/orders/{order_id}", self.delete_order),
-            Route("PATCH", "/v1/orders/{order_id}", self.patch_order),
-            Route("GET", "/v1/book/{symbol}", self.get_book),
-            Route("GET", "/v1/trades/{symbol}", self.get_trades),
+            Route("POST", "/v1/orders", self.post_order, scope="trade"),
+            Route("GET", "/v1/orders/{order_id}", self.get_order, scope="read"),
+            Route("DELETE", "/v1/orders/{order_id}", self.delete_order, scope="trade"),
+            Route("PATCH", "/v1/orders/{order_id}", self.patch_order, scope="trade"),
+            Route("GET", "/v1/book/{symbol}", self.get_book, scope="read"),
+            Route("GET", "/v1/trades/{symbol}", self.get_trades, scope="read"),
         ]
 
     def _answer(self, request: Request, outcome: Outcome, status: int) -> Response:

@@ -26,6 +26,7 @@ from .service import OrderService
 __all__ = ["OrdersPlugin"]
 
 log = logging.getLogger("sprintd.orders")
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class _PriceTime:
@@ -110,7 +111,7 @@ class OrdersPlugin:
         api = self._api()
         depth = api.service.section.book_depth
         return [
-            SnapshotSpec(f"/v1/book/{symbol}", api.book_body(symbol, depth))
+            SnapshotSpec(f"/v1/book/{symbol}", api.book_body(symbol, depth), scope="read")
             for symbol in api.service.engines
         ]
 
@@ -122,6 +123,13 @@ class OrdersPlugin:
             assert snapshot is not None  # registered by sprintd_snapshots, just before
             api.books[symbol] = snapshot
         section = api.service.section
+        if app.settings.auth.enabled and section.entry_host not in LOOPBACK:
+            # The binary port takes no API key: only the network can guard it.
+            log.warning(
+                "orders.entry_host = %s: the order-entry port takes no API key; "
+                "with [auth] enabled keep it on loopback or behind a firewall",
+                section.entry_host,
+            )
         return [
             Listener(
                 "orders-entry", section.entry_host, section.entry_port, framed_listener(api.entry)
