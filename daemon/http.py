@@ -159,7 +159,10 @@ class Request:
             # per call must outlive its document: the document does not keep
             # it alive, and reading one whose parser is gone crashes.)
             return _JSON_PARSER.parse(self.body).export()
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:
+            # cysimdjson raises RuntimeError for some documents it refuses
+            # (nesting over 1024 deep, an integer below -2**63), ValueError
+            # for the rest: both are the client's bad body, not our failure.
             raise HTTPError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
 
 

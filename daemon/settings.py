@@ -191,6 +191,20 @@ class TierLimits(Section):
     turbo: RateLimit = RateLimit(rate=100, burst=500)
     enterprise: RateLimit = RateLimit(rate=500, burst=2500)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _over_the_defaults(cls, data: Any) -> Any:
+        """``[auth.limits.pro] burst = 100`` keeps pro's rate: a tier's table
+        lays over its defaults rather than replacing them."""
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for tier, given in data.items():
+            field = cls.model_fields.get(tier)
+            if field is not None and isinstance(given, dict):
+                merged[tier] = {**field.default.model_dump(), **given}
+        return merged
+
     def of(self, tier: Tier) -> RateLimit:
         limit: RateLimit = getattr(self, tier)
         return limit
@@ -343,7 +357,13 @@ def _leaves(node: Mapping[str, Any], prefix: Path_ = ()) -> Iterator[tuple[Path_
 
 def _set(tree: dict[str, Any], path: Path_, value: Any) -> None:
     for key in path[:-1]:
-        tree = tree.setdefault(key, {})
+        node = tree.setdefault(key, {})
+        if not isinstance(node, dict):
+            # A lower layer put a value where a table belongs (``server = 5``
+            # in a file under SPRINTD_SERVER__PORT): keep it, so validation
+            # names it and its layer, instead of failing here.
+            return
+        tree = node
     tree[path[-1]] = value
 
 
@@ -369,8 +389,12 @@ def _file_layer(path: str) -> Layer:
             values = json.loads(text)
         else:
             values = tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+    except ValueError as exc:
+        # JSONDecodeError and TOMLDecodeError are ValueErrors, and so is an
+        # integer of more digits than int() converts.
         raise ConfigError(f"config file {path}: not valid JSON or TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: nested too deeply to read") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path}: the top level must be a table or object")
     if SEED_TUNING_KEY in values:
@@ -391,7 +415,9 @@ def _seed_env_layer(environ: Mapping[str, str]) -> Layer:
         if name in environ:
             _set(values, path, environ[name])
             names[path] = name
-    return Layer("environment (seed names)", values, lambda key: f"environment {names[key]}")
+    return Layer(
+        "environment (seed names)", values, lambda key: f"environment {_named(names, key)}"
+    )
 
 
 class _EnvSource(EnvSettingsSource):
@@ -422,7 +448,14 @@ def _cli_layer(cli: Mapping[str, Any]) -> Layer:
         if value is not None:
             _set(values, path, value)
             flags[path] = flag
-    return Layer("command line", values, lambda key: f"command line {flags[key]}")
+    return Layer("command line", values, lambda key: f"command line {_named(flags, key)}")
+
+
+def _named(names: Mapping[Path_, str], key: Path_) -> str:
+    """How the user spelt ``key``, or everything they set under it."""
+    if key in names:
+        return names[key]
+    return ", ".join(name for path, name in names.items() if path[: len(key)] == key)
 
 
 def _tier_layer(profile: TierProfile) -> Layer:
@@ -485,10 +518,12 @@ def _redact(path: Path_, value: Any) -> Any:
 def _describe(error: Mapping[str, Any], layers: tuple[Layer, ...]) -> str:
     path = tuple(str(part) for part in error["loc"])
     origin = "default"
-    for layer in reversed(layers):
-        if layer.lookup(path)[0]:
-            origin = layer.spell(path)
-            break
+    # The layer that holds the very value refused, else the highest that
+    # sets anything at or under the path.
+    holding = [layer for layer in reversed(layers) if layer.lookup(path)[0]]
+    exact = [layer for layer in holding if layer.lookup(path)[1] == error["input"]]
+    if exact or holding:
+        origin = (exact or holding)[0].spell(path)
     message = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
     return f"{'.'.join(path)} = {_redact(path, error['input'])!r} from {origin}: {message}"
 

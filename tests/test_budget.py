@@ -45,8 +45,8 @@ FAST_PATH_CALLS = 19
 # the handler, encode_response, the send and the recorder.
 H11_PATH_CALLS = 60
 # With [auth] enabled and nine keys configured, a keyed GET of a protected
-# snapshot on the fast path (39 when written): the plain matcher's calls, the
-# guard's wrapper, the credential search and its two groups, lower(),
+# snapshot on the fast path (40 when written): the plain matcher's calls, the
+# guard's wrapper, the credential search and its two groups, rstrip, lower,
 # presented() and its partition, sha256 and digest, compare_digest once per
 # key, and the bucket's take() with its clock. The h11 path would cost ~2x.
 GUARDED_FAST_PATH_CALLS = 40
