@@ -37,7 +37,7 @@ from . import h11path
 from .fastpath import Matcher, guarded, match
 from .limits import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SLEEP, REAPER_TICK
 from .sockio import send_now, send_rest
-from .state import BODY, HEAD, IDLE, SEND, Conn
+from .state import BODY, HEAD, IDLE, NO_BUFFER, SEND, Conn
 
 __all__ = ["HTTPServer"]
 
@@ -108,16 +108,22 @@ class HTTPServer:
     # --- one connection ----------------------------------------------------
 
     async def connection(self, sock: socket.socket) -> None:
-        conn = Conn(sock, self.pool.acquire())
+        conn = Conn(sock, NO_BUFFER)
         self.connections.add(conn)
         try:
             with conn.scope:
+                # The read buffer is taken once the peer has sent something:
+                # thousands of connections that open and wait cost a task
+                # and a socket each, not a 64 KiB buffer each.
+                await wait_readable(sock)
+                conn.buf = self.pool.acquire()
                 await self._serve(conn)
         except OSError:
             pass  # the peer went away mid-send; nothing to tell it
         finally:
             self.connections.discard(conn)
-            self.pool.release(conn.buf)
+            if conn.buf is not NO_BUFFER:
+                self.pool.release(conn.buf)
             sock.close()
 
     async def _serve(self, conn: Conn) -> None:

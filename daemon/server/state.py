@@ -7,7 +7,7 @@ from time import perf_counter_ns
 
 import trio
 
-__all__ = ["BODY", "BUSY", "HEAD", "IDLE", "SEND", "Conn"]
+__all__ = ["BODY", "BUSY", "HEAD", "IDLE", "NO_BUFFER", "SEND", "Conn"]
 
 # What a connection is doing, which decides the timeout the reaper applies.
 IDLE = 0  # between requests: keep-alive timeout
@@ -15,6 +15,9 @@ HEAD = 1  # a request head has begun: header timeout (slow-loris)
 BODY = 2  # reading a body: body timeout
 BUSY = 3  # a handler is running: no timeout
 SEND = 4  # a response the peer is slow to take: body timeout
+
+# The buffer of a connection that has not sent anything yet: never read into.
+NO_BUFFER = bytearray()
 
 
 class Conn:
