@@ -21,6 +21,7 @@ from sprintd.auth import presented
 from sprintd.health import HealthPlugin
 from sprintd.hookspecs import hookimpl
 from sprintd.http import Request, Response
+from sprintd.manager import make_manager, plugin_sections
 from sprintd.metrics import MetricsPlugin
 from sprintd.server.connection import HTTPServer
 from sprintd.settings import AuthSettings, ConfigError, load_settings
@@ -549,3 +550,16 @@ def test_a_key_from_a_missing_variable_stops_start_up(sprintd_cli: Any) -> None:
         "sprintd: config error: auth.keys.a.key_env = 'NOT_SET_ANYWHERE': "
         "no such environment variable"
     )
+
+
+def test_the_example_config_is_valid() -> None:
+    path = Path(__file__).parents[1] / "config" / "secure.toml"
+    loaded = load_settings(config_path=str(path), sections=plugin_sections(make_manager()))
+    auth = loaded.settings.auth
+    assert auth.enabled
+    assert {name: key.scopes for name, key in auth.keys.items()} == {
+        "trading-bot": ("read", "trade"),
+        "desk": ("read",),
+        "ops": ("read", "admin"),
+    }
+    assert (auth.limits.pro.rate, auth.limits.pro.burst) == (10, 100)

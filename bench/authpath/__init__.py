@@ -1,0 +1,1 @@
+"""What API keys cost a request: the guarded fast path against h11, in process."""
