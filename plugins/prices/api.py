@@ -62,14 +62,18 @@ class PricesAPI:
 
     def routes(self) -> Sequence[Route]:
         return [
-            Route("POST", "/v1/prices", self.post_prices),
+            # Setting prices is a trading key's job: "admin" would write an
+            # audit line per update.
+            Route("POST", "/v1/prices", self.post_prices, scope="trade"),
             # Known symbols are fast-path snapshots; this answers the others
             # (404), and a GET with a query string, which the snapshot leaves
             # to the route.
             Route("GET", "/v1/prices/{symbol}", self.get_price, name="/v1/prices/{symbol}"),
             Route("GET", "/v1/price-engine/metrics", self.get_metrics),
-            Route("POST", "/v1/price-engine/performance-test", self.performance_test),
-            Route("POST", "/v1/price-engine/reset", self.reset),
+            Route(
+                "POST", "/v1/price-engine/performance-test", self.performance_test, scope="admin"
+            ),
+            Route("POST", "/v1/price-engine/reset", self.reset, scope="admin"),
         ]
 
     # --- HTTP --------------------------------------------------------------------
