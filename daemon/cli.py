@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
         "--interval", type=_seconds, default=1.0, help="seconds between refreshes (default: 1)"
     )
     top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument(
+        "--key-env",
+        default="SPRINTD_API_KEY",
+        metavar="VAR",
+        help="the environment variable holding an API key, when [auth] is on "
+        "(default: %(default)s; a key is never taken on the command line)",
+    )
     journal = commands.add_parser("journal", help="inspect the write-ahead journal (read only)")
     actions = journal.add_subparsers(dest="journal_command", required=True)
     settings_flags(
@@ -195,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # imported here so that only this command loads rich.
         from .plugins.dashboard import top  # noqa: PLC0415
 
-        return top.main(args.url, args.interval, once=args.once)
+        key = os.environ.get(args.key_env) or None
+        return top.main(args.url, args.interval, once=args.once, key=key)
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,

@@ -220,3 +220,22 @@ def test_top_quits_cleanly_and_gives_the_terminal_back(
         assert b"Traceback" not in terminal.output
     finally:
         terminal.close()
+
+
+@pytest.mark.slow
+def test_top_and_the_page_send_an_api_key_when_auth_is_on(daemon: DaemonFactory) -> None:
+    key = "ops-key-0123456789abcdef"
+    guarded = daemon(
+        env={
+            "SPRINTD_AUTH__ENABLED": "true",
+            "SPRINTD_AUTH__KEYS__OPS__KEY": key,
+            "SPRINTD_AUTH__KEYS__OPS__SCOPES": '["read"]',
+        }
+    )
+    url = _url(guarded)
+    # /v1/stats follows [auth] metrics_scope (open by default); the price figures need read.
+    assert set(top.fetch(url).errors) == {"metrics"}
+    assert not top.fetch(url, key=key).errors
+    # The page is open; it takes the key from its URL's fragment.
+    page = guarded.get("/dashboard").body.decode()
+    assert "location.hash" in page and '"X-API-Key"' in page

@@ -58,12 +58,14 @@ class Sample:
         return self.data.get(name)
 
 
-def fetch(url: str, timeout: float = FETCH_TIMEOUT_S) -> Sample:
-    """Poll the three endpoints of the daemon at ``url``."""
+def fetch(url: str, timeout: float = FETCH_TIMEOUT_S, key: str | None = None) -> Sample:
+    """Poll the three endpoints of the daemon at ``url`` (with an API key, if given)."""
     sample = Sample(time.monotonic())
+    headers = {"X-API-Key": key} if key else {}
     for name, path in ENDPOINTS.items():
+        request = urllib.request.Request(url.rstrip("/") + path, headers=headers)
         try:
-            with urllib.request.urlopen(url.rstrip("/") + path, timeout=timeout) as answer:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
                 sample.data[name] = json.loads(answer.read())
         except urllib.error.HTTPError as exc:
             # /health answers 503 with its body when it fails: still worth showing.
@@ -305,10 +307,10 @@ def _wait_for_quit(fd: int | None, seconds: float) -> bool:
     return False
 
 
-def main(url: str, interval: float = 1.0, *, once: bool = False) -> int:
+def main(url: str, interval: float = 1.0, *, once: bool = False, key: str | None = None) -> int:
     """Run ``sprintd top`` against ``url``; the exit status."""
     if once:
-        sample = fetch(url)
+        sample = fetch(url, key=key)
         Console().print(render(sample, None, url))
         return 1 if len(sample.errors) == len(ENDPOINTS) else 0
     console = Console()
@@ -316,7 +318,7 @@ def main(url: str, interval: float = 1.0, *, once: bool = False) -> int:
     try:
         with _cbreak() as fd, Live(console=console, screen=True, auto_refresh=False) as live:
             while True:
-                sample = fetch(url)
+                sample = fetch(url, key=key)
                 live.update(render(sample, previous, url), refresh=True)
                 previous = sample
                 if _wait_for_quit(fd, interval - (time.monotonic() - sample.at)):
