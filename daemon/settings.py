@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from .redis import parse_url
 from .tiers import TIERS, Tier, TierProfile, load_profile
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Layer",
     "LoadedSettings",
     "PluginSection",
+    "RedisSettings",
     "Section",
     "ServerSettings",
     "Settings",
@@ -142,6 +144,23 @@ class JournalSettings(Section):
     segment_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
 
 
+class RedisSettings(Section):
+    """The Redis that instances share (``sprintd.redis``); plugins that keep
+    shared state there (payments, rate limits) read ``url`` from here."""
+
+    # redis://host:port/db; None: no Redis, plugins keep their state locally.
+    url: str | None = None
+    # How long a command waits for a connection before it fails.
+    connect_timeout: float = Field(2.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_url(value)
+        return value
+
+
 S = TypeVar("S", bound=Section)
 
 
@@ -162,6 +181,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     tuning: TuningSettings = TuningSettings()
     journal: JournalSettings = JournalSettings()
+    redis: RedisSettings = RedisSettings()
 
     def section(self, name: str, kind: type[S]) -> S:
         """A plugin's section, typed as the plugin declared it."""
