@@ -28,6 +28,7 @@ ESSENTIAL = (("health", HealthPlugin), ("metrics", MetricsPlugin))
 # Built-in feature plugins: name -> "module:Class", one instance per manager.
 BUILTINS: Mapping[str, str] = {
     "orders": "sprintd.plugins.orders.plugin:OrdersPlugin",
+    "payments": "sprintd.plugins.payments.plugin:PaymentsPlugin",
 }
 
 
@@ -108,7 +109,7 @@ def apply_enabled(pm: pluggy.PluginManager, settings: Settings) -> None:
             section = settings.section(name, kind)
             if not section.enabled:
                 pm.unregister(name=impl.plugin_name)
-            elif kind.process_local and settings.server.workers > 1:
+            elif section.keeps_state_locally() and settings.server.workers > 1:
                 raise ConfigError(
                     f"server.workers = {settings.server.workers}: plugin {name!r} keeps its "
                     f"state in one process; run 1 worker or set {name}.enabled = false"

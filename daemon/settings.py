@@ -82,6 +82,14 @@ class PluginSection(Section):
     process_local: ClassVar[bool] = False
     enabled: bool = True
 
+    def keeps_state_locally(self) -> bool:
+        """Whether this configuration keeps the plugin's state in the process.
+
+        ``process_local`` by default; a plugin whose store is chosen in its
+        section (memory or a shared server) answers from its values.
+        """
+        return self.process_local
+
 
 class ServerSettings(Section):
     host: str = "127.0.0.1"

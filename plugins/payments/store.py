@@ -1,0 +1,291 @@
+"""Where payments are kept: the store's interface, and the memory store on the core's journal.
+
+A payment goes through these steps, each one a store call, in this order::
+
+    accept   the client's POST: kept, deduplicated; the 2xx leaves after this
+    commit   (processor, requestedAt) recorded *before* each send
+    release  the processor refused it for sure (500, 429, no connection)
+    done     the processor has it (200, or 422: it had it already)
+
+``commit`` is what makes a payment go to one processor only: after a crash,
+a payment whose last commit was not released or done may have reached that
+processor, so it is resent there alone, with the same ``requestedAt`` (a
+422 then says it arrived). The summary counts ``done`` payments by the
+``requestedAt`` they were sent with, which is what the processor recorded.
+
+The memory store keeps everything in the process and writes each step to the
+daemon's journal (stream ``payments``) before it returns; start-up loads the
+latest snapshot and replays the records after it. Replaying a record twice
+changes nothing, so a snapshot taken while an append is under way is safe.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any, Protocol
+
+import msgpack
+
+from sprintd.journal import Journal, JournalError
+
+from .contract import PROCESSORS, Totals, amount_text
+
+__all__ = [
+    "STREAM",
+    "Accepted",
+    "MemoryStore",
+    "Pending",
+    "Store",
+    "StoreError",
+]
+
+STREAM = "payments"
+# Journal records: small msgpack arrays, the first item the kind.
+ACCEPT, COMMIT, RELEASE, DONE, PURGE = 1, 2, 3, 4, 5
+_SNAPSHOT_VERSION = 1
+
+
+class StoreError(Exception):
+    """The store cannot take the step now (journal failed, Redis unreachable)."""
+
+
+class Accepted(enum.Enum):
+    NEW = "new"
+    SAME = "same"  # accepted before, with the same amount
+    CONFLICT = "conflict"  # accepted before, with another amount
+
+
+class Pending:
+    """A payment on its way to a processor.
+
+    ``pin`` is the processor it must go to, with ``at`` its requestedAt,
+    once a send's outcome was unknown (or after a restart that found it
+    committed): it may be there already, so it goes nowhere else.
+    """
+
+    __slots__ = ("amount", "at", "cid", "generation", "pin")
+
+    def __init__(
+        self, cid: str, amount: str, pin: str | None = None, at: int = 0, generation: int = 0
+    ) -> None:
+        self.cid = cid
+        self.amount = amount
+        self.pin = pin
+        self.at = at
+        self.generation = generation
+
+
+class Store(Protocol):
+    """What the API and the dispatcher need of a store. Every method may raise
+    ``StoreError``; then the step did not happen (or, for Redis, may have)."""
+
+    kind: str
+
+    async def accept(self, cid: str, amount: Decimal) -> tuple[Accepted, Pending | None]:
+        """Keep a new payment; say whether it is new, the same, or conflicts."""
+
+    async def commit(self, payment: Pending, processor: str, at: int) -> bool:
+        """Record where the payment is about to go; False: drop it (purged, or
+        another instance owns it now)."""
+
+    async def release(self, payment: Pending) -> None:
+        """The committed processor refused the payment for sure."""
+
+    async def done(self, payment: Pending, processor: str, at: int) -> None:
+        """The processor has the payment, sent with ``at``."""
+
+    async def summary(self, low_us: int | None, high_us: int | None) -> Totals:
+        """Done payments per processor, ``requestedAt`` within the inclusive bounds."""
+
+    async def purge(self) -> None:
+        """Forget every payment."""
+
+    def details(self) -> dict[str, Any]:
+        """What /health shows."""
+
+
+def _empty_totals() -> Totals:
+    return {name: (0, Decimal(0)) for name in PROCESSORS}
+
+
+class MemoryStore:
+    """Payments in this process, every step journaled before it returns."""
+
+    kind = "memory"
+
+    def __init__(self, journal: Journal, snapshot_every: int) -> None:
+        self.journal = journal
+        self.snapshot_every = snapshot_every
+        self.generation = 0
+        self.accepted: dict[str, Decimal] = {}
+        # Accepted and not done: cid -> the payment (with its pin, if any).
+        self.pending: dict[str, Pending] = {}
+        # Per processor: (requestedAt ms, amount) of each done payment.
+        self.done_by: dict[str, list[tuple[int, Decimal]]] = {name: [] for name in PROCESSORS}
+        self._unsnapshotted = 0
+
+    # --- replay ------------------------------------------------------------------
+
+    def load(self) -> tuple[int, int]:
+        """Rebuild from the latest snapshot and the records after it.
+
+        Returns:
+            (the snapshot's seq or 0, the number of records replayed).
+
+        Raises:
+            ValueError: a snapshot or record this version cannot read.
+        """
+        after = 0
+        latest = self.journal.latest_snapshot(STREAM)
+        if latest is not None:
+            after, data = latest
+            self._restore(data)
+        replayed = 0
+        for _, _, payload in self.journal.replay(after_seq=after, streams={STREAM}):
+            self._apply(msgpack.unpackb(payload))
+            replayed += 1
+        return after, replayed
+
+    def recovered(self) -> list[Pending]:
+        """The payments to send after a restart, pinned where they were committed."""
+        return list(self.pending.values())
+
+    def _apply(self, record: list[Any]) -> None:
+        kind = record[0]
+        if kind == ACCEPT:
+            cid, amount = record[1], record[2]
+            if cid not in self.accepted:
+                self.accepted[cid] = Decimal(amount)
+                self.pending[cid] = Pending(cid, amount, generation=self.generation)
+        elif kind == COMMIT:
+            found = self.pending.get(record[1])
+            if found is not None:
+                # A restart cannot know whether this send arrived.
+                found.pin, found.at = record[2], record[3]
+        elif kind == RELEASE:
+            found = self.pending.get(record[1])
+            if found is not None:
+                found.pin = None
+        elif kind == DONE:
+            found = self.pending.pop(record[1], None)
+            if found is not None:
+                self.done_by[record[2]].append((record[3], self.accepted[record[1]]))
+        elif kind == PURGE:
+            self._clear()
+        else:
+            raise ValueError(f"payments journal record of unknown kind {kind!r}")
+
+    def _clear(self) -> None:
+        self.generation += 1
+        self.accepted.clear()
+        self.pending.clear()
+        for done in self.done_by.values():
+            done.clear()
+
+    # --- snapshots ------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        pending = [[p.cid, p.pin, p.at] for p in self.pending.values()]
+        done = {
+            name: [[at, amount_text(amount)] for at, amount in items]
+            for name, items in self.done_by.items()
+        }
+        accepted = {cid: amount_text(amount) for cid, amount in self.accepted.items()}
+        data: bytes = msgpack.packb([_SNAPSHOT_VERSION, accepted, pending, done])
+        return data
+
+    def _restore(self, data: bytes) -> None:
+        version, accepted, pending, done = msgpack.unpackb(data)
+        if version != _SNAPSHOT_VERSION:
+            raise ValueError(f"payments snapshot version {version}")
+        self._clear()
+        self.accepted.update((cid, Decimal(text)) for cid, text in accepted.items())
+        for cid, pin, at in pending:
+            self.pending[cid] = Pending(cid, accepted[cid], pin, at, self.generation)
+        for name, items in done.items():
+            self.done_by[name].extend((at, Decimal(text)) for at, text in items)
+
+    async def _journal(self, record: Iterable[Any]) -> None:
+        try:
+            await self.journal.append(STREAM, msgpack.packb(list(record)))
+        except JournalError as exc:
+            raise StoreError(str(exc)) from None
+        self._unsnapshotted += 1
+        if self._unsnapshotted >= self.snapshot_every:
+            self._unsnapshotted = 0
+            # Taken with no await in between: the state is the journal's up
+            # to last_seq (replay is idempotent for anything appended since).
+            seq, data = self.journal.last_seq, self.snapshot()
+            try:
+                await self.journal.snapshot(STREAM, seq, data)
+            except (JournalError, OSError) as exc:
+                raise StoreError(str(exc)) from None
+
+    # --- the steps ------------------------------------------------------------------
+
+    async def accept(self, cid: str, amount: Decimal) -> tuple[Accepted, Pending | None]:
+        text = amount_text(amount)
+        known = self.accepted.get(cid)
+        if known is not None:
+            if known != amount:
+                return Accepted.CONFLICT, None
+            # Journaled again, so the answer leaves only once the first
+            # record (earlier in the journal) is durable too.
+            await self._journal((ACCEPT, cid, text))
+            return Accepted.SAME, None
+        payment = Pending(cid, text, generation=self.generation)
+        self.accepted[cid] = amount
+        self.pending[cid] = payment
+        try:
+            await self._journal((ACCEPT, cid, text))
+        except StoreError:
+            # Not acknowledged; a failed journal writes nothing more.
+            del self.accepted[cid]
+            del self.pending[cid]
+            raise
+        return Accepted.NEW, payment
+
+    async def commit(self, payment: Pending, processor: str, at: int) -> bool:
+        if payment.generation != self.generation:
+            return False
+        await self._journal((COMMIT, payment.cid, processor, at))
+        return True
+
+    async def release(self, payment: Pending) -> None:
+        if payment.generation == self.generation:
+            await self._journal((RELEASE, payment.cid))
+
+    async def done(self, payment: Pending, processor: str, at: int) -> None:
+        if payment.generation != self.generation:
+            return
+        if self.pending.pop(payment.cid, None) is not None:
+            self.done_by[processor].append((at, self.accepted[payment.cid]))
+        await self._journal((DONE, payment.cid, processor, at))
+
+    async def summary(self, low_us: int | None, high_us: int | None) -> Totals:
+        low = -1 if low_us is None else low_us
+        high = None if high_us is None else high_us
+        totals = _empty_totals()
+        for name, items in self.done_by.items():
+            count, total = 0, Decimal(0)
+            for at, amount in items:
+                us = at * 1000
+                if us >= low and (high is None or us <= high):
+                    count += 1
+                    total += amount
+            totals[name] = (count, total)
+        return totals
+
+    async def purge(self) -> None:
+        self._clear()
+        await self._journal((PURGE,))
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "store": self.kind,
+            "accepted": len(self.accepted),
+            "pending": len(self.pending),
+            "done": {name: len(items) for name, items in self.done_by.items()},
+        }
