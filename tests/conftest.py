@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from .daemons import FAST_SERVER_ENV, PLUGINS_DIR, CLIResult, DaemonFactory, run_cli, wait_for
-from .servers import RedisServer
+from .servers import Processors, RedisServer
 
 
 @pytest.fixture
@@ -76,3 +76,13 @@ def redis_url(redis_server: RedisServer) -> str:
     """The session's Redis, flushed before each test: ``redis://127.0.0.1:PORT/0``."""
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture
+def processors() -> Iterator[Processors]:
+    """A default (fee 5%) and a fallback (15%) payment processor, fresh for each test."""
+    pair = Processors()
+    try:
+        yield pair
+    finally:
+        pair.stop()

@@ -122,6 +122,9 @@ class MemoryStore:
         self.accepted: dict[str, Decimal] = {}
         # Accepted and not done: cid -> the payment (with its pin, if any).
         self.pending: dict[str, Pending] = {}
+        # The last commit of each pending payment not released since: what a
+        # restart must pin it to (the dispatcher pins live payments itself).
+        self.commits: dict[str, tuple[str, int]] = {}
         # Per processor: (requestedAt ms, amount) of each done payment.
         self.done_by: dict[str, list[tuple[int, Decimal]]] = {name: [] for name in PROCESSORS}
         self._unsnapshotted = 0
@@ -164,12 +167,15 @@ class MemoryStore:
             if found is not None:
                 # A restart cannot know whether this send arrived.
                 found.pin, found.at = record[2], record[3]
+                self.commits[found.cid] = (record[2], record[3])
         elif kind == RELEASE:
             found = self.pending.get(record[1])
             if found is not None:
                 found.pin = None
+                self.commits.pop(found.cid, None)
         elif kind == DONE:
             found = self.pending.pop(record[1], None)
+            self.commits.pop(record[1], None)
             if found is not None:
                 self.done_by[record[2]].append((record[3], self.accepted[record[1]]))
         elif kind == PURGE:
@@ -181,13 +187,14 @@ class MemoryStore:
         self.generation += 1
         self.accepted.clear()
         self.pending.clear()
+        self.commits.clear()
         for done in self.done_by.values():
             done.clear()
 
     # --- snapshots ------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        pending = [[p.cid, p.pin, p.at] for p in self.pending.values()]
+        pending = [[cid, *self.commits.get(cid, (None, 0))] for cid in self.pending]
         done = {
             name: [[at, amount_text(amount)] for at, amount in items]
             for name, items in self.done_by.items()
@@ -204,6 +211,8 @@ class MemoryStore:
         self.accepted.update((cid, Decimal(text)) for cid, text in accepted.items())
         for cid, pin, at in pending:
             self.pending[cid] = Pending(cid, accepted[cid], pin, at, self.generation)
+            if pin is not None:
+                self.commits[cid] = (pin, at)
         for name, items in done.items():
             self.done_by[name].extend((at, Decimal(text)) for at, text in items)
 
@@ -250,16 +259,19 @@ class MemoryStore:
     async def commit(self, payment: Pending, processor: str, at: int) -> bool:
         if payment.generation != self.generation:
             return False
+        self.commits[payment.cid] = (processor, at)
         await self._journal((COMMIT, payment.cid, processor, at))
         return True
 
     async def release(self, payment: Pending) -> None:
         if payment.generation == self.generation:
+            self.commits.pop(payment.cid, None)
             await self._journal((RELEASE, payment.cid))
 
     async def done(self, payment: Pending, processor: str, at: int) -> None:
         if payment.generation != self.generation:
             return
+        self.commits.pop(payment.cid, None)
         if self.pending.pop(payment.cid, None) is not None:
             self.done_by[processor].append((at, self.accepted[payment.cid]))
         await self._journal((DONE, payment.cid, processor, at))
