@@ -103,6 +103,7 @@ def apply_enabled(pm: pluggy.PluginManager, settings: Settings) -> None:
     Raises:
         ConfigError: a process-local plugin is enabled with more than one worker.
     """
+    local: list[str] = []
     for impl in pm.hook.sprintd_settings_sections.get_hookimpls():
         declared = cast(Mapping[str, type[PluginSection]], impl.function())
         for name, kind in declared.items():
@@ -110,7 +111,13 @@ def apply_enabled(pm: pluggy.PluginManager, settings: Settings) -> None:
             if not section.enabled:
                 pm.unregister(name=impl.plugin_name)
             elif section.keeps_state_locally() and settings.server.workers > 1:
-                raise ConfigError(
-                    f"server.workers = {settings.server.workers}: plugin {name!r} keeps its "
-                    f"state in one process; run 1 worker or set {name}.enabled = false"
-                )
+                local.append(name)
+    if local:
+        # Every one of them named at once: the user fixes them in one go.
+        names = ", ".join(repr(name) for name in sorted(local))
+        keeps = "keeps its" if len(local) == 1 else "keep their"
+        off = " and ".join(f"{name}.enabled = false" for name in sorted(local))
+        raise ConfigError(
+            f"server.workers = {settings.server.workers}: plugin{'s' if len(local) > 1 else ''} "
+            f"{names} {keeps} state in one process; run 1 worker or set {off}"
+        )

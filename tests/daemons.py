@@ -52,9 +52,9 @@ FAST_SERVER_ENV = {
 }
 
 
-# The built-in orders plugin keeps its books in one process: two-worker
-# daemons run without it.
-NO_ORDERS = {"SPRINTD_ORDERS__ENABLED": "false"}
+# The built-in orders plugin keeps its books in one process, and the payments
+# plugin its payments (memory store): two-worker daemons run without them.
+NO_ORDERS = {"SPRINTD_ORDERS__ENABLED": "false", "SPRINTD_PAYMENTS__ENABLED": "false"}
 
 
 def clean_environ(

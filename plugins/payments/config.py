@@ -22,13 +22,16 @@ class PaymentsSection(PluginSection):
     store: Literal["memory", "redis"] = "memory"
     # Tasks per worker sending payments to the processors: the payments in
     # flight at once. A processor answering in d seconds takes at most
-    # concurrency / d payments a second from one worker.
-    concurrency: int = Field(128, ge=1, le=10_000)
+    # concurrency / d payments a second from one worker (a task is a few KB).
+    concurrency: int = Field(512, ge=1, le=10_000)
     connect_timeout: float = Field(1.0, gt=0)
     # A payment's answer is awaited this long plus the processor's reported
-    # minResponseTime; then the outcome is unknown and the payment stays
-    # with that processor (see dispatcher).
-    request_timeout: float = Field(2.0, gt=0)
+    # minResponseTime; then the outcome is unknown and the payment stays with
+    # that processor (see dispatcher), recorded there only once a retry gets
+    # its 422: late, so the summary disagrees with the processor meanwhile.
+    # Longer than any delay a processor takes before its health result says
+    # so (the challenge's reach 5 s), so that a slow answer is waited for.
+    request_timeout: float = Field(6.0, gt=0)
     # Retries back off from retry_first, doubling to retry_cap (with jitter).
     retry_first: float = Field(0.01, gt=0)
     retry_cap: float = Field(1.0, gt=0)
