@@ -44,7 +44,6 @@ replies come back as hiredis gives them: ``bytes``, ``int``, ``None``, lists.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import socket
 from collections import deque
@@ -348,23 +347,13 @@ class Redis:
             self._down("client stopped")
 
     async def _connect(self) -> socket.socket:
+        # Imported here: the server package imports the app, which imports this module.
+        from .server.sockio import connect  # noqa: PLC0415
+
         address = self.address
         with trio.fail_after(self.connect_timeout):
-            infos = await trio.socket.getaddrinfo(
-                address.host, address.port, type=socket.SOCK_STREAM
-            )
-            family, kind, proto, _, sockaddr = infos[0]
-            sock = socket.socket(family, kind, proto)
+            sock = await connect(address.host, address.port)
             try:
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                code = sock.connect_ex(sockaddr)
-                if code not in (0, errno.EINPROGRESS):
-                    raise OSError(code, f"connect: {errno.errorcode.get(code, code)}")
-                await wait_writable(sock)
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if code:
-                    raise OSError(code, f"connect: {errno.errorcode.get(code, code)}")
                 await self._handshake(sock)
             except BaseException:
                 sock.close()

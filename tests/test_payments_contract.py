@@ -148,18 +148,20 @@ async def test_the_memory_store_replays_to_the_same_state(tmp_path: Path) -> Non
         made = []
         for i in range(6):
             outcome, payment = await store.accept(
-                f"{i:08d}-0000-0000-0000-000000000000", Decimal(i + 1)
+                f"{i:08d}-0000-0000-0000-000000000000", Decimal(i + 1), "default", 1000
             )
             assert outcome is Accepted.NEW and payment is not None
             made.append(payment)
-        assert (await store.accept(made[0].cid, Decimal(1)))[0] is Accepted.SAME
-        assert (await store.accept(made[0].cid, Decimal(2)))[0] is Accepted.CONFLICT
-        for payment in made[:3]:
-            assert await store.commit(payment, "default", 1000)
+        assert (await store.accept(made[0].cid, Decimal(1), "default", 1))[0] is Accepted.SAME
+        assert (await store.accept(made[0].cid, Decimal(2), "default", 1))[0] is Accepted.CONFLICT
+        for payment in made[:3]:  # sent where accept committed them
             await store.done(payment, "default", 1000)
-        assert await store.commit(made[3], "fallback", 2000)  # in flight at the "crash"
-        assert await store.commit(made[4], "default", 3000)
+        # Refused by the default, then in flight to the fallback at the "crash".
+        await store.release(made[3])
+        assert made[3].committed is None
+        assert await store.commit(made[3], "fallback", 2000)
         await store.release(made[4])  # refused: free to go anywhere
+        # made[5] is still committed where accept put it.
         before = await store.summary(None, None)
         nursery.cancel_scope.cancel()
     journal.close()
@@ -178,11 +180,11 @@ async def test_the_memory_store_replays_to_the_same_state(tmp_path: Path) -> Non
                 "fallback": (0, Decimal(0)),
             }
         )
-        pins = {p.cid[:8]: (p.pin, p.at) for p in reloaded.recovered()}
+        pins = {p.cid[:8]: (p.committed, p.pinned) for p in reloaded.recovered()}
         assert pins == {
-            "00000003": ("fallback", 2000),
-            "00000004": (None, 3000),
-            "00000005": (None, 0),
+            "00000003": (("fallback", 2000), True),
+            "00000004": (None, False),
+            "00000005": (("default", 1000), True),
         }
         assert await reloaded.summary(1_000_000, 1_000_000) == before
         assert (await reloaded.summary(1_000_001, None))["default"] == (0, Decimal(0))

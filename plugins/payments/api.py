@@ -1,8 +1,9 @@
 """The payments HTTP API: the Rinha de Backend 2025 routes.
 
 ``POST /payments`` is the hot path and does only this: decode and validate
-the body, have the store keep the payment (the journal's append, or one
-Redis round trip), queue it for the dispatcher and answer 202. A duplicate
+the body, choose its first processor, have the store keep it committed
+there (the journal's append, or one Redis round trip), queue it for the
+dispatcher and answer 202. A duplicate
 correlationId with the same amount gets 200 and is not queued again; with
 another amount, 409. The processors are never called while a client waits.
 """
@@ -48,7 +49,7 @@ class PaymentsAPI:
             raise HTTPError(503, "draining", "this instance is shutting down; retry elsewhere")
         cid, amount = parse_payment(request.data())
         try:
-            outcome, payment = await self.store.accept(cid, amount)
+            outcome, payment = await self.store.accept(cid, amount, *self.dispatcher.route())
         except StoreError as exc:
             raise _unavailable(exc) from None
         if payment is not None:

@@ -3,8 +3,9 @@
 ``concurrency`` tasks take payments from one queue; each delivers its payment
 before it takes the next. A delivery is a loop of attempts::
 
-    choose a processor (the pinned one, or by policy)
-    commit (processor, requestedAt) to the store        before anything is sent
+    the committed processor (the store committed a new payment to ``route()``'s
+    choice when it accepted it), or, after a refusal, choose one by policy and
+    commit (processor, requestedAt) to the store       before anything is sent
     POST it
       200, or 422 (it has it already)  -> done
       500, 429, no connection          -> release; back off; choose again
@@ -94,23 +95,27 @@ class Dispatcher:
         await trio.sleep(random.uniform(delay / 2, delay))
         return min(delay * 2, self.section.retry_cap)
 
+    def route(self) -> tuple[str, int]:
+        """Where a new payment goes first, and its requestedAt: now."""
+        proc = choose(self.default, self.fallback, self.section.slower_ms, trio.current_time())
+        return proc.name, instant_ms()
+
     async def deliver(self, payment: Pending) -> None:
         """Send one payment until a processor has it (or it is no longer ours)."""
         section = self.section
         delay = section.retry_first
         while True:
-            now = trio.current_time()
-            if payment.pin is not None:
-                proc, at = self.by_name[payment.pin], payment.at
-            else:
-                proc = choose(self.default, self.fallback, section.slower_ms, now)
-                at = instant_ms()
-            try:
-                if not await self.store.commit(payment, proc.name, at):
-                    return  # purged, or another instance took it over
-            except StoreError:
-                delay = await self._backoff(delay)
-                continue
+            if payment.committed is None:
+                proc = choose(self.default, self.fallback, section.slower_ms, trio.current_time())
+                try:
+                    if not await self.store.commit(payment, proc.name, instant_ms()):
+                        return  # purged, or another instance took it over
+                except StoreError:
+                    delay = await self._backoff(delay)
+                    continue
+            assert payment.committed is not None
+            name, at = payment.committed
+            proc = self.by_name[name]
             timeout = section.request_timeout + proc.health.min_response_ms / 1000
             status = 0
             try:
@@ -118,24 +123,24 @@ class Dispatcher:
             except NotSent:
                 pass
             except Unsure:
-                payment.pin, payment.at = proc.name, at
+                payment.pinned = True
             proc.sent += 1
             if 200 <= status < 300 or status == 422:
                 proc.health.suspect_until = 0.0
-                await self._finish(payment, proc.name, at)
+                await self._finish(payment, name, at)
                 return
             proc.failures += 1
             if status != 429:
                 # 500, no connection, no answer: avoid it for a while. (429
                 # is a busy processor, not a failing one.)
                 proc.health.suspect_until = trio.current_time() + section.suspect_s
-            if payment.pin is None:
+            if not payment.pinned:
                 try:
                     await self.store.release(payment)
                 except StoreError:
                     # Unreleased, it stays committed there: after a restart it
                     # would go back to the same processor, which is safe.
-                    payment.pin, payment.at = proc.name, at
+                    payment.committed, payment.pinned = (name, at), True
             delay = await self._backoff(delay)
 
     async def _finish(self, payment: Pending, name: str, at: int) -> None:

@@ -1,7 +1,9 @@
 """The payment processors as the daemon calls them: an HTTP/1.1 client on Trio and h11.
 
-Strategy: h11 drives each connection (client role) and Trio's SocketStream
-carries the bytes; connections are kept alive and reused, newest first, so a
+Strategy: h11 drives each connection (client role) and the core's socket
+helpers (``sprintd.server.sockio``: non-blocking sockets parked on Trio's
+wait primitives, as the server does) carry the bytes; connections are kept
+alive and reused, newest first, so a
 steady stream of payments costs no connect. A connection is reused only when
 h11 says both sides finished the exchange cleanly; anything else closes it.
 
@@ -21,11 +23,14 @@ response may still be on its way), never returns it to the pool.
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import h11
 import trio
+
+from sprintd.server.sockio import connect, recv, send_all
 
 from .contract import iso_ms
 
@@ -48,10 +53,10 @@ class Unsure(Exception):
 
 
 class _Connection:
-    __slots__ = ("h11", "stream")
+    __slots__ = ("h11", "sock")
 
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
         self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE)
 
 
@@ -66,16 +71,19 @@ class HTTPClient:
         self.port = parts.port or 80
         self.base = parts.path.rstrip("/")
         self.connect_timeout = connect_timeout
-        self._host_header = parts.netloc.encode()
+        self._host_header = (b"host", parts.netloc.encode())
         self._idle: list[_Connection] = []
+        # One read buffer for every connection: sockio.recv copies out of it
+        # before it can await again.
+        self._view = memoryview(bytearray(READ_SIZE))
 
     async def _connect(self) -> _Connection:
         try:
             with trio.fail_after(self.connect_timeout):
-                stream = await trio.open_tcp_stream(self.host, self.port)
+                sock = await connect(self.host, self.port)
         except (OSError, trio.TooSlowError) as exc:
             raise NotSent(f"{self.host}:{self.port}: cannot connect: {exc!r}") from None
-        return _Connection(stream)
+        return _Connection(sock)
 
     async def request(
         self,
@@ -94,7 +102,7 @@ class HTTPClient:
                 ``timeout`` (or the connection failed or the answer was malformed).
         """
         conn = self._idle.pop() if self._idle else await self._connect()
-        request_headers = [(b"host", self._host_header), *headers]
+        request_headers = [self._host_header, *headers]
         if body or method in ("POST", "PUT"):
             request_headers.append((b"content-type", b"application/json"))
             request_headers.append((b"content-length", b"%d" % len(body)))
@@ -102,32 +110,23 @@ class HTTPClient:
         reusable = False
         try:
             with trio.fail_after(timeout):
-                out = (
-                    parser.send(
-                        h11.Request(method=method, target=self.base + path, headers=request_headers)
-                    )
-                    or b""
+                out = parser.send(
+                    h11.Request(method=method, target=self.base + path, headers=request_headers)
                 )
                 if body:
-                    out += parser.send(h11.Data(data=body)) or b""
-                out += parser.send(h11.EndOfMessage()) or b""
-                await conn.stream.send_all(out)
+                    out += parser.send(h11.Data(data=body))
+                out += parser.send(h11.EndOfMessage())
+                await send_all(conn.sock, out)
                 status, answer = await self._read(conn)
             reusable = parser.our_state is h11.DONE and parser.their_state is h11.DONE
-        except (
-            trio.TooSlowError,
-            trio.BrokenResourceError,
-            trio.ClosedResourceError,
-            OSError,
-            h11.ProtocolError,
-        ) as exc:
+        except (trio.TooSlowError, OSError, h11.ProtocolError) as exc:
             raise Unsure(f"{method} {self.host}:{self.port}{path}: {exc!r}") from None
         finally:
             if reusable and len(self._idle) < MAX_IDLE:
                 parser.start_next_cycle()
                 self._idle.append(conn)
             else:
-                conn.stream.socket.close()
+                _close(conn.sock)
         return status, answer
 
     async def _read(self, conn: _Connection) -> tuple[int, bytes]:
@@ -137,8 +136,8 @@ class HTTPClient:
         while True:
             event = parser.next_event()
             if event is h11.NEED_DATA:
-                # b"" at the peer's close: h11 then says ConnectionClosed (or raises).
-                parser.receive_data(await conn.stream.receive_some(READ_SIZE))
+                # b"" at the peer's close (or reset): h11 then says ConnectionClosed.
+                parser.receive_data(await recv(conn.sock, self._view))
             elif type(event) is h11.Response:
                 status = event.status_code
             elif type(event) is h11.Data:
@@ -146,14 +145,20 @@ class HTTPClient:
             elif type(event) is h11.EndOfMessage:
                 return status, b"".join(chunks)
             elif type(event) is h11.ConnectionClosed:
-                raise trio.BrokenResourceError("closed before a whole response")
+                raise OSError("closed before a whole response")
             # InformationalResponse (100 Continue): read on.
 
     def close(self) -> None:
         """Close the idle connections."""
         for conn in self._idle:
-            conn.stream.socket.close()
+            _close(conn.sock)
         self._idle.clear()
+
+
+def _close(sock: socket.socket) -> None:
+    # Wakes any task parked on it (none, for an idle one) before the fd goes.
+    trio.lowlevel.notify_closing(sock)
+    sock.close()
 
 
 @dataclass

@@ -5,7 +5,7 @@ Keys, under ``[payments] redis_prefix`` (``P``)::
     P:accepted         HASH  correlationId -> amount       every accepted payment
     P:inflight         HASH  correlationId -> owner|processor|requestedAt
                              accepted and not done; the processor part is set
-                             by commit, emptied by release
+                             by accept and commit, emptied by release
     P:done:default     ZSET  score requestedAt (ms), member correlationId:amount
     P:done:fallback    ZSET  the same
     P:owner:ID         an instance's heartbeat, expiring after owner_ttl
@@ -49,7 +49,7 @@ _ACCEPT = Script(
 local prev = redis.call('HGET', KEYS[1], ARGV[1])
 if prev then return prev end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3] .. '||')
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return 1
 """
 )
@@ -131,22 +131,29 @@ class RedisStore:
 
     # --- the steps ------------------------------------------------------------------
 
-    async def accept(self, cid: str, amount: Decimal) -> tuple[Accepted, Pending | None]:
+    async def accept(
+        self, cid: str, amount: Decimal, processor: str, at: int
+    ) -> tuple[Accepted, Pending | None]:
         text = amount_text(amount)
         found = await self._script(
-            _ACCEPT, [self.accepted_key, self.inflight_key], [cid, text, self.owner]
+            _ACCEPT,
+            [self.accepted_key, self.inflight_key],
+            [cid, text, f"{self.owner}|{processor}|{at}"],
         )
         if found == 1:
-            return Accepted.NEW, Pending(cid, text)
+            return Accepted.NEW, Pending(cid, text, (processor, at))
         return (Accepted.SAME if Decimal(found.decode()) == amount else Accepted.CONFLICT), None
 
     async def commit(self, payment: Pending, processor: str, at: int) -> bool:
         mine = await self._script(
             _COMMIT, [self.inflight_key], [payment.cid, self.owner, processor, at]
         )
+        if mine:
+            payment.committed = (processor, at)
         return bool(mine)
 
     async def release(self, payment: Pending) -> None:
+        payment.committed = None
         await self._script(_COMMIT, [self.inflight_key], [payment.cid, self.owner, "", ""])
 
     async def done(self, payment: Pending, processor: str, at: int) -> None:
@@ -224,7 +231,8 @@ class RedisStore:
             _, processor, at = rest.split("|")
             if not amount:
                 continue  # purged since
-            adopted.append(Pending(cid, amount, processor or None, int(at) if at else 0))
+            committed = (processor, int(at)) if processor else None
+            adopted.append(Pending(cid, amount, committed, pinned=committed is not None))
         self.adopted += len(adopted)
         return adopted
 

@@ -2,12 +2,13 @@
 
 A payment goes through these steps, each one a store call, in this order::
 
-    accept   the client's POST: kept, deduplicated; the 2xx leaves after this
-    commit   (processor, requestedAt) recorded *before* each send
+    accept   the client's POST: kept, deduplicated, committed to its first
+             send (processor, requestedAt); the 2xx leaves after this
+    commit   (processor, requestedAt) recorded before any other send
     release  the processor refused it for sure (500, 429, no connection)
     done     the processor has it (200, or 422: it had it already)
 
-``commit`` is what makes a payment go to one processor only: after a crash,
+Committing is what makes a payment go to one processor only: after a crash,
 a payment whose last commit was not released or done may have reached that
 processor, so it is resent there alone, with the same ``requestedAt`` (a
 422 then says it arrived). The summary counts ``done`` payments by the
@@ -60,20 +61,29 @@ class Accepted(enum.Enum):
 class Pending:
     """A payment on its way to a processor.
 
-    ``pin`` is the processor it must go to, with ``at`` its requestedAt,
-    once a send's outcome was unknown (or after a restart that found it
-    committed): it may be there already, so it goes nowhere else.
+    ``committed`` is the (processor, requestedAt) the store holds for its
+    next send, or None; only the store sets it, before its record can be
+    durable, so a snapshot never misses a commit. ``pinned``: a send to the
+    committed processor may have arrived, so it goes nowhere else, with the
+    same requestedAt (set after an unknown outcome, and for every committed
+    payment found after a restart).
     """
 
-    __slots__ = ("amount", "at", "cid", "generation", "pin")
+    __slots__ = ("amount", "cid", "committed", "generation", "pinned")
 
     def __init__(
-        self, cid: str, amount: str, pin: str | None = None, at: int = 0, generation: int = 0
+        self,
+        cid: str,
+        amount: str,
+        committed: tuple[str, int] | None = None,
+        *,
+        pinned: bool = False,
+        generation: int = 0,
     ) -> None:
         self.cid = cid
         self.amount = amount
-        self.pin = pin
-        self.at = at
+        self.committed = committed
+        self.pinned = pinned
         self.generation = generation
 
 
@@ -83,15 +93,18 @@ class Store(Protocol):
 
     kind: str
 
-    async def accept(self, cid: str, amount: Decimal) -> tuple[Accepted, Pending | None]:
-        """Keep a new payment; say whether it is new, the same, or conflicts."""
+    async def accept(
+        self, cid: str, amount: Decimal, processor: str, at: int
+    ) -> tuple[Accepted, Pending | None]:
+        """Keep a new payment, committed to its first send; say whether it is
+        new (and the payment to queue), the same, or conflicts."""
 
     async def commit(self, payment: Pending, processor: str, at: int) -> bool:
-        """Record where the payment is about to go; False: drop it (purged, or
-        another instance owns it now)."""
+        """Record where the payment is about to go (and set ``committed``);
+        False: drop it (purged, or another instance owns it now)."""
 
     async def release(self, payment: Pending) -> None:
-        """The committed processor refused the payment for sure."""
+        """The committed processor refused the payment for sure (``committed`` is None after)."""
 
     async def done(self, payment: Pending, processor: str, at: int) -> None:
         """The processor has the payment, sent with ``at``."""
@@ -122,9 +135,6 @@ class MemoryStore:
         self.accepted: dict[str, Decimal] = {}
         # Accepted and not done: cid -> the payment (with its pin, if any).
         self.pending: dict[str, Pending] = {}
-        # The last commit of each pending payment not released since: what a
-        # restart must pin it to (the dispatcher pins live payments itself).
-        self.commits: dict[str, tuple[str, int]] = {}
         # Per processor: (requestedAt ms, amount) of each done payment.
         self.done_by: dict[str, list[tuple[int, Decimal]]] = {name: [] for name in PROCESSORS}
         self._unsnapshotted = 0
@@ -158,24 +168,25 @@ class MemoryStore:
     def _apply(self, record: list[Any]) -> None:
         kind = record[0]
         if kind == ACCEPT:
+            # [ACCEPT, cid, amount, processor, at]: accepted and committed; a
+            # duplicate's [ACCEPT, cid, amount] is only a durability barrier.
             cid, amount = record[1], record[2]
             if cid not in self.accepted:
                 self.accepted[cid] = Decimal(amount)
-                self.pending[cid] = Pending(cid, amount, generation=self.generation)
+                self.pending[cid] = Pending(
+                    cid, amount, (record[3], record[4]), pinned=True, generation=self.generation
+                )
         elif kind == COMMIT:
             found = self.pending.get(record[1])
             if found is not None:
                 # A restart cannot know whether this send arrived.
-                found.pin, found.at = record[2], record[3]
-                self.commits[found.cid] = (record[2], record[3])
+                found.committed, found.pinned = (record[2], record[3]), True
         elif kind == RELEASE:
             found = self.pending.get(record[1])
             if found is not None:
-                found.pin = None
-                self.commits.pop(found.cid, None)
+                found.committed, found.pinned = None, False
         elif kind == DONE:
             found = self.pending.pop(record[1], None)
-            self.commits.pop(record[1], None)
             if found is not None:
                 self.done_by[record[2]].append((record[3], self.accepted[record[1]]))
         elif kind == PURGE:
@@ -187,14 +198,13 @@ class MemoryStore:
         self.generation += 1
         self.accepted.clear()
         self.pending.clear()
-        self.commits.clear()
         for done in self.done_by.values():
             done.clear()
 
     # --- snapshots ------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        pending = [[cid, *self.commits.get(cid, (None, 0))] for cid in self.pending]
+        pending = [[p.cid, *(p.committed or (None, 0))] for p in self.pending.values()]
         done = {
             name: [[at, amount_text(amount)] for at, amount in items]
             for name, items in self.done_by.items()
@@ -209,10 +219,15 @@ class MemoryStore:
             raise ValueError(f"payments snapshot version {version}")
         self._clear()
         self.accepted.update((cid, Decimal(text)) for cid, text in accepted.items())
-        for cid, pin, at in pending:
-            self.pending[cid] = Pending(cid, accepted[cid], pin, at, self.generation)
-            if pin is not None:
-                self.commits[cid] = (pin, at)
+        for cid, processor, at in pending:
+            committed = None if processor is None else (processor, at)
+            self.pending[cid] = Pending(
+                cid,
+                accepted[cid],
+                committed,
+                pinned=committed is not None,
+                generation=self.generation,
+            )
         for name, items in done.items():
             self.done_by[name].extend((at, Decimal(text)) for at, text in items)
 
@@ -234,7 +249,9 @@ class MemoryStore:
 
     # --- the steps ------------------------------------------------------------------
 
-    async def accept(self, cid: str, amount: Decimal) -> tuple[Accepted, Pending | None]:
+    async def accept(
+        self, cid: str, amount: Decimal, processor: str, at: int
+    ) -> tuple[Accepted, Pending | None]:
         text = amount_text(amount)
         known = self.accepted.get(cid)
         if known is not None:
@@ -244,11 +261,11 @@ class MemoryStore:
             # record (earlier in the journal) is durable too.
             await self._journal((ACCEPT, cid, text))
             return Accepted.SAME, None
-        payment = Pending(cid, text, generation=self.generation)
+        payment = Pending(cid, text, (processor, at), generation=self.generation)
         self.accepted[cid] = amount
         self.pending[cid] = payment
         try:
-            await self._journal((ACCEPT, cid, text))
+            await self._journal((ACCEPT, cid, text, processor, at))
         except StoreError:
             # Not acknowledged; a failed journal writes nothing more.
             del self.accepted[cid]
@@ -259,19 +276,18 @@ class MemoryStore:
     async def commit(self, payment: Pending, processor: str, at: int) -> bool:
         if payment.generation != self.generation:
             return False
-        self.commits[payment.cid] = (processor, at)
+        payment.committed = (processor, at)
         await self._journal((COMMIT, payment.cid, processor, at))
         return True
 
     async def release(self, payment: Pending) -> None:
+        payment.committed = None
         if payment.generation == self.generation:
-            self.commits.pop(payment.cid, None)
             await self._journal((RELEASE, payment.cid))
 
     async def done(self, payment: Pending, processor: str, at: int) -> None:
         if payment.generation != self.generation:
             return
-        self.commits.pop(payment.cid, None)
         if self.pending.pop(payment.cid, None) is not None:
             self.done_by[processor].append((at, self.accepted[payment.cid]))
         await self._journal((DONE, payment.cid, processor, at))
