@@ -106,6 +106,8 @@ def _row(result: ModeResult) -> dict[str, Any]:
         "p90_ms": round(float(metrics["p(90)"]), 3),
         "p99_ms": round(result.p99, 3),
         "max_ms": round(float(metrics["max"]), 3),
+        "probe_p99_ms": round(result.probe_p99, 3),
+        "p99_over_probe": round(result.p99 / result.probe_p99, 2) if result.probe_p99 else 0.0,
         "checks": len(result.checks),
         "periodic_inconsistencies": result.periodic_inconsistencies,
         "final_inconsistencies": result.final_inconsistencies,
@@ -175,6 +177,8 @@ def write(
         ("p90 ms", "p90_ms", "{:.2f}"),
         ("**p99 ms**", "p99_ms", "**{:.2f}**"),
         ("max ms", "max_ms", "{:.2f}"),
+        ("noise floor: GET /readyz p99 ms", "probe_p99_ms", "{:.2f}"),
+        ("payment p99 / noise-floor p99", "p99_over_probe", "{:.2f}"),
         ("summary checks", "checks", "{}"),
         ("inconsistencies in the checks", "periodic_inconsistencies", "{}"),
         ("inconsistencies over the whole run", "final_inconsistencies", "{}"),
@@ -191,6 +195,10 @@ def write(
     for title, key, form in fields:
         lines.append(f"| {title} | " + " | ".join(form.format(r[key]) for r in rows) + " |")
     lines += [
+        "",
+        "The noise floor is GET /readyz (sprintd's fast path) sent through the same front",
+        "at 20/s during the same run: what the machine, k6, nginx and the event loop cost",
+        "a request that does nothing; the ratio is what the payment path adds to it.",
         "",
         "Score as the challenge computes it: profit x (1 + 2% per ms of p99 under 11 ms)",
         "x (1 - 35% if any inconsistency). Lag is accepted minus what the processors hold.",

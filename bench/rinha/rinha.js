@@ -7,13 +7,15 @@
 //             rate follows the VU count.
 //   schedule  every PHASE seconds, both processors get the next delay and failure
 //             of the final run's schedule (through their admin API).
+//   probe     GET /readyz through the same front, 20 a second: the noise floor of
+//             the machine, nginx and the server loop, to read payment latency against.
 //   checks    every 10 s, the backend's summary against both processors' admin
 //             summaries over the same window; the difference in totalRequests is
 //             counted as inconsistencies. The window ends SETTLE_MS before now,
 //             so payments still on their way (sent, not yet answered) are not in it.
 //
-// Metrics for the report: payment_latency (ms, 2xx answers only), payments_ok,
-// payments_failed, inconsistencies, checks_done.
+// Metrics for the report: payment_latency (ms, 2xx answers only), probe_latency,
+// payments_ok, payments_failed, inconsistencies, checks_done.
 
 import http from "k6/http";
 import { sleep } from "k6";
@@ -42,6 +44,7 @@ const SCHEDULE = {
 };
 
 const paymentLatency = new Trend("payment_latency", true);
+const probeLatency = new Trend("probe_latency", true);
 const paymentsOk = new Counter("payments_ok");
 const paymentsFailed = new Counter("payments_failed");
 const inconsistencies = new Counter("inconsistencies");
@@ -64,6 +67,15 @@ export const options = {
       vus: 1,
       iterations: 1,
       maxDuration: `${DURATION + 5}s`,
+    },
+    probe: {
+      executor: "constant-arrival-rate",
+      exec: "probe",
+      rate: 20,
+      timeUnit: "1s",
+      duration: `${DURATION}s`,
+      preAllocatedVUs: 2,
+      maxVUs: 10,
     },
     checks: {
       executor: "constant-arrival-rate",
@@ -105,6 +117,11 @@ export function pay() {
     paymentsFailed.add(1);
   }
   sleep(1);
+}
+
+export function probe() {
+  const res = http.get(`${BACKEND}/readyz`);
+  if (res.status === 200) probeLatency.add(res.timings.duration);
 }
 
 export function switchPhases() {

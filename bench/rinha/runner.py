@@ -78,6 +78,10 @@ class ModeResult:
         return float(self.summary["metrics"]["payment_latency"]["p(99)"])
 
     @property
+    def probe_p99(self) -> float:
+        return float(self.summary["metrics"]["probe_latency"]["p(99)"])
+
+    @property
     def periodic_inconsistencies(self) -> int:
         return sum(found for _, found in self.checks)
 

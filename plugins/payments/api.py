@@ -35,7 +35,6 @@ class PaymentsAPI:
     def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
         self.store = store
         self.dispatcher = dispatcher
-        self.draining = False
 
     def routes(self) -> Sequence[Route]:
         return [
@@ -45,8 +44,6 @@ class PaymentsAPI:
         ]
 
     async def post_payment(self, request: Request) -> Response:
-        if self.draining:
-            raise HTTPError(503, "draining", "this instance is shutting down; retry elsewhere")
         cid, amount = parse_payment(request.data())
         try:
             outcome, payment = await self.store.accept(cid, amount, *self.dispatcher.route())

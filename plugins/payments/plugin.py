@@ -139,10 +139,6 @@ class PaymentsPlugin:
         return [HealthCheck("payments", check)]
 
     @hookimpl
-    def sprintd_drain(self, app: App) -> None:
-        self._parts().api.draining = True
-
-    @hookimpl
     def sprintd_unconfigure(self, app: App) -> None:
         parts = self.parts
         if parts is None:
