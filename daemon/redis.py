@@ -47,7 +47,7 @@ import contextlib
 import hashlib
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -316,12 +316,15 @@ class Redis:
                 started with ``nursery.start``, so a caller learns at once
                 that the URL is wrong); later losses are retried forever.
         """
+        # Imported here: the server package imports the app, which imports this module.
+        from .server import sockio  # noqa: PLC0415
+
         delay = RECONNECT_FIRST
         started = False
         try:
             while True:
                 try:
-                    sock = await self._connect()
+                    sock = await self._connect(sockio.connect)
                 except (OSError, RedisError, trio.TooSlowError) as exc:
                     if not started and task_status is not trio.TASK_STATUS_IGNORED:
                         raise RedisConnectionError(
@@ -339,17 +342,16 @@ class Redis:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._write_loop, sock)
                         nursery.start_soon(self._watch_lost, nursery)
-                        await self._read_loop(sock)
+                        await self._read_loop(sock, sockio.recv)
                         nursery.cancel_scope.cancel()
                 finally:
                     self._down("connection lost")
         finally:
             self._down("client stopped")
 
-    async def _connect(self) -> socket.socket:
-        # Imported here: the server package imports the app, which imports this module.
-        from .server.sockio import connect  # noqa: PLC0415
-
+    async def _connect(
+        self, connect: Callable[[str, int], Awaitable[socket.socket]]
+    ) -> socket.socket:
         address = self.address
         with trio.fail_after(self.connect_timeout):
             sock = await connect(address.host, address.port)
@@ -436,23 +438,14 @@ class Redis:
                 return
             del out[:sent]
 
-    async def _read_loop(self, sock: socket.socket) -> None:
-        buf = bytearray(READ_SIZE)
-        view = memoryview(buf)
+    async def _read_loop(
+        self, sock: socket.socket, recv: Callable[[socket.socket, memoryview], Awaitable[bytes]]
+    ) -> None:
+        view = memoryview(bytearray(READ_SIZE))
         reader = self._reader
         waiters = self._waiters
-        while True:
-            await wait_readable(sock)
-            try:
-                n = sock.recv_into(view)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                return
-            if not n:
-                return
-            # (The stub says bytes; the C code takes any buffer.)
-            reader.feed(cast(bytes, buf), 0, n)
+        while data := await recv(sock, view):
+            reader.feed(data)
             while (reply := reader.gets()) is not _MISSING:
                 if not waiters:
                     return  # a reply nobody asked for: the stream is out of step

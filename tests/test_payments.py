@@ -79,6 +79,25 @@ def agree(served: Daemon, processors: Processors, query: str = "") -> dict[str, 
     return ours
 
 
+def stream_then_kill(served: Daemon, cids: list[str], amount: str, answered: int) -> set[str]:
+    """Pipeline a POST per id on one connection, read ``answered`` answers
+    (each a 202), SIGKILL the daemon; the ids it acknowledged."""
+    acked: set[str] = set()
+    with served.connect() as conn:
+        for cid in cids:
+            body = json.dumps({"correlationId": cid, "amount": amount}).encode()
+            conn.send(
+                b"POST /payments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+        for cid in cids[:answered]:
+            assert conn.read_response().status == 202
+            acked.add(cid)
+        served.process.send_signal(signal.SIGKILL)
+    served.process.wait()
+    return acked
+
+
 def start(daemon: DaemonFactory, processors: Processors, **env: str) -> Daemon:
     settings = {f"SPRINTD_PAYMENTS__{k.upper()}": v for k, v in env.items()}
     return daemon(env={**processors.env(), **settings})
@@ -281,19 +300,7 @@ def test_acknowledged_payments_survive_kill_9_and_reach_one_processor_once(
     processors.configure("default", delay=30)
     first = daemon(env=env, data_dir=data_dir)
     cids = [new_id() for _ in range(400)]
-    acked: set[str] = set()
-    with first.connect() as conn:
-        for cid in cids:
-            body = json.dumps({"correlationId": cid, "amount": "1.10"}).encode()
-            conn.send(
-                b"POST /payments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-            )
-        for cid in cids[:250]:
-            assert conn.read_response().status == 202
-            acked.add(cid)
-        first.process.send_signal(signal.SIGKILL)
-    first.process.wait()
+    acked = stream_then_kill(first, cids, "1.10", 250)
     before = recorded(processors)
     assert len(before["default"]) + len(before["fallback"]) < len(acked), "nothing was left"
 

@@ -8,8 +8,6 @@ by the survivor, each to one processor once.
 
 from __future__ import annotations
 
-import json
-import signal
 import time
 from decimal import Decimal
 
@@ -17,7 +15,16 @@ import pytest
 
 from .daemons import Daemon, DaemonFactory, wait_for
 from .servers import Processors
-from .test_payments import agree, assert_once_each, new_id, post, settled, state, summary
+from .test_payments import (
+    agree,
+    assert_once_each,
+    new_id,
+    post,
+    settled,
+    state,
+    stream_then_kill,
+    summary,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -82,19 +89,7 @@ def test_a_killed_instances_payments_are_delivered_by_another_once(
     doomed = start(daemon, processors, redis_url, **fast)
     survivor = start(daemon, processors, redis_url, **fast)
     cids = [new_id() for _ in range(150)]
-    acked: set[str] = set()
-    with doomed.connect() as conn:
-        for cid in cids:
-            body = json.dumps({"correlationId": cid, "amount": "3.30"}).encode()
-            conn.send(
-                b"POST /payments HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-            )
-        for cid in cids[:100]:
-            assert conn.read_response().status == 202
-            acked.add(cid)
-        doomed.process.send_signal(signal.SIGKILL)
-    doomed.process.wait()
+    acked = stream_then_kill(doomed, cids, "3.30", 100)
     got = processors.payments("default")
     assert len(got) < len(acked), "nothing was left to take over"
 
