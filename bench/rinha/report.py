@@ -142,6 +142,7 @@ def write(
                 "rows": rows,
                 "daemons": {r.mode: r.daemons for r in results},
                 "checks": {r.mode: r.checks for r in results},
+                "cpu": {r.mode: r.cpu for r in results},
             },
             indent=2,
             default=str,
@@ -209,7 +210,17 @@ def write(
         "",
     ]
     lines += [f"![{r.mode}](latency-time-{r.mode}.png)\n" for r in results]
-    lines += ["## Inside the daemons at the end", ""]
+    lines += [
+        "## CPU during the load",
+        "",
+        f"CPU seconds each part used over the {options.duration} s load (2 cores: at most "
+        f"{2 * options.duration} s in all; the rest of the machine's load is other work).",
+        "",
+    ]
+    for result in results:
+        parts = ", ".join(f"{name} {cpu:.1f}" for name, cpu in sorted(result.cpu.items()))
+        lines.append(f"- {result.mode}: {parts} (sum {sum(result.cpu.values()):.1f})")
+    lines += ["", "## Inside the daemons at the end", ""]
     for result in results:
         for i, daemon in enumerate(result.daemons, 1):
             keep = {

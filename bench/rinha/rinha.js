@@ -25,10 +25,10 @@ const BACKEND = __ENV.BACKEND || "http://127.0.0.1:9999";
 const DEFAULT_PP = __ENV.DEFAULT_PP || "http://127.0.0.1:8001";
 const FALLBACK_PP = __ENV.FALLBACK_PP || "http://127.0.0.1:8002";
 const TOKEN = __ENV.TOKEN || "123";
-const MAX_VUS = parseInt(__ENV.MAX_VUS || "200");
-const DURATION = parseInt(__ENV.DURATION || "60");
+const MAX_VUS = parseInt(__ENV.MAX_VUS || "300");
+const DURATION = parseInt(__ENV.DURATION || "300");
 const PHASE = parseInt(__ENV.PHASE || "30");
-const SETTLE_MS = parseInt(__ENV.SETTLE_MS || "1000");
+const SETTLE_MS = parseInt(__ENV.SETTLE_MS || "3000");
 const AMOUNT = __ENV.AMOUNT || "19.90";
 
 // The final run's schedule: [delay ms, failing] per phase, then it repeats.

@@ -18,7 +18,9 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import os
 import re
+import resource
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -72,6 +74,8 @@ class ModeResult:
     lag_at_end: int = 0
     lag: int = 0
     daemons: list[dict[str, Any]] = field(default_factory=list)
+    # CPU seconds each part of the set-up (and k6) used during the load
+    cpu: dict[str, float] = field(default_factory=dict)
 
     @property
     def p99(self) -> float:
@@ -132,6 +136,23 @@ def _processed(stack: Stack) -> dict[str, dict[str, Any]]:
         name: _get(stack.processor_url(name), "/admin/payments-summary", admin=True)
         for name in ("default", "fallback")
     }
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) of every live process in a process group."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state, ppid, pgrp, ... utime (12th), stime (13th).
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / _TICK
 
 
 def _instant(text: str) -> float:
@@ -202,6 +223,8 @@ def run_mode(mode: str, options: Options, out: Path) -> ModeResult:
             f"[{mode}] k6: {options.duration} s, 1 -> {options.vus} VUs, "
             f"phases of {options.phase} s"
         )
+        cpu_before = {name: _group_cpu(pid) for name, pid in stack.pids.items()}
+        k6_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(raw / f"k6-{mode}.log", "wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
             began = time.monotonic()
@@ -210,6 +233,13 @@ def run_mode(mode: str, options: Options, out: Path) -> ModeResult:
                 elapsed = time.monotonic() - began
                 if int(elapsed) % 15 == 0:
                     say(f"[{mode}] {elapsed:4.0f} s of ~{options.duration + 8} s")
+        k6_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result.cpu = {
+            name: round(_group_cpu(pid) - cpu_before[name], 1) for name, pid in stack.pids.items()
+        }
+        result.cpu["k6"] = round(
+            k6_after.ru_utime + k6_after.ru_stime - k6_before.ru_utime - k6_before.ru_stime, 1
+        )
         if process.returncode != 0:
             raise RuntimeError(f"k6 exited with {process.returncode}; see {raw / f'k6-{mode}.log'}")
         result.summary = json.loads(summary_path.read_text())
