@@ -17,6 +17,7 @@ from sprintd.http import HTTPError, Request
 from sprintd.journal import Journal
 from sprintd.plugins.payments.contract import (
     amount_text,
+    bound_ms,
     iso_ms,
     parse_bound,
     parse_payment,
@@ -24,7 +25,7 @@ from sprintd.plugins.payments.contract import (
 )
 from sprintd.plugins.payments.dispatcher import choose
 from sprintd.plugins.payments.processors import Processor
-from sprintd.plugins.payments.store import Accepted, MemoryStore
+from sprintd.plugins.payments.store import Accepted, MemoryStore, _Done
 
 CID = "4a7901b8-7d26-4d9d-aa19-4dc1c7cf60b3"
 
@@ -190,3 +191,27 @@ async def test_the_memory_store_replays_to_the_same_state(tmp_path: Path) -> Non
         assert (await reloaded.summary(1_000_001, None))["default"] == (0, Decimal(0))
     finally:
         again.close()
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 50), st.decimals(Decimal("0.01"), Decimal(100), places=2)),
+        max_size=40,
+    ),
+    st.one_of(st.none(), st.integers(-1000, 51_000)),
+    st.one_of(st.none(), st.integers(-1000, 51_000)),
+)
+def test_done_payments_are_summed_by_inclusive_bounds_in_any_order(
+    done: list[tuple[int, Decimal]], low_us: int | None, high_us: int | None
+) -> None:
+    kept = _Done()
+    for at, amount in done:
+        kept.add(at, amount)
+    low_ms = bound_ms(low_us, low=True)
+    high_ms = bound_ms(high_us, low=False)
+    inside = [
+        amount
+        for at, amount in done
+        if (low_us is None or at * 1000 >= low_us) and (high_us is None or at * 1000 <= high_us)
+    ]
+    assert kept.between(low_ms, high_ms) == (len(inside), sum(inside, Decimal(0)))

@@ -91,9 +91,16 @@ class _Lifecycle:
         if restart:
             log.warning("SIGHUP: these need a restart: %s", ", ".join(restart))
 
-    async def watch_signals(self, nursery: trio.Nursery) -> None:
+    async def watch_signals(
+        self,
+        nursery: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         wanted = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         with trio.open_signal_receiver(*wanted) as signals:
+            # From here a signal drains: only now may the worker say it serves.
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     self.apply_reload()
@@ -134,7 +141,7 @@ async def serve(
         background.start_soon(_tick_clock, app)
         background.start_soon(app.tuner.gc.run)
         if handle_signals:
-            background.start_soon(lifecycle.watch_signals, background)
+            await background.start(lifecycle.watch_signals, background)
         for task in app.background:
             background.start_soon(task, app)
         async with trio.open_nursery() as connections:

@@ -27,6 +27,7 @@ __all__ = [
     "PROCESSORS",
     "Totals",
     "amount_text",
+    "bound_ms",
     "instant_ms",
     "iso_ms",
     "parse_bound",
@@ -108,6 +109,14 @@ def parse_bound(text: str | None, name: str) -> int | None:
         moment = moment.replace(tzinfo=UTC)
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def bound_ms(us: int | None, *, low: bool) -> int | None:
+    """An inclusive microsecond bound as the inclusive millisecond bound of a
+    requestedAt (which has milliseconds): rounded inwards."""
+    if us is None:
+        return None
+    return -(-us // 1000) if low else us // 1000
 
 
 # processor name -> (totalRequests, totalAmount)

@@ -34,6 +34,10 @@ __all__ = ["SLACK", "HealthMonitor"]
 SLACK = 0.25
 # How often an instance reads the shared result (and tries for the lock).
 LOOK = 0.25
+# The health endpoint answers at once whatever its payments' delay; a poll
+# that takes longer is given up (the last result stays) so that it does not
+# hold up the other processor's.
+POLL_TIMEOUT = 2.0
 
 
 class HealthMonitor:
@@ -42,12 +46,10 @@ class HealthMonitor:
         processors: Sequence[Processor],
         *,
         interval: float,
-        timeout: float,
         shared: RedisStore | None,
     ) -> None:
         self.processors = processors
         self.hold = interval + SLACK
-        self.timeout = timeout
         self.shared = shared
         self.polls = 0
         self._next_poll = {proc.name: 0.0 for proc in processors}
@@ -76,7 +78,7 @@ class HealthMonitor:
 
     async def _poll(self, proc: Processor) -> None:
         self.polls += 1
-        found = await proc.check_health(timeout=self.timeout)
+        found = await proc.check_health(timeout=POLL_TIMEOUT)
         if found is None:
             return
         failing, min_ms = found

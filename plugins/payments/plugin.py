@@ -97,7 +97,6 @@ class PaymentsPlugin:
         monitor = HealthMonitor(
             processors,
             interval=section.health_interval,
-            timeout=section.request_timeout,
             shared=store if isinstance(store, RedisStore) else None,
         )
         self.parts = _Parts(store, processors, dispatcher, monitor, recovered)

@@ -27,6 +27,7 @@ instance computes it from the same data and gives the same answer.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -34,13 +35,15 @@ import trio
 
 from sprintd.redis import Redis, RedisError, Script
 
-from .contract import PROCESSORS, Totals, amount_text
+from .contract import PROCESSORS, Totals, amount_text, bound_ms
 from .store import Accepted, Pending, StoreError
 
 __all__ = ["RedisStore"]
 
 # How often an instance renews its heartbeat and looks for orphaned payments.
 TICK = 1.0
+# A correlationId is a UUID in its 36-character text form (contract.parse_payment).
+_CID_LENGTH = 36
 # Payments taken over from dead owners per look, so one look stays short.
 ADOPT_BATCH = 1000
 
@@ -97,13 +100,6 @@ end
 return out
 """
 )
-
-
-def _bound_ms(us: int | None, *, low: bool) -> str | int:
-    """An inclusive microsecond bound as an inclusive millisecond score."""
-    if us is None:
-        return "-inf" if low else "+inf"
-    return -(-us // 1000) if low else us // 1000
 
 
 class RedisStore:
@@ -164,18 +160,29 @@ class RedisStore:
         )
 
     async def summary(self, low_us: int | None, high_us: int | None) -> Totals:
-        low, high = _bound_ms(low_us, low=True), _bound_ms(high_us, low=False)
+        low, high = bound_ms(low_us, low=True), bound_ms(high_us, low=False)
         try:
             replies = await self.redis.pipeline(
-                [("ZRANGE", self.done_keys[name], low, high, "BYSCORE") for name in PROCESSORS]
+                [
+                    (
+                        "ZRANGE",
+                        self.done_keys[name],
+                        "-inf" if low is None else low,
+                        "+inf" if high is None else high,
+                        "BYSCORE",
+                    )
+                    for name in PROCESSORS
+                ]
             )
         except RedisError as exc:
             raise StoreError(f"redis: {exc}") from None
         totals: Totals = {}
         for name, members in zip(PROCESSORS, replies, strict=True):
-            total = Decimal(0)
-            for member in members:
-                total += Decimal(member[member.index(b":") + 1 :].decode())
+            # Members are "<36-character correlationId>:<amount>". Amounts
+            # repeat (the challenge's are all 19.90): counted as bytes, in C,
+            # then each distinct one made a decimal once.
+            counts = Counter(member[_CID_LENGTH + 1 :] for member in members)
+            total = sum((Decimal(text.decode()) * n for text, n in counts.items()), Decimal(0))
             totals[name] = (len(members), total)
         return totals
 

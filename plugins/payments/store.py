@@ -23,6 +23,7 @@ changes nothing, so a snapshot taken while an append is under way is safe.
 from __future__ import annotations
 
 import enum
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, Protocol
@@ -31,7 +32,7 @@ import msgpack
 
 from sprintd.journal import Journal, JournalError
 
-from .contract import PROCESSORS, Totals, amount_text
+from .contract import PROCESSORS, Totals, amount_text, bound_ms
 
 __all__ = [
     "STREAM",
@@ -119,8 +120,39 @@ class Store(Protocol):
         """What /health shows."""
 
 
-def _empty_totals() -> Totals:
-    return {name: (0, Decimal(0)) for name in PROCESSORS}
+class _Done:
+    """One processor's done payments, ordered by requestedAt, and their total."""
+
+    __slots__ = ("amounts", "ats", "total")
+
+    def __init__(self) -> None:
+        self.ats: list[int] = []
+        self.amounts: list[Decimal] = []
+        self.total = Decimal(0)
+
+    def add(self, at: int, amount: Decimal) -> None:
+        ats = self.ats
+        if not ats or at >= ats[-1]:
+            ats.append(at)
+            self.amounts.append(amount)
+        else:  # a resend with its first requestedAt, or a slower answer
+            index = bisect_right(ats, at)
+            ats.insert(index, at)
+            self.amounts.insert(index, amount)
+        self.total += amount
+
+    def between(self, low_ms: int | None, high_ms: int | None) -> tuple[int, Decimal]:
+        ats = self.ats
+        low = 0 if low_ms is None else bisect_left(ats, low_ms)
+        high = len(ats) if high_ms is None else bisect_right(ats, high_ms)
+        if low == 0 and high == len(ats):
+            return len(ats), self.total
+        return max(high - low, 0), sum(self.amounts[low:high], Decimal(0))
+
+    def clear(self) -> None:
+        self.ats.clear()
+        self.amounts.clear()
+        self.total = Decimal(0)
 
 
 class MemoryStore:
@@ -135,8 +167,8 @@ class MemoryStore:
         self.accepted: dict[str, Decimal] = {}
         # Accepted and not done: cid -> the payment (with its pin, if any).
         self.pending: dict[str, Pending] = {}
-        # Per processor: (requestedAt ms, amount) of each done payment.
-        self.done_by: dict[str, list[tuple[int, Decimal]]] = {name: [] for name in PROCESSORS}
+        # Per processor: the done payments by requestedAt (ms).
+        self.done_by = {name: _Done() for name in PROCESSORS}
         self._unsnapshotted = 0
 
     # --- replay ------------------------------------------------------------------
@@ -188,7 +220,7 @@ class MemoryStore:
         elif kind == DONE:
             found = self.pending.pop(record[1], None)
             if found is not None:
-                self.done_by[record[2]].append((record[3], self.accepted[record[1]]))
+                self.done_by[record[2]].add(record[3], self.accepted[record[1]])
         elif kind == PURGE:
             self._clear()
         else:
@@ -206,8 +238,8 @@ class MemoryStore:
     def snapshot(self) -> bytes:
         pending = [[p.cid, *(p.committed or (None, 0))] for p in self.pending.values()]
         done = {
-            name: [[at, amount_text(amount)] for at, amount in items]
-            for name, items in self.done_by.items()
+            name: [[at, amount_text(amount)] for at, amount in zip(d.ats, d.amounts, strict=True)]
+            for name, d in self.done_by.items()
         }
         accepted = {cid: amount_text(amount) for cid, amount in self.accepted.items()}
         data: bytes = msgpack.packb([_SNAPSHOT_VERSION, accepted, pending, done])
@@ -229,7 +261,8 @@ class MemoryStore:
                 generation=self.generation,
             )
         for name, items in done.items():
-            self.done_by[name].extend((at, Decimal(text)) for at, text in items)
+            for at, text in items:
+                self.done_by[name].add(at, Decimal(text))
 
     async def _journal(self, record: Iterable[Any]) -> None:
         try:
@@ -289,22 +322,12 @@ class MemoryStore:
         if payment.generation != self.generation:
             return
         if self.pending.pop(payment.cid, None) is not None:
-            self.done_by[processor].append((at, self.accepted[payment.cid]))
+            self.done_by[processor].add(at, self.accepted[payment.cid])
         await self._journal((DONE, payment.cid, processor, at))
 
     async def summary(self, low_us: int | None, high_us: int | None) -> Totals:
-        low = -1 if low_us is None else low_us
-        high = None if high_us is None else high_us
-        totals = _empty_totals()
-        for name, items in self.done_by.items():
-            count, total = 0, Decimal(0)
-            for at, amount in items:
-                us = at * 1000
-                if us >= low and (high is None or us <= high):
-                    count += 1
-                    total += amount
-            totals[name] = (count, total)
-        return totals
+        low, high = bound_ms(low_us, low=True), bound_ms(high_us, low=False)
+        return {name: done.between(low, high) for name, done in self.done_by.items()}
 
     async def purge(self) -> None:
         self._clear()
@@ -315,5 +338,5 @@ class MemoryStore:
             "store": self.kind,
             "accepted": len(self.accepted),
             "pending": len(self.pending),
-            "done": {name: len(items) for name, items in self.done_by.items()},
+            "done": {name: len(done.ats) for name, done in self.done_by.items()},
         }
