@@ -228,11 +228,17 @@ def run_mode(mode: str, options: Options, out: Path) -> ModeResult:
         with open(raw / f"k6-{mode}.log", "wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
             began = time.monotonic()
-            while process.poll() is None:
-                time.sleep(1)
-                elapsed = time.monotonic() - began
-                if int(elapsed) % 15 == 0:
-                    say(f"[{mode}] {elapsed:4.0f} s of ~{options.duration + 8} s")
+            try:
+                while process.poll() is None:
+                    time.sleep(1)
+                    elapsed = time.monotonic() - began
+                    if int(elapsed) % 15 == 0:
+                        say(f"[{mode}] {elapsed:4.0f} s of ~{options.duration + 8} s")
+            finally:
+                # Interrupted: k6 goes too, before the set-up it loads.
+                if process.poll() is None:
+                    process.terminate()
+                    process.wait()
         k6_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         result.cpu = {
             name: round(_group_cpu(pid) - cpu_before[name], 1) for name, pid in stack.pids.items()
