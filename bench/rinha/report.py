@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.ticker import FuncFormatter
+
 from bench.cli import Target
 from bench.plotting import DPI, curve, figure, percentile_axis
 from bench.rinha.runner import ModeResult, Options, score
@@ -79,6 +81,8 @@ def _percentile_plot(results: Sequence[ModeResult], path: Path) -> None:
         widest = max(widest, xs[-1])
         ax.plot(xs, ys, marker="o", markersize=3, label=_TITLES[result.mode], linewidth=1.6)
     percentile_axis(ax, widest, "ms")
+    # A run within one decade would label its minor ticks as 4x10^0.
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.axhline(P99_TARGET_MS, color="red", alpha=0.4, linewidth=0.8)
     ax.set_title("POST /payments latency by percentile, all 2xx payments", fontsize=11)
     ax.legend(loc="upper left", fontsize=9)
