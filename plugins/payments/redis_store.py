@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -47,12 +48,15 @@ _CID_LENGTH = 36
 # Payments taken over from dead owners per look, so one look stays short.
 ADOPT_BATCH = 1000
 
+# Also renews the instance's heartbeat: a payment is never owned by an
+# instance that looks dead (one accepting before its first heartbeat tick).
 _ACCEPT = Script(
     """
 local prev = redis.call('HGET', KEYS[1], ARGV[1])
 if prev then return prev end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('SET', KEYS[3], 1, 'PX', ARGV[4])
 return 1
 """
 )
@@ -112,6 +116,7 @@ class RedisStore:
         self.prefix = prefix
         self.owner = uuid.uuid4().hex[:16]
         self.owner_ttl_ms = int(owner_ttl * 1000)
+        self.owner_key = f"{prefix}:owner:{self.owner}"
         self.accepted_key = f"{prefix}:accepted"
         self.inflight_key = f"{prefix}:inflight"
         self.done_keys = {name: f"{prefix}:done:{name}" for name in PROCESSORS}
@@ -133,8 +138,8 @@ class RedisStore:
         text = amount_text(amount)
         found = await self._script(
             _ACCEPT,
-            [self.accepted_key, self.inflight_key],
-            [cid, text, f"{self.owner}|{processor}|{at}"],
+            [self.accepted_key, self.inflight_key, self.owner_key],
+            [cid, text, f"{self.owner}|{processor}|{at}", self.owner_ttl_ms],
         )
         if found == 1:
             return Accepted.NEW, Pending(cid, text, (processor, at))
@@ -221,9 +226,7 @@ class RedisStore:
     async def heartbeat_and_adopt(self) -> list[Pending]:
         """Renew this instance's heartbeat; take over dead owners' payments."""
         try:
-            await self.redis.execute(
-                "SET", f"{self.prefix}:owner:{self.owner}", 1, "PX", self.owner_ttl_ms
-            )
+            await self.redis.execute("SET", self.owner_key, 1, "PX", self.owner_ttl_ms)
         except RedisError as exc:
             self.last_error = str(exc)
             raise StoreError(f"redis: {exc}") from None
@@ -243,7 +246,7 @@ class RedisStore:
         self.adopted += len(adopted)
         return adopted
 
-    async def run(self, submit: Any) -> None:
+    async def run(self, submit: Callable[[Pending], None]) -> None:
         """Heartbeat and adoption, every ``TICK``, until cancelled; adopted
         payments go to ``submit``."""
         while True:
