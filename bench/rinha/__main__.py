@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         "--settle-ms", type=int, default=DEFAULT_SETTLE_MS, help="checks skip the last N ms"
     )
     run.add_argument("--quick", action="store_true", help="60 s, phases of 6 s")
+    run.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="two instances: no core of their own"
+    )
     run.add_argument("--out", type=Path, help="report directory")
     for command in (up_, run):
         command.add_argument("--port", type=positive, default=9999, help="the front port")
@@ -65,7 +68,9 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.quick:
         args.duration, args.phase = QUICK["duration"], QUICK["phase"]
-    options = Options(args.duration, args.phase, args.vus, args.settle_ms, args.port, args.tier)
+    options = Options(
+        args.duration, args.phase, args.vus, args.settle_ms, args.port, args.tier, args.pin
+    )
     facts = collect(("trio", "h11", "hiredis", "k6"))
     results: list[ModeResult] = []
     interrupted = failed = False

@@ -57,6 +57,7 @@ class Options:
     settle_ms: int
     front: int
     tier: str
+    pin: bool
 
 
 @dataclass
@@ -189,7 +190,9 @@ def run_mode(mode: str, options: Options, out: Path) -> ModeResult:
     raw = out / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     say(f"[{mode}] starting the set-up ({MODES[mode]} sprintd instance(s)) in {directory}")
-    stack = up(directory, instances=MODES[mode], front=options.front, tier=options.tier)
+    stack = up(
+        directory, instances=MODES[mode], front=options.front, tier=options.tier, pin=options.pin
+    )
     try:
         summary_path = raw / f"summary-{mode}.json"
         points = raw / f"k6-{mode}.json.gz"

@@ -181,7 +181,7 @@ def _nginx_conf(stack: Stack, directory: Path) -> Path:
     return path
 
 
-def up(directory: Path, *, instances: int, front: int, tier: str) -> Stack:
+def up(directory: Path, *, instances: int, front: int, tier: str, pin: bool = True) -> Stack:
     """Start the whole set-up; on any failure, stop what was started and raise.
 
     Raises:
@@ -230,7 +230,8 @@ def up(directory: Path, *, instances: int, front: int, tier: str) -> Stack:
             if stack.redis is not None:
                 settings["SPRINTD_PAYMENTS__STORE"] = "redis"
                 settings["SPRINTD_REDIS__URL"] = f"redis://127.0.0.1:{stack.redis}/0"
-            argv = [*_core_of(i, instances), sys.executable, "-m", "sprintd", "run"]
+            taskset = _core_of(i, instances) if pin else []
+            argv = [*taskset, sys.executable, "-m", "sprintd", "run"]
             argv += [
                 "--port",
                 str(port),

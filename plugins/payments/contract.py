@@ -80,10 +80,16 @@ def amount_text(value: Decimal) -> str:
     return format(value, "f")
 
 
+# The last second formatted, and its text: payments come many to a second.
+_last_second: list[Any] = [None, ""]
+
+
 def iso_ms(ms: int) -> str:
     """Milliseconds since the epoch as ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
     seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    if _last_second[0] != seconds:
+        _last_second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_last_second[1]}.{millis:03d}Z"
 
 
 def instant_ms() -> int:

@@ -40,6 +40,8 @@ READ_SIZE = 16 * 1024
 # Idle connections kept per processor; more than the dispatcher can use at
 # once would only hold file descriptors.
 MAX_IDLE = 512
+# Request heads kept for reuse (one per body length seen, in practice a few).
+MAX_CACHED_REQUESTS = 64
 # A processor's answer is small; a larger one is a broken peer.
 MAX_RESPONSE = 64 * 1024
 
@@ -73,6 +75,10 @@ class HTTPClient:
         self.connect_timeout = connect_timeout
         self._host_header = (b"host", parts.netloc.encode())
         self._idle: list[_Connection] = []
+        # h11 validates a Request's headers when it is made: a payment's
+        # differ only in Content-Length, so one is made per (method, path,
+        # length) and reused.
+        self._requests: dict[tuple[str, str, int], h11.Request] = {}
         # One read buffer for every connection: sockio.recv copies out of it
         # before it can await again.
         self._view = memoryview(bytearray(READ_SIZE))
@@ -102,17 +108,21 @@ class HTTPClient:
                 ``timeout`` (or the connection failed or the answer was malformed).
         """
         conn = self._idle.pop() if self._idle else await self._connect()
-        request_headers = [self._host_header, *headers]
-        if body or method in ("POST", "PUT"):
-            request_headers.append((b"content-type", b"application/json"))
-            request_headers.append((b"content-length", b"%d" % len(body)))
+        key = (method, path, len(body))
+        request = self._requests.get(key) if not headers else None
+        if request is None:
+            request_headers = [self._host_header, *headers]
+            if body or method in ("POST", "PUT"):
+                request_headers.append((b"content-type", b"application/json"))
+                request_headers.append((b"content-length", b"%d" % len(body)))
+            request = h11.Request(method=method, target=self.base + path, headers=request_headers)
+            if not headers and len(self._requests) < MAX_CACHED_REQUESTS:
+                self._requests[key] = request
         parser = conn.h11
         reusable = False
         try:
             with trio.fail_after(timeout):
-                out = parser.send(
-                    h11.Request(method=method, target=self.base + path, headers=request_headers)
-                )
+                out = parser.send(request)
                 if body:
                     out += parser.send(h11.Data(data=body))
                 out += parser.send(h11.EndOfMessage())
