@@ -23,6 +23,7 @@ from .auth import Guard, load_keys
 from .journal import Journal, JournalError, open_daemon_journal
 from .latency import Recorder
 from .ratelimit import make_limiter
+from .redis import Redis
 from .routing import Route, Router
 from .settings import ConfigError, LoadedSettings, Settings
 from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
@@ -88,6 +89,7 @@ class App:
     # answers anything that is not open.
     guard: Guard | None = field(default=None, init=False, repr=False)
     _journal: Journal | None = field(default=None, init=False, repr=False)
+    _redis: Redis | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self, audit_log: AuditLog | None) -> None:
         self.audit = audit_log or AuditLog(self.settings.audit, self.worker_index)
@@ -127,6 +129,29 @@ class App:
                 HealthCheck("journal", functools.partial(_journal_check, journal))
             )
         return self._journal
+
+    @property
+    def redis(self) -> Redis:
+        """This worker's connection to ``[redis] url``, shared by every plugin.
+
+        Ask for it in ``sprintd_configure``. The first use makes the client
+        (``sprintd.redis``; it connects once serving begins), adds its
+        ``run()`` to the background tasks and a ``redis`` health check.
+
+        Raises:
+            ConfigError: ``[redis] url`` is not set.
+            RuntimeError: first asked for once serving has begun.
+        """
+        if self._redis is None:
+            if self.bound:
+                raise RuntimeError("app.redis: first use it in sprintd_configure")
+            settings = self.settings.redis
+            if settings.url is None:
+                raise ConfigError("redis.url: not set, and a plugin needs Redis")
+            redis = self._redis = Redis(settings.url, connect_timeout=settings.connect_timeout)
+            self.background.append(_run_redis)
+            self.health_checks.append(HealthCheck("redis", functools.partial(_redis_check, redis)))
+        return self._redis
 
     def recorder(self, name: str) -> Recorder:
         """The latency recorder of a route name, made on first use."""
@@ -185,6 +210,20 @@ class App:
 
 async def _run_journal(app: App) -> None:
     await app.journal.run()
+
+
+async def _run_redis(app: App) -> None:
+    await app.redis.run()
+
+
+def _redis_check(redis: Redis) -> tuple[CheckStatus, dict[str, Any]]:
+    # The address without the URL's password.
+    where = f"{redis.address.host}:{redis.address.port}/{redis.address.db}"
+    details: dict[str, Any] = {"address": where, "connects": redis.connects}
+    if not redis.connected:
+        details["output"] = "not connected"
+        return "fail", details
+    return "pass", details
 
 
 def _journal_check(journal: Journal) -> tuple[CheckStatus, dict[str, Any]]:

@@ -30,6 +30,7 @@ BUILTINS: Mapping[str, str] = {
     "orders": "sprintd.plugins.orders.plugin:OrdersPlugin",
     "prices": "sprintd.plugins.prices.plugin:PricesPlugin",
     "dashboard": "sprintd.plugins.dashboard.plugin:DashboardPlugin",
+    "payments": "sprintd.plugins.payments.plugin:PaymentsPlugin",
 }
 
 
@@ -104,14 +105,21 @@ def apply_enabled(pm: pluggy.PluginManager, settings: Settings) -> None:
     Raises:
         ConfigError: a process-local plugin is enabled with more than one worker.
     """
+    local: list[str] = []
     for impl in pm.hook.sprintd_settings_sections.get_hookimpls():
         declared = cast(Mapping[str, type[PluginSection]], impl.function())
         for name, kind in declared.items():
             section = settings.section(name, kind)
             if not section.enabled:
                 pm.unregister(name=impl.plugin_name)
-            elif kind.process_local and settings.server.workers > 1:
-                raise ConfigError(
-                    f"server.workers = {settings.server.workers}: plugin {name!r} keeps its "
-                    f"state in one process; run 1 worker or set {name}.enabled = false"
-                )
+            elif section.keeps_state_locally() and settings.server.workers > 1:
+                local.append(name)
+    if local:
+        # Every one of them named at once: the user fixes them in one go.
+        names = ", ".join(repr(name) for name in sorted(local))
+        keeps = "keeps its" if len(local) == 1 else "keep their"
+        off = " and ".join(f"{name}.enabled = false" for name in sorted(local))
+        raise ConfigError(
+            f"server.workers = {settings.server.workers}: plugin{'s' if len(local) > 1 else ''} "
+            f"{names} {keeps} state in one process; run 1 worker or set {off}"
+        )

@@ -39,6 +39,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from .redis import parse_url
 from .tiers import TIERS, Tier, TierProfile, load_profile
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "LoadedSettings",
     "PluginSection",
     "RateLimit",
+    "RedisSettings",
     "Scope",
     "Section",
     "ServerSettings",
@@ -96,6 +98,14 @@ class PluginSection(Section):
 
     process_local: ClassVar[bool] = False
     enabled: bool = True
+
+    def keeps_state_locally(self) -> bool:
+        """Whether this configuration keeps the plugin's state in the process.
+
+        ``process_local`` by default; a plugin whose store is chosen in its
+        section (memory or a shared server) answers from its values.
+        """
+        return self.process_local
 
 
 class ServerSettings(Section):
@@ -267,6 +277,23 @@ class AuditSettings(Section):
     sample_interval: float = Field(1.0, gt=0)
 
 
+class RedisSettings(Section):
+    """The Redis that instances share (``sprintd.redis``); plugins that keep
+    shared state there (payments, rate limits) read ``url`` from here."""
+
+    # redis://host:port/db; None: no Redis, plugins keep their state locally.
+    url: str | None = None
+    # How long a command waits for a connection before it fails.
+    connect_timeout: float = Field(2.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_url(value)
+        return value
+
+
 S = TypeVar("S", bound=Section)
 
 
@@ -289,6 +316,7 @@ class Settings(BaseSettings):
     journal: JournalSettings = JournalSettings()
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
+    redis: RedisSettings = RedisSettings()
 
     def section(self, name: str, kind: type[S]) -> S:
         """A plugin's section, typed as the plugin declared it."""

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from .daemons import FAST_SERVER_ENV, PLUGINS_DIR, CLIResult, DaemonFactory, run_cli, wait_for
+from .servers import Processors, RedisServer
 
 
 @pytest.fixture
@@ -58,3 +59,30 @@ def poll() -> Callable[..., Any]:
 def fast_server_env() -> dict[str, str]:
     """Environment for small server timeouts (header, body, keep-alive, drain)."""
     return dict(FAST_SERVER_ENV)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (no persistence), stopped at the end."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, flushed before each test: ``redis://127.0.0.1:PORT/0``."""
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture
+def processors() -> Iterator[Processors]:
+    """A default (fee 5%) and a fallback (15%) payment processor, fresh for each test."""
+    pair = Processors()
+    try:
+        yield pair
+    finally:
+        pair.stop()

@@ -52,9 +52,13 @@ FAST_SERVER_ENV = {
 }
 
 
-# The built-in orders and prices plugins keep their state in one process:
-# two-worker daemons run without them.
-NO_ORDERS = {"SPRINTD_ORDERS__ENABLED": "false", "SPRINTD_PRICES__ENABLED": "false"}
+# The built-in orders, prices and payments (memory store) plugins keep their
+# state in one process: two-worker daemons run without them.
+NO_ORDERS = {
+    "SPRINTD_ORDERS__ENABLED": "false",
+    "SPRINTD_PRICES__ENABLED": "false",
+    "SPRINTD_PAYMENTS__ENABLED": "false",
+}
 
 
 def clean_environ(

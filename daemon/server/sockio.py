@@ -10,11 +10,40 @@ data, so a connection whose send was cancelled is closed, never reused.
 
 from __future__ import annotations
 
+import errno
 import socket
 
+import trio
 from trio.lowlevel import wait_readable, wait_writable
 
-__all__ = ["recv", "send_all", "send_now", "send_rest"]
+__all__ = ["connect", "recv", "send_all", "send_now", "send_rest"]
+
+
+async def connect(host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket with TCP_NODELAY (clients of the
+    daemon's own: Redis, the payment processors).
+
+    Cancellation: a cancelled connect closes the socket.
+
+    Raises:
+        OSError: the name does not resolve or the connection is refused.
+    """
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        code = sock.connect_ex(address)
+        if code == errno.EINPROGRESS:
+            await wait_writable(sock)
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            raise OSError(code, f"connect to {host}:{port}: {errno.errorcode.get(code, code)}")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def recv(sock: socket.socket, view: memoryview) -> bytes:

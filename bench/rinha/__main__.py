@@ -1,0 +1,114 @@
+"""``python -m bench.rinha up|down|run``: the Rinha set-up on loopback, and its load test.
+
+up    start two processors and sprintd (one instance, or two on Redis behind
+      nginx) and leave them running; the front answers the Rinha API on --port
+down  stop what ``up`` started
+run   for each mode, start a fresh set-up, run the k6 load, stop it; then
+      write bench/results/rinha-<timestamp>/report.md with its plots
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from bench.cli import REPO, choices, finish, interrupt, positive, say, short
+from bench.rinha.report import targets, write
+from bench.rinha.runner import MODES, ModeResult, Options, run_mode
+from bench.rinha.stack import StackError, down, up
+from bench.serving.facts import collect
+
+STACK_DIR = REPO / "bench" / "results" / "rinha-stack"
+# The challenge's schedule: ten phases of 30 s. The ramp is scaled to this
+# 2-core machine, which also runs k6, nginx, Redis and both processors
+# (bench/rinha/README.md says why 300 of the challenge's 550).
+DEFAULT_VUS = 300
+DEFAULT_DURATION = 300
+DEFAULT_PHASE = 30
+# --quick: the whole schedule in a minute.
+QUICK = {"duration": 60, "phase": 6}
+# The checks compare a window that ends this long before them: longer than
+# the slowest answer a processor gives in the schedule (2 s), so that no
+# payment in the window is still on its way.
+DEFAULT_SETTLE_MS = 3000
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.rinha", description=__doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    sub = parser.add_subparsers(dest="command", required=True)
+    up_ = sub.add_parser("up", help="start the set-up and leave it running")
+    up_.add_argument("--instances", type=int, choices=(1, 2), default=2)
+    sub.add_parser("down", help="stop the set-up that up started")
+    run = sub.add_parser("run", help="load each mode and write a report")
+    run.add_argument("--modes", type=lambda v: choices(v, tuple(MODES)), default=list(MODES))
+    run.add_argument("--duration", type=positive, default=DEFAULT_DURATION, help="seconds")
+    run.add_argument("--phase", type=positive, default=DEFAULT_PHASE, help="seconds per phase")
+    run.add_argument("--vus", type=positive, default=DEFAULT_VUS, help="virtual users at the end")
+    run.add_argument(
+        "--settle-ms", type=int, default=DEFAULT_SETTLE_MS, help="checks skip the last N ms"
+    )
+    run.add_argument("--quick", action="store_true", help="60 s, phases of 6 s")
+    run.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="two instances: no core of their own"
+    )
+    run.add_argument("--out", type=Path, help="report directory")
+    for command in (up_, run):
+        command.add_argument("--port", type=positive, default=9999, help="the front port")
+        command.add_argument("--tier", default="turbo", help="sprintd's tier")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    started = time.strftime("%Y%m%d-%H%M%S")
+    out: Path = args.out or REPO / "bench" / "results" / f"rinha-{started}"
+    out.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        args.duration, args.phase = QUICK["duration"], QUICK["phase"]
+    options = Options(
+        args.duration, args.phase, args.vus, args.settle_ms, args.port, args.tier, args.pin
+    )
+    facts = collect(("trio", "h11", "hiredis", "k6"))
+    results: list[ModeResult] = []
+    interrupted = failed = False
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        for mode in args.modes:
+            try:
+                results.append(run_mode(mode, options, out))
+            except (StackError, RuntimeError) as exc:
+                say(f"[{mode}] not measured: {exc}")
+                failed = True
+    except KeyboardInterrupt:
+        interrupted = True
+    report = write(results, options, facts, out, started, interrupted)
+    return finish(targets(results), report, interrupted=interrupted, failed=failed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "down":
+        stopped = down(STACK_DIR)
+        say(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        return 0
+    try:
+        stack = up(STACK_DIR, instances=args.instances, front=args.port, tier=args.tier)
+    except StackError as exc:
+        say(f"cannot start: {exc}")
+        return 1
+    say(f"up: the Rinha API on {stack.backend} ({args.instances} sprintd instance(s))")
+    for name in ("default", "fallback"):
+        say(f"  {name} processor: {stack.processor_url(name)} (token 123)")
+    if stack.redis:
+        say(f"  redis: redis://127.0.0.1:{stack.redis}/0")
+    say(f"  logs: {short(STACK_DIR / 'logs')}; stop with: python -m bench.rinha down")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The payments HTTP API: the Rinha de Backend 2025 routes.
+
+``POST /payments`` is the hot path and does only this: decode and validate
+the body, choose its first processor, have the store keep it committed
+there (the journal's append, or one Redis round trip), queue it for the
+dispatcher and answer 202. A duplicate
+correlationId with the same amount gets 200 and is not queued again; with
+another amount, 409. The processors are never called while a client waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sprintd.app import Route
+from sprintd.http import HTTPError, Request, Response
+
+from .contract import parse_bound, parse_payment, summary_body
+from .dispatcher import Dispatcher
+from .store import Accepted, Store, StoreError
+
+__all__ = ["PaymentsAPI"]
+
+# Answers that never change, built once.
+_ACCEPTED = Response(202, b'{"status":"accepted"}')
+_DUPLICATE = Response(200, b'{"status":"duplicate"}')
+_PURGED = Response(200, b'{"status":"purged"}')
+
+
+def _unavailable(exc: StoreError) -> HTTPError:
+    return HTTPError(503, "store_unavailable", f"the payment store cannot take it now: {exc}")
+
+
+class PaymentsAPI:
+    def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+
+    def routes(self) -> Sequence[Route]:
+        return [
+            # With [auth] on: paying is a trading key's, purging an admin's.
+            Route("POST", "/payments", self.post_payment, scope="trade"),
+            Route("GET", "/payments-summary", self.get_summary),
+            Route("POST", "/purge-payments", self.purge, scope="admin"),
+        ]
+
+    async def post_payment(self, request: Request) -> Response:
+        cid, amount = parse_payment(request.data())
+        try:
+            outcome, payment = await self.store.accept(cid, amount, *self.dispatcher.route())
+        except StoreError as exc:
+            raise _unavailable(exc) from None
+        if payment is not None:
+            self.dispatcher.submit(payment)
+            return _ACCEPTED
+        if outcome is Accepted.SAME:
+            return _DUPLICATE
+        raise HTTPError(
+            409, "duplicate_correlation_id", f"{cid} was accepted before with another amount"
+        )
+
+    async def get_summary(self, request: Request) -> Response:
+        query = request.query_params()
+        low = parse_bound(query.get("from"), "from")
+        high = parse_bound(query.get("to"), "to")
+        if low is not None and high is not None and low > high:
+            raise HTTPError(400, "invalid_range", "from is after to")
+        try:
+            totals = await self.store.summary(low, high)
+        except StoreError as exc:
+            raise _unavailable(exc) from None
+        return Response(200, summary_body(totals))
+
+    async def purge(self, request: Request) -> Response:
+        try:
+            await self.store.purge()
+        except StoreError as exc:
+            raise _unavailable(exc) from None
+        return _PURGED

@@ -1,0 +1,67 @@
+"""The ``[payments]`` settings section: the processors, the store, retries and health."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from sprintd.settings import PluginSection
+
+__all__ = ["PaymentsSection"]
+
+
+class PaymentsSection(PluginSection):
+    # The processors' base URLs (``POST {url}/payments``).
+    default_url: str = "http://127.0.0.1:8001"
+    fallback_url: str = "http://127.0.0.1:8002"
+    # memory: this process owns the payments, journaled (one worker, one
+    # instance). redis: they live in [redis] url, shared by every worker and
+    # instance that names it.
+    store: Literal["memory", "redis"] = "memory"
+    # Tasks per worker sending payments to the processors: the payments in
+    # flight at once. A processor answering in d seconds takes at most
+    # concurrency / d payments a second from one worker (a task is a few KB).
+    concurrency: int = Field(512, ge=1, le=10_000)
+    connect_timeout: float = Field(1.0, gt=0)
+    # A payment's answer is awaited this long plus the processor's reported
+    # minResponseTime; then the outcome is unknown and the payment stays with
+    # that processor (see dispatcher), recorded there only once a retry gets
+    # its 422: late, so the summary disagrees with the processor meanwhile.
+    # Longer than any delay a processor takes before its health result says
+    # so (the challenge's reach 5 s), so that a slow answer is waited for.
+    request_timeout: float = Field(6.0, gt=0)
+    # Retries back off from retry_first, doubling to retry_cap (with jitter).
+    retry_first: float = Field(0.01, gt=0)
+    retry_cap: float = Field(1.0, gt=0)
+    # The processors allow one health call per 5 s each, across all callers.
+    health_interval: float = Field(5.0, gt=0)
+    # The default costs less: it is used while it is healthy and its
+    # minResponseTime is at most this much above the fallback's.
+    slower_ms: int = Field(200, ge=0)
+    # A processor that answered 500 or timed out is avoided this long (the
+    # health result may be up to health_interval old).
+    suspect_s: float = Field(1.0, ge=0)
+    # memory store: a snapshot of the payments after this many journal
+    # records (and at shutdown), so a restart replays at most this many.
+    snapshot_every: int = Field(100_000, ge=1)
+    # redis store: key prefix, and how long an instance's heartbeat lives; the
+    # payments of an instance silent this long are taken over by another.
+    redis_prefix: str = "sprintd:payments"
+    owner_ttl: float = Field(5.0, gt=0)
+
+    @field_validator("default_url", "fallback_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError("expected http://host:port")
+        try:
+            parts.port  # noqa: B018 (it validates the port)
+        except ValueError:
+            raise ValueError("bad port") from None
+        return value.rstrip("/")
+
+    def keeps_state_locally(self) -> bool:
+        return self.store == "memory"

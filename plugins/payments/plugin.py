@@ -1,0 +1,151 @@
+"""The payments plugin: the Rinha de Backend 2025 gateway, built from the pieces beside it.
+
+Start-up (``sprintd_configure``): the store is made (memory: the journal's
+``payments`` stream is loaded and replayed; redis: the worker's
+``app.redis``), then the processors, the dispatcher, the health monitor and
+the API. The background task runs the dispatcher's workers and the health
+monitor and, with Redis, the heartbeat that takes over a dead instance's
+payments; with memory, it first queues the payments the journal says were
+accepted and not done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import trio
+
+from sprintd.app import App, CheckStatus, HealthCheck, Route
+from sprintd.hookspecs import hookimpl
+from sprintd.settings import ConfigError, PluginSection
+
+from .api import PaymentsAPI
+from .config import PaymentsSection
+from .dispatcher import Dispatcher
+from .health import HealthMonitor
+from .processors import Processor
+from .redis_store import RedisStore
+from .store import STREAM, MemoryStore, Pending
+
+__all__ = ["PaymentsPlugin"]
+
+log = logging.getLogger("sprintd.payments")
+
+
+class _Parts:
+    """What one worker's plugin is made of, once configured."""
+
+    def __init__(
+        self,
+        store: MemoryStore | RedisStore,
+        processors: list[Processor],
+        dispatcher: Dispatcher,
+        monitor: HealthMonitor,
+        recovered: list[Pending],
+    ) -> None:
+        self.store = store
+        self.processors = processors
+        self.dispatcher = dispatcher
+        self.monitor = monitor
+        self.api = PaymentsAPI(store, dispatcher)
+        self.recovered = recovered
+
+
+class PaymentsPlugin:
+    def __init__(self) -> None:
+        self.parts: _Parts | None = None
+
+    def _parts(self) -> _Parts:
+        if self.parts is None:
+            raise RuntimeError("the payments plugin is not configured")
+        return self.parts
+
+    @hookimpl
+    def sprintd_settings_sections(self) -> Mapping[str, type[PluginSection]]:
+        return {"payments": PaymentsSection}
+
+    @hookimpl
+    def sprintd_configure(self, app: App) -> None:
+        section = app.settings.section("payments", PaymentsSection)
+        store: MemoryStore | RedisStore
+        recovered: list[Pending] = []
+        if section.store == "memory":
+            memory = MemoryStore(app.journal, section.snapshot_every)
+            try:
+                after, replayed = memory.load()
+            except ValueError as exc:
+                raise ConfigError(f"payments journal: {exc}") from None
+            recovered = memory.recovered()
+            log.info(
+                "payments: snapshot at seq %d, %d records replayed, %d payments to send",
+                after,
+                replayed,
+                len(recovered),
+            )
+            store = memory
+        else:
+            if app.settings.redis.url is None:
+                raise ConfigError("payments.store = 'redis' needs redis.url")
+            store = RedisStore(app.redis, section.redis_prefix, section.owner_ttl)
+        processors = [
+            Processor("default", section.default_url, connect_timeout=section.connect_timeout),
+            Processor("fallback", section.fallback_url, connect_timeout=section.connect_timeout),
+        ]
+        dispatcher = Dispatcher(section, processors, store)
+        monitor = HealthMonitor(
+            processors,
+            interval=section.health_interval,
+            shared=store if isinstance(store, RedisStore) else None,
+        )
+        self.parts = _Parts(store, processors, dispatcher, monitor, recovered)
+
+    @hookimpl
+    def sprintd_routes(self, app: App) -> Sequence[Route]:
+        return self._parts().api.routes()
+
+    @hookimpl
+    def sprintd_background_tasks(self, app: App) -> Sequence[Any]:
+        return [self._run]
+
+    async def _run(self, app: App) -> None:
+        parts = self._parts()
+        for payment in parts.recovered:
+            parts.dispatcher.submit(payment)
+        parts.recovered = []
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(parts.dispatcher.run)
+                nursery.start_soon(parts.monitor.run)
+                if isinstance(parts.store, RedisStore):
+                    nursery.start_soon(parts.store.run, parts.dispatcher.submit)
+        finally:
+            # Trio sockets close inside the run that made them.
+            for proc in parts.processors:
+                proc.client.close()
+
+    @hookimpl
+    def sprintd_health_checks(self, app: App) -> Sequence[HealthCheck]:
+        parts = self._parts()
+
+        def check() -> tuple[CheckStatus, dict[str, Any]]:
+            details = {**parts.store.details(), **parts.dispatcher.details()}
+            details["health_polls"] = parts.monitor.polls
+            down = all(proc.health.failing for proc in parts.processors)
+            return ("warn" if down or details.get("last_error") else "pass"), details
+
+        return [HealthCheck("payments", check)]
+
+    @hookimpl
+    def sprintd_unconfigure(self, app: App) -> None:
+        parts = self.parts
+        if parts is None:
+            return
+        # As the orders plugin does: a snapshot shortens the next start's
+        # replay, and may only claim what is written.
+        store = parts.store
+        if isinstance(store, MemoryStore):
+            journal = store.journal
+            if journal.written_seq == journal.last_seq and journal.failed is None:
+                journal.write_snapshot(STREAM, journal.last_seq, store.snapshot())
