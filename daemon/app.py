@@ -22,7 +22,7 @@ from .audit import AuditLog
 from .auth import Guard, load_keys
 from .journal import Journal, JournalError, open_daemon_journal
 from .latency import Recorder
-from .ratelimit import make_limiter
+from .ratelimit import Limiter, LocalLimiter, RedisLimiter
 from .redis import Redis
 from .routing import Route, Router
 from .settings import ConfigError, LoadedSettings, Settings
@@ -173,6 +173,14 @@ class App:
             spec.scope,
         )
 
+    def _limiter(self) -> Limiter:
+        """Local buckets, or buckets shared through ``[redis] url`` with their lease task."""
+        if not self.settings.auth.shared_limits:
+            return LocalLimiter()
+        limiter = RedisLimiter(self.redis)
+        self.background.append(functools.partial(_run_limiter, limiter))
+        return limiter
+
     def setup(self) -> None:
         """Build the guard, then ask every plugin for its contributions, in hook order.
 
@@ -181,7 +189,7 @@ class App:
         """
         auth = self.settings.auth
         if auth.enabled:
-            keys = load_keys(auth, make_limiter(self.settings))
+            keys = load_keys(auth, self._limiter())
             self.guard = Guard(keys, self.audit, self.settings.audit.sample_interval)
         hook = self.pm.hook
         hook.sprintd_configure(app=self)
@@ -210,6 +218,10 @@ class App:
 
 async def _run_journal(app: App) -> None:
     await app.journal.run()
+
+
+async def _run_limiter(limiter: RedisLimiter, app: App) -> None:
+    await limiter.run()
 
 
 async def _run_redis(app: App) -> None:

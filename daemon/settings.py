@@ -258,6 +258,9 @@ class AuthSettings(Section):
     limits: TierLimits = TierLimits()
     # What /metrics and /v1/stats ask of a key; "open" serves them to anyone.
     metrics_scope: Access = "open"
+    # Each key's bucket shared by every worker and instance through
+    # [redis] url (sprintd.ratelimit); off: a bucket per worker.
+    shared_limits: bool = False
 
 
 class AuditSettings(Section):
