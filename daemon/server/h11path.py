@@ -2,8 +2,9 @@
 
 Strategy: h11 parses; sprintd answers. A fresh ``h11.Connection`` reads one
 request (head, then body), so h11's state machine decides what is malformed,
-and its ``error_status_hint`` picks the status (400, or 431 for a head over
-the limit). The response is encoded by ``http.encode_response``, the encoder
+and its ``error_status_hint`` picks the status (400, 431 for a head over
+the limit, or 501 for a transfer coding other than chunked, as RFC 9112
+section 6.1 asks). The response is encoded by ``http.encode_response``, the encoder
 the fast path's snapshots use, and keep-alive follows RFC 9112 section 9.3:
 HTTP/1.1 persists unless either side says ``Connection: close``; HTTP/1.0
 closes. What h11 received past the request's end is handed back to the
@@ -104,7 +105,9 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
             return None
         body, rest = read
     except h11.RemoteProtocolError as exc:
-        await _refuse(server, sock, exc.error_status_hint, "bad_request", str(exc), t0=t0)
+        status = exc.error_status_hint
+        code = "not_implemented" if status == 501 else "bad_request"
+        await _refuse(server, sock, status, code, str(exc), t0=t0)
         return None
 
     conn.state = BUSY
