@@ -52,11 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         "--settle-ms", type=int, default=DEFAULT_SETTLE_MS, help="checks skip the last N ms"
     )
     run.add_argument("--quick", action="store_true", help="60 s, phases of 6 s")
-    run.add_argument(
-        "--no-pin", dest="pin", action="store_false", help="two instances: no core of their own"
-    )
     run.add_argument("--out", type=Path, help="report directory")
     for command in (up_, run):
+        command.add_argument(
+            "--pin", action="store_true", help="each sprintd on a core of its own (taskset)"
+        )
         command.add_argument("--port", type=positive, default=9999, help="the front port")
         command.add_argument("--tier", default="turbo", help="sprintd's tier")
     return parser
@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         return 0
     try:
-        stack = up(STACK_DIR, instances=args.instances, front=args.port, tier=args.tier)
+        stack = up(
+            STACK_DIR, instances=args.instances, front=args.port, tier=args.tier, pin=args.pin
+        )
     except StackError as exc:
         say(f"cannot start: {exc}")
         return 1

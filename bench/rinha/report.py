@@ -153,8 +153,8 @@ def write(
         "payment and sleeping 1 s; the processors' delay and failure change every",
         f"{options.phase} s through the final run's schedule; the summary is checked against",
         f"the processors' every 10 s (window ending {options.settle_ms} ms before the check).",
-        f"sprintd runs at tier `{options.tier}`; the two instances "
-        + ("each on a core of their own (taskset)." if options.pin else "unpinned (--no-pin)."),
+        f"sprintd runs at tier `{options.tier}`, "
+        + ("each instance on a core of its own (--pin)." if options.pin else "unpinned."),
         "",
     ]
     if interrupted:

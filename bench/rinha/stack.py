@@ -9,9 +9,11 @@ later command can stop it.
 =============  ==============================================================
 processors     ``python -m bench.rinha.processor`` (default fee 5%, fallback 15%)
 one instance   sprintd on the front port, payments in memory, journaled
-two instances  sprintd twice on free ports, payments in Redis, each on a core
-               of its own (taskset); Debian's nginx on the front port
-               balancing between them (``nginx.conf``)
+two instances  sprintd twice on free ports, payments in Redis; Debian's nginx
+               on the front port balancing between them (``nginx.conf``)
+
+sprintd's processes are left to the kernel's scheduler (``lock_os_thread``
+off), or with ``pin`` each put on a core of its own with ``taskset``.
 redis          Debian's ``redis-server`` (two instances only), no persistence
 =============  ==============================================================
 """
@@ -159,11 +161,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _core_of(instance: int, instances: int) -> list[str]:
-    """``taskset`` for instance i of two: one core each. (The maximum tiers pin
-    a worker i to core i, and both instances' only worker is worker 0.)"""
+def _core_of(instance: int) -> list[str]:
+    """``taskset`` for instance i: a core each. (The maximum tiers pin worker
+    i to core i, and every instance's only worker is worker 0.)"""
     cores = sorted(os.sched_getaffinity(0))
-    if instances < 2 or len(cores) < 2 or shutil.which("taskset") is None:
+    if shutil.which("taskset") is None:
         return []
     return ["taskset", "-c", str(cores[(instance - 1) % len(cores)])]
 
@@ -181,7 +183,7 @@ def _nginx_conf(stack: Stack, directory: Path) -> Path:
     return path
 
 
-def up(directory: Path, *, instances: int, front: int, tier: str, pin: bool = True) -> Stack:
+def up(directory: Path, *, instances: int, front: int, tier: str, pin: bool = False) -> Stack:
     """Start the whole set-up; on any failure, stop what was started and raise.
 
     Raises:
@@ -227,10 +229,14 @@ def up(directory: Path, *, instances: int, front: int, tier: str, pin: bool = Tr
                 "SPRINTD_PAYMENTS__FALLBACK_URL": stack.processor_url("fallback"),
                 "SPRINTD_ORDERS__ENABLED": "false",
             }
+            if not pin:
+                # The maximum tiers pin worker 0 to the first core it may
+                # use: both instances would share one. The kernel places them.
+                settings["SPRINTD_TUNING__LOCK_OS_THREAD"] = "false"
             if stack.redis is not None:
                 settings["SPRINTD_PAYMENTS__STORE"] = "redis"
                 settings["SPRINTD_REDIS__URL"] = f"redis://127.0.0.1:{stack.redis}/0"
-            taskset = _core_of(i, instances) if pin else []
+            taskset = _core_of(i) if pin else []
             argv = [*taskset, sys.executable, "-m", "sprintd", "run"]
             argv += [
                 "--port",
