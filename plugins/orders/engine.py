@@ -879,19 +879,9 @@ class PriceTimeEngine:
 
     def _retire(self, order_id: int, s: int, end: str) -> None:
         """Move a rested order that is done from its slot to the done store."""
-        self._remember(
-            order_id,
-            (
-                self._side[s],
-                self._price[s],
-                self._qty[s],
-                self._rem[s],
-                self._acct[s],
-                self._stp[s],
-                self._post[s],
-                end,
-            ),
-        )
+        # The slot's record without its id, and how it ended (not a hot path:
+        # cancels and fills store their records inline).
+        self._remember(order_id, (*self._record(s)[1:], end))
         self._free.append(s)
 
     def _remember(self, order_id: int, record: _Record) -> None:
