@@ -32,7 +32,7 @@ CALL_TIMEOUT_S = 30.0
 
 
 class BrowserUnavailable(Exception):
-    """Chromium is missing or could not start here (the test skips with this reason)."""
+    """Chromium is missing or could not start here (the test fails with this reason)."""
 
 
 class Browser:
