@@ -22,7 +22,7 @@ from bench.orders import entry_load, journal_load, report
 from bench.orders.results import PortRun, Run
 from bench.serving import cpus, facts
 from bench.serving.load import Load, LoadError, Settings, run_load
-from bench.serving.servers import BIN, REPO, ServerError, free_port, running
+from bench.serving.servers import BIN, REPO, ServerError, free_port, request, running
 from sprintd.journal import FsyncPolicy
 from sprintd.tiers import TIERS
 
@@ -156,7 +156,14 @@ def _daemon(run: Run, tier: str, seconds: int, out: Path, pinning: cpus.Pinning)
 
 
 def _ready(port: int) -> None:
-    """Nothing beyond /readyz: the first load's replies check the orders."""
+    """The orders plugin takes the bench's order: a daemon answering anything
+    else (a 404, a 400) would make every figure meaningless."""
+    try:
+        status, answer = request(port, "POST", HTTP_CLOSED.path, ORDER_BODY)
+    except OSError as exc:
+        raise ServerError(f"POST {HTTP_CLOSED.path} failed: {exc!r}") from None
+    if status != 201 or b'"order_id"' not in answer:
+        raise ServerError(f"POST {HTTP_CLOSED.path} answered {status} {answer[:80]!r}")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.serving.payload import CONTENT_TYPE, ECHO_BODY, ECHO_PATH, GET_BODY, GET_PATH
 
-__all__ = ["REPO", "SERVERS", "Server", "ServerError", "free_port", "running"]
+__all__ = ["REPO", "SERVERS", "Server", "ServerError", "free_port", "request", "running"]
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -214,7 +214,7 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, log_path: Path, pat
         if process.poll() is not None:
             raise ServerError(f"exited with {process.returncode}: {_tail(log_path)}")
         try:
-            status, _ = _request(port, "GET", path)
+            status, _ = request(port, "GET", path)
         except (OSError, http.client.HTTPException) as exc:
             last = repr(exc)
         else:
@@ -233,14 +233,15 @@ def _check_payload(port: int) -> None:
         ("POST", ECHO_PATH, ECHO_BODY, ECHO_BODY),
     ):
         try:
-            status, answer = _request(port, method, path, body)
+            status, answer = request(port, method, path, body)
         except (OSError, http.client.HTTPException) as exc:
             raise ServerError(f"{method} {path} failed: {exc!r}") from None
         if (status, answer) != (200, expected):
             raise ServerError(f"{method} {path} answered {status} {answer[:80]!r}")
 
 
-def _request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+def request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """One request to 127.0.0.1:``port`` (a body goes as JSON): status and body."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
         headers = {"Content-Type": CONTENT_TYPE.decode()} if body is not None else {}
