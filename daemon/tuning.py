@@ -113,10 +113,9 @@ def _rss_bytes() -> int:
 class Tuner:
     """Applies a ``TuningSettings`` to this process (one worker)."""
 
-    def __init__(self, tuning: TuningSettings, *, worker_index: int, workers: int) -> None:
+    def __init__(self, tuning: TuningSettings, *, worker_index: int) -> None:
         self.tuning = tuning
         self.worker_index = worker_index
-        self.workers = workers
         self.gc = GCPolicy(tuning.gc_mode, tuning.gc_percent)
         self.pool = BufferPool(
             tuning.buffer_count, tuning.buffer_size, preallocate=tuning.prealloc_buffers
@@ -156,7 +155,9 @@ class Tuner:
     def _affinity(self) -> Knob:
         requested: dict[str, Any] = {
             "max_cpu_cores": self.tuning.max_cpu_cores,
-            "pin_worker": self.tuning.lock_os_thread or self.workers > 1,
+            # Only the tiers that ask pin: the free tier pins nothing, however
+            # many workers it runs.
+            "pin_worker": self.tuning.lock_os_thread,
         }
         if not hasattr(os, "sched_setaffinity"):
             return Knob(requested, None, False, "no sched_setaffinity on this platform")

@@ -71,7 +71,7 @@ def build_app(
     settings = loaded.settings
     audit = audit or AuditLog(settings.audit, worker_index)
     audit.emit("config_loaded", **config_event(loaded))
-    tuner = Tuner(settings.tuning, worker_index=worker_index, workers=settings.server.workers)
+    tuner = Tuner(settings.tuning, worker_index=worker_index)
     report = tuner.apply()
     for name in report.refused:
         knob = report.knobs[name]

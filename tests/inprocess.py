@@ -30,7 +30,7 @@ def make_app(plugins: Iterable[object], environ: dict[str, str] | None = None) -
         pm.register(plugin)
     pm.check_pending()
     loaded = load_settings(environ=environ or {})
-    tuner = Tuner(loaded.settings.tuning, worker_index=0, workers=1)
+    tuner = Tuner(loaded.settings.tuning, worker_index=0)
     app = App(loaded=loaded, pm=pm, tuner=tuner)
     app.setup()
     return app

@@ -464,10 +464,9 @@ def test_two_workers_share_one_port(daemon: DaemonFactory) -> None:
     for pid, runtime in runtimes.items():
         assert _ppid(pid) == served.pid
         assert runtime["workers"] == 2
-        # Worker i on core i.
-        index = runtime["worker"]
-        assert isinstance(index, int)
-        assert runtime["cpu_affinity"] == [allowed[index % len(allowed)]]
+        # The free tier pins nothing, however many workers it runs (turbo and
+        # enterprise put worker i on core i: test_tuning).
+        assert runtime["cpu_affinity"] == allowed
         assert runtime["cpu_affinity"] == sorted(os.sched_getaffinity(pid))
     assert {runtime["worker"] for runtime in runtimes.values()} == {0, 1}
 

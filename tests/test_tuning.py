@@ -220,7 +220,7 @@ def test_knob_report() -> None:
 
 def test_priority_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tuning.os, "setpriority", _refuse)
-    tuner = Tuner(TuningSettings(high_priority=True, nice=-7), worker_index=0, workers=1)
+    tuner = Tuner(TuningSettings(high_priority=True, nice=-7), worker_index=0)
     knob = tuner._priority()
     current = os.getpriority(os.PRIO_PROCESS, 0)
     assert knob.requested == {"high_priority": True, "nice": -7}
@@ -232,14 +232,14 @@ def test_priority_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_priority_not_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tuning.os, "setpriority", _refuse)
-    knob = Tuner(TuningSettings(), worker_index=0, workers=1)._priority()
+    knob = Tuner(TuningSettings(), worker_index=0)._priority()
     assert (knob.ok, knob.reason) == (True, None)
     assert knob.requested == {"high_priority": False, "nice": None}
 
 
 def test_realtime_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tuning.os, "sched_setscheduler", _refuse)
-    knob = Tuner(TuningSettings(realtime=True), worker_index=0, workers=1)._realtime()
+    knob = Tuner(TuningSettings(realtime=True), worker_index=0)._realtime()
     assert knob.ok is False
     assert knob.applied == {"policy": os.sched_getscheduler(0)}
     assert knob.reason is not None
@@ -249,7 +249,7 @@ def test_realtime_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_affinity_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tuning.os, "sched_setaffinity", _refuse)
     settings = TuningSettings(lock_os_thread=True)
-    knob = Tuner(settings, worker_index=1, workers=2)._affinity()
+    knob = Tuner(settings, worker_index=1)._affinity()
     allowed = sorted(os.sched_getaffinity(0))
     assert knob.requested == {"max_cpu_cores": 0, "pin_worker": True}
     # Nothing changed: the applied set is the one the process had.
@@ -271,7 +271,7 @@ def test_lock_memory_over_the_limit_is_not_attempted(monkeypatch: pytest.MonkeyP
         raise AssertionError("mlockall must not be called past the limit")
 
     monkeypatch.setattr(tuning.ctypes, "CDLL", no_libc)
-    knob = Tuner(TuningSettings(lock_memory=True), worker_index=0, workers=1)._lock_memory()
+    knob = Tuner(TuningSettings(lock_memory=True), worker_index=0)._lock_memory()
     assert knob.ok is False
     assert knob.requested is True
     assert knob.reason is not None
@@ -279,7 +279,7 @@ def test_lock_memory_over_the_limit_is_not_attempted(monkeypatch: pytest.MonkeyP
 
 
 def test_lock_memory_not_asked_for() -> None:
-    knob = Tuner(TuningSettings(), worker_index=0, workers=1)._lock_memory()
+    knob = Tuner(TuningSettings(), worker_index=0)._lock_memory()
     assert (knob.requested, knob.ok, knob.reason) == (False, True, None)
 
 
@@ -321,9 +321,7 @@ def test_pool_without_preallocation() -> None:
 
 def test_tuner_builds_the_pool_from_the_settings() -> None:
     tuner = Tuner(
-        TuningSettings(prealloc_buffers=True, buffer_count=5, buffer_size=4096),
-        worker_index=0,
-        workers=1,
+        TuningSettings(prealloc_buffers=True, buffer_count=5, buffer_size=4096), worker_index=0
     )
     assert tuner.pool.available == 5
     assert tuner.pool.size == 4096
