@@ -70,16 +70,18 @@ def build_app(
     """Apply the tier's tuning to this process, then let the plugins build the app."""
     settings = loaded.settings
     audit = audit or AuditLog(settings.audit, worker_index)
-    audit.emit("config_loaded", **config_event(loaded))
     tuner = Tuner(settings.tuning, worker_index=worker_index)
     report = tuner.apply()
     for name in report.refused:
         knob = report.knobs[name]
         log.warning("tuning %s not applied: %s", name, knob.reason)
-    audit.emit("tuning_applied", refused=report.refused, knobs=report.as_dict())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = App(loaded=loaded, pm=pm, tuner=tuner, worker_index=worker_index, audit_log=audit)
     app.setup()
+    # Audited once the plugins have accepted the settings: a configuration
+    # that stops start-up was never in force.
+    audit.emit("config_loaded", **config_event(loaded))
+    audit.emit("tuning_applied", refused=report.refused, knobs=report.as_dict())
     return app
 
 

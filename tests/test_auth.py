@@ -556,6 +556,26 @@ def test_a_key_from_a_missing_variable_stops_start_up(sprintd_cli: Any) -> None:
     )
 
 
+def test_a_rejected_configuration_is_not_audited_as_loaded(
+    sprintd_cli: Any, tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.log"
+    result = sprintd_cli(
+        "run",
+        "--port",
+        "0",
+        env={
+            "SPRINTD_AUDIT__FILE": str(audit),
+            "SPRINTD_AUTH__ENABLED": "true",
+            "SPRINTD_AUTH__KEYS__A__KEY_ENV": "NOT_SET_ANYWHERE",
+        },
+    )
+    assert result.returncode == 2
+    kinds = [event["event"] for event in _audit_lines(audit)]
+    assert "config_loaded" not in kinds
+    assert "tuning_applied" not in kinds
+
+
 def test_the_example_config_is_valid() -> None:
     path = Path(__file__).parents[1] / "config" / "secure.toml"
     loaded = load_settings(config_path=str(path), sections=plugin_sections(make_manager()))
