@@ -171,9 +171,7 @@ def _journal(args: argparse.Namespace, loaded: LoadedSettings) -> int:
             print(f"{seq}\t{stream}\t{_payload_json(payload)}")
         sys.stdout.flush()
     except BrokenPipeError:
-        # The reader has gone (``| head``): stop quietly, as other tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return _reader_gone()
     except (JournalError, OSError) as exc:
         print(f"sprintd: journal {directory}: {exc}", file=sys.stderr)
         return 1
@@ -192,7 +190,25 @@ def _run(args: argparse.Namespace, loaded: LoadedSettings, pm: Any) -> int:
     return supervise(loaded, lambda settings, index: run_worker(settings, pm, index, reload))
 
 
+def _reader_gone() -> int:
+    """The reader of standard output has gone (``| head``): stop quietly, as
+    other tools do. Standard output then points at /dev/null, so that the
+    interpreter's last flush cannot fail a second time."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        # Flushed here, not at exit, so a reader that left is seen below.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_gone()
+    return status
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "tiers":
         _print_tiers()

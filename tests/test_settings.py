@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from hypothesis import strategies as st
 from sprintd.settings import ConfigError, Settings, load_settings
 from sprintd.tiers import TIERS, load_profile
 
-from .daemons import REPO_DIR
+from .daemons import REPO_DIR, clean_environ
 
 SEED_JSON = REPO_DIR / "config" / "production-optimized.json"
 SEED_TOML = REPO_DIR / "config" / "production-optimized.toml"
@@ -382,6 +385,27 @@ def test_the_developers_environment_does_not_leak(
     rows = config_rows(result.stdout)
     assert rows["tier"] == ("free", "default")
     assert rows["server.port"] == ("8080", "default")
+
+
+@pytest.mark.parametrize("command", ["config", "tiers"])
+def test_a_reader_that_goes_away_ends_the_output_quietly(command: str) -> None:
+    """``sprintd config | head``: the pipe's reader is gone before the first write."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "sprintd", command],
+            env=clean_environ(None),
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert process.stderr.decode() == ""
+    assert process.returncode == 0
 
 
 # --- bad configurations: exit status 2 and one line ---------------------------
