@@ -18,6 +18,7 @@ import sys
 import termios
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -125,6 +126,42 @@ def test_top_without_the_prices_plugin_says_so_and_nothing_else(daemon: DaemonFa
     frame = _text(top.render(sample, None, _url(served)))
     assert "price engine: not served by this daemon" in frame
     assert "cannot read" not in frame
+
+
+@pytest.mark.slow
+def test_top_keeps_reading_with_the_example_configs_operator_key(
+    daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    key = "ops-key-0123456789abcdef"
+    secure = Path(__file__).parents[1] / "config" / "secure.toml"
+    key_file = tmp_path / "ops.key"
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    served = daemon(
+        "--config",
+        str(secure),
+        env={
+            "SPRINTD_SERVER__HOST": "127.0.0.1",
+            "SPRINTD_AUDIT__FILE": str(tmp_path / "audit.log"),
+            "SPRINTD_AUTH__KEYS__OPS__KEY_FILE": str(key_file),
+            "TRADING_BOT_KEY": "bot-key-0123456789abcdef",
+            "DESK_KEY": "desk-key-0123456789abcdef",
+        },
+    )
+    url = _url(served)
+    # Twenty frames, as fast as they come: 40 keyed reads, far past the free
+    # tier's burst of 5 that the operator key once had.
+    for _ in range(20):
+        sample = top.fetch(url, key=key)
+        assert not sample.errors, sample.errors
+    assert "price engine: not served" not in _text(top.render(sample, None, url))
+
+
+def test_top_says_why_it_cannot_read_the_price_engine() -> None:
+    sample = top.Sample(0.0, errors={"metrics": "HTTP 429"})
+    frame = _text(top.render(sample, None, "http://127.0.0.1:1"))
+    assert "price engine: cannot read it (HTTP 429)" in frame
+    assert "not served by this daemon" not in frame
 
 
 def test_top_shows_an_unreachable_daemon() -> None:

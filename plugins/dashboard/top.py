@@ -167,6 +167,9 @@ def _header(sample: Sample, previous: Sample | None, url: str) -> RenderableType
 def _engine(sample: Sample, previous: Sample | None) -> RenderableType:
     metrics = sample.get("metrics")
     if metrics is None:
+        why = sample.errors.get("metrics")
+        if why is not None:
+            return Text(f"price engine: cannot read it ({why})", "red")
         return Text("price engine: not served by this daemon", "dim")
     latency = metrics["latency"]
     # Since the last poll; on the first frame, the engine's own average.
