@@ -34,13 +34,18 @@ lint:
 typecheck:
 	$(BIN)/mypy -p sprintd
 
-# A non-editable install into a throwaway venv: the package mapping, the
-# package data (tier profiles, py.typed) and the console script all ship.
+# Both ways a user installs, each into a throwaway venv, each started for real
+# from outside the repository: the package mapping, the package data (tier
+# profiles, py.typed) and the console script all ship, and the daemon answers
+# /health. (The suite itself runs on the strict editable install, for mypy.)
 install-check:
-	rm -rf build/install-check && $(PYTHON) -m venv build/install-check
-	build/install-check/bin/pip install -q .
-	cd build && install-check/bin/sprintd --version && install-check/bin/sprintd tiers > /dev/null
-	cd build && install-check/bin/python -c "import importlib.resources as r; assert r.files('sprintd').joinpath('py.typed').is_file()"
+	for mode in "." "-e ."; do \
+	  rm -rf build/install-check && $(PYTHON) -m venv build/install-check && \
+	  build/install-check/bin/pip install -q $$mode && \
+	  (cd build && install-check/bin/sprintd --version && install-check/bin/sprintd tiers > /dev/null && \
+	   install-check/bin/python -c "import importlib.resources as r; assert r.files('sprintd').joinpath('py.typed').is_file()" && \
+	   install-check/bin/python ../tests/smoke.py) || exit 1; \
+	done
 
 pytest:
 	$(BIN)/pytest $(ARGS)
