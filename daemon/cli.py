@@ -20,12 +20,12 @@ from typing import Any
 
 import msgpack
 
-from . import __version__
 from .journal import JournalError, describe, in_use, inspect, read_records
 from .manager import apply_enabled, make_manager, plugin_sections
 from .server.workers import supervise
 from .settings import EXIT_CONFIG, ConfigError, LoadedSettings, load_settings, read_plugin_names
 from .tiers import TIERS, load_profile
+from .version import __version__
 from .worker import run_worker
 
 __all__ = ["main"]

@@ -22,13 +22,13 @@ from typing import Any
 
 import trio
 
-from . import __version__
 from .app import App, BackgroundTask, CheckStatus, HealthCheck, Route, SnapshotSpec
 from .audit import AuditLog
 from .hookspecs import hookimpl
 from .http import Request, Response
 from .latency import merged
 from .tuning import vm_locked_kib
+from .version import __version__
 
 __all__ = ["HealthPlugin", "health", "performance", "stats"]
 

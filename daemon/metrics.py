@@ -31,12 +31,12 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from . import __version__
 from .app import App, Route
 from .health import performance
 from .hookspecs import hookimpl
 from .http import Request, Response
 from .latency import Recorder
+from .version import __version__
 
 __all__ = ["MetricsPlugin", "render"]
 

@@ -64,6 +64,8 @@ from trio.lowlevel import (
     wait_writable,
 )
 
+from . import sockio
+
 __all__ = [
     "Redis",
     "RedisAddress",
@@ -316,9 +318,6 @@ class Redis:
                 started with ``nursery.start``, so a caller learns at once
                 that the URL is wrong); later losses are retried forever.
         """
-        # Imported here: the server package imports the app, which imports this module.
-        from .server import sockio  # noqa: PLC0415
-
         delay = RECONNECT_FIRST
         started = False
         try:

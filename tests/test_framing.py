@@ -13,6 +13,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sprintd.framed import framed_listener, timed_framed_listener
 from sprintd.framing import (
     FrameDecoder,
     FrameError,
@@ -20,7 +21,6 @@ from sprintd.framing import (
     decode_payload,
     encode_frame,
 )
-from sprintd.server.framed import framed_listener, timed_framed_listener
 
 _values = st.recursive(
     st.none()

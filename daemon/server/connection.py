@@ -32,11 +32,11 @@ from trio.lowlevel import wait_readable
 from ..app import App
 from ..http import error_response
 from ..settings import ServerSettings
+from ..sockio import send_now, send_rest
 from ..tuning import BufferPool
 from . import h11path
 from .fastpath import Matcher, guarded, match
 from .limits import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SLEEP, REAPER_TICK
-from .sockio import send_now, send_rest
 from .state import BODY, HEAD, IDLE, NO_BUFFER, SEND, Conn
 
 __all__ = ["HTTPServer"]

@@ -31,7 +31,7 @@ import h11
 from ..http import HTTPError, Request, Response, encode_response, error_response
 from ..latency import Recorder
 from ..routing import BoundRoute, method_not_allowed
-from .sockio import recv, send_all, send_now, send_rest
+from ..sockio import recv, send_all, send_now, send_rest
 from .state import BODY, BUSY, HEAD, SEND, Conn
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from time import perf_counter_ns
 from typing import Any
 
-from ..framing import (
+from .framing import (
     DEFAULT_MAX_FRAME,
     FrameDecoder,
     FrameError,
