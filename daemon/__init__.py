@@ -1,5 +1,65 @@
-"""sprintd: a tier-tuned, low-latency service daemon on Trio and h11."""
+"""sprintd: a tier-tuned, low-latency service daemon on Trio and h11.
 
-__version__ = "0.1.0"
+This module is the plugin API: a plugin (the built-in ones included) imports
+these names from ``sprintd`` and nothing from its submodules, which are the
+core's own and may change. The README's "Plugin API" section documents each.
 
-__all__ = ["__version__"]
+The core's modules never import from here (only from each other), so this
+facade sits above every layer and importing it cannot close a cycle.
+"""
+
+from .app import App, BackgroundTask, CheckStatus, HealthCheck, Listener
+from .framed import FrameHandler, TimedFrameHandler, framed_listener, timed_framed_listener
+from .framing import FrameDecoder, FrameError, PayloadError, decode_payload, encode_frame
+from .hookspecs import hookimpl, hookspec
+from .http import HTTPError, Request, Response
+from .journal import Journal, JournalError
+from .latency import RING_SIZE, Recorder, Summary, summarize
+from .redis import Redis, RedisError, Script
+from .routing import Route
+from .settings import ConfigError, PluginSection, Section
+from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
+from .sockio import connect, recv, send_all
+from .version import __version__
+
+__all__ = [
+    "RING_SIZE",
+    "App",
+    "BackgroundTask",
+    "CheckStatus",
+    "ConfigError",
+    "FrameDecoder",
+    "FrameError",
+    "FrameHandler",
+    "HTTPError",
+    "HealthCheck",
+    "Journal",
+    "JournalError",
+    "Listener",
+    "PayloadError",
+    "PluginSection",
+    "Recorder",
+    "Redis",
+    "RedisError",
+    "Request",
+    "Response",
+    "Route",
+    "Script",
+    "Section",
+    "Snapshot",
+    "SnapshotSpec",
+    "SnapshotTable",
+    "Summary",
+    "TimedFrameHandler",
+    "__version__",
+    "connect",
+    "decode_payload",
+    "encode_frame",
+    "framed_listener",
+    "hookimpl",
+    "hookspec",
+    "recv",
+    "send_all",
+    "summarize",
+    "timed_framed_listener",
+]

@@ -4,8 +4,8 @@ A plugin is any module or object with functions marked ``@hookimpl`` (from
 ``sprintd.hookspecs``) whose names are below. The manager calls them in this
 order at start-up, in each worker process::
 
+    sprintd_addhooks            once per plugin, as it is registered (historic)
     sprintd_settings_sections   before the settings are validated
-    sprintd_order_engines       matching engines, by name (asked by the orders plugin)
     sprintd_configure           the settings are valid; build your state
     sprintd_routes              the HTTP routes served through h11
     sprintd_snapshots           pre-encoded responses for the fast path
@@ -16,8 +16,12 @@ order at start-up, in each worker process::
     sprintd_drain               SIGTERM: stop taking new work
     sprintd_unconfigure         the worker is stopping; flush and release
 
-A hook implemented under a name that is not here fails start-up (the manager
-calls ``check_pending``), so a misspelt hook is never a silent no-op.
+A hook implemented under a name that is not here, nor added by a plugin
+through ``sprintd_addhooks``, fails start-up (the manager calls
+``check_pending``), so a misspelt hook is never a silent no-op.
+
+No hook is firstresult: the manager uses every plugin's answer. Only
+``sprintd_addhooks`` is historic: a plugin registered later is called too.
 """
 
 from __future__ import annotations
@@ -39,6 +43,22 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 # -------------------------------------------------------------------------
+# Hooks of plugins
+# -------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def sprintd_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    """Add a plugin's own hook specifications (``pluginmanager.add_hookspecs``).
+
+    Historic: called for every plugin as it is registered, also for those
+    registered after this hook was first called, so a plugin that asks other
+    plugins for something (the orders plugin's ``sprintd_order_engines``)
+    declares the hook here and the core's specs stay the core's.
+    """
+
+
+# -------------------------------------------------------------------------
 # Settings
 # -------------------------------------------------------------------------
 
@@ -53,20 +73,6 @@ def sprintd_settings_sections() -> Mapping[str, type[PluginSection]]:
     lets a deployment switch the plugin off.
 
     Called before the settings exist, so it must not depend on them.
-    """
-
-
-@hookspec
-def sprintd_order_engines(app: App) -> Mapping[str, Any]:
-    """Offer matching engines to the orders plugin, by name.
-
-    Each value has ``create(symbol) -> engine`` and ``restore(bytes) ->
-    engine``; the engine has the interface of ``sprintd.plugins.orders.
-    service.Engine`` (new, cancel, replace, order, depth, sequence,
-    state_hash, snapshot) and must be deterministic: no clock, no randomness.
-    ``[orders.symbols.NAME] engine = "..."`` chooses one per symbol; the
-    built-in is ``price_time``. Called from the orders plugin's
-    ``sprintd_configure``.
     """
 
 

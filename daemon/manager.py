@@ -42,6 +42,8 @@ def make_manager(extra: Sequence[str] = ()) -> pluggy.PluginManager:
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
+    # Historic: each plugin registered below gets to add its own hooks first.
+    pm.hook.sprintd_addhooks.call_historic(kwargs={"pluginmanager": pm})
     for name, factory in ESSENTIAL:
         pm.register(factory(), name=name)
     for name, target in BUILTINS.items():

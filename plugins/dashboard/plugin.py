@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from importlib.resources import files
 
-from sprintd.app import App, SnapshotSpec
-from sprintd.hookspecs import hookimpl
-from sprintd.settings import PluginSection
+from sprintd import App, PluginSection, SnapshotSpec, hookimpl
 
 __all__ = ["HTML", "PATH", "DashboardPlugin", "DashboardSection", "page"]
 

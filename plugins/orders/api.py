@@ -11,10 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sprintd.app import App, Route
-from sprintd.http import HTTPError, Request, Response
-from sprintd.journal import Journal
-from sprintd.snapshots import Snapshot
+from sprintd import App, HTTPError, Journal, Request, Response, Route, Snapshot
 
 from .service import InvalidOrder, OrderService, Outcome
 

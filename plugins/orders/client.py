@@ -14,7 +14,7 @@ import socket
 from types import TracebackType
 from typing import Any
 
-from sprintd.framing import FrameDecoder, FrameError, decode_payload, encode_frame
+from sprintd import FrameDecoder, FrameError, decode_payload, encode_frame
 
 __all__ = ["EntryClient", "EntryError"]
 

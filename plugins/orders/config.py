@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from sprintd.settings import PluginSection, Section
+from sprintd import PluginSection, Section
 
 from .spec import OffGridError, SymbolSpec
 

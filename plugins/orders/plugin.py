@@ -13,11 +13,22 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sprintd.app import App, CheckStatus, HealthCheck, Listener, Route, SnapshotSpec
-from sprintd.hookspecs import hookimpl
-from sprintd.server.framed import framed_listener
-from sprintd.settings import ConfigError, PluginSection
+import pluggy
 
+from sprintd import (
+    App,
+    CheckStatus,
+    ConfigError,
+    HealthCheck,
+    Listener,
+    PluginSection,
+    Route,
+    SnapshotSpec,
+    framed_listener,
+    hookimpl,
+)
+
+from . import hookspecs
 from .api import STREAM, OrdersAPI
 from .config import DEFAULT_RESERVE, OrdersSection
 from .engine import PriceTimeEngine
@@ -51,6 +62,10 @@ class OrdersPlugin:
         if self.api is None:
             raise RuntimeError("the orders plugin is not configured")
         return self.api
+
+    @hookimpl
+    def sprintd_addhooks(self, pluginmanager: pluggy.PluginManager) -> None:
+        pluginmanager.add_hookspecs(hookspecs)
 
     @hookimpl
     def sprintd_settings_sections(self) -> Mapping[str, type[PluginSection]]:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sprintd.app import Route
-from sprintd.http import HTTPError, Request, Response
+from sprintd import HTTPError, Request, Response, Route
 
 from .contract import parse_bound, parse_payment, summary_body
 from .dispatcher import Dispatcher

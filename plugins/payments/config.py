@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from sprintd.settings import PluginSection
+from sprintd import PluginSection
 
 __all__ = ["PaymentsSection"]
 

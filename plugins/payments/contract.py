@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
-from sprintd.http import HTTPError
+from sprintd import HTTPError
 
 __all__ = [
     "MAX_AMOUNT_DIGITS",

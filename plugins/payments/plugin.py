@@ -17,9 +17,7 @@ from typing import Any
 
 import trio
 
-from sprintd.app import App, CheckStatus, HealthCheck, Route
-from sprintd.hookspecs import hookimpl
-from sprintd.settings import ConfigError, PluginSection
+from sprintd import App, CheckStatus, ConfigError, HealthCheck, PluginSection, Route, hookimpl
 
 from .api import PaymentsAPI
 from .config import PaymentsSection

@@ -1,7 +1,7 @@
 """The payment processors as the daemon calls them: an HTTP/1.1 client on Trio and h11.
 
 Strategy: h11 drives each connection (client role) and the core's socket
-helpers (``sprintd.server.sockio``: non-blocking sockets parked on Trio's
+helpers (``sprintd.sockio``: non-blocking sockets parked on Trio's
 wait primitives, as the server does) carry the bytes; connections are kept
 alive and reused, newest first, so a
 steady stream of payments costs no connect. A connection is reused only when
@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
-from sprintd.server.sockio import connect, recv, send_all
+from sprintd import connect, recv, send_all
 
 from .contract import iso_ms
 

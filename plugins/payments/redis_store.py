@@ -34,7 +34,7 @@ from typing import Any
 
 import trio
 
-from sprintd.redis import Redis, RedisError, Script
+from sprintd import Redis, RedisError, Script
 
 from .contract import PROCESSORS, Totals, amount_text, bound_ms
 from .store import Accepted, Pending, StoreError

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from sprintd.journal import Journal, JournalError
+from sprintd import Journal, JournalError
 
 from .contract import PROCESSORS, Totals, amount_text, bound_ms
 

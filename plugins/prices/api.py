@@ -13,10 +13,7 @@ from collections.abc import Sequence
 from time import perf_counter_ns
 from typing import Any
 
-from sprintd.app import Route
-from sprintd.http import HTTPError, Request, Response
-from sprintd.latency import Recorder
-from sprintd.snapshots import SnapshotTable
+from sprintd import HTTPError, Recorder, Request, Response, Route, SnapshotTable
 
 from . import perftest
 from .config import PricesSection

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from sprintd.settings import PluginSection
+from sprintd import PluginSection
 
 from .updates import check_symbol
 

@@ -28,8 +28,7 @@ from collections.abc import Callable
 from time import perf_counter_ns
 from typing import Any
 
-from sprintd.latency import RING_SIZE, Recorder, Summary, summarize
-from sprintd.snapshots import Snapshot
+from sprintd import RING_SIZE, Recorder, Snapshot, Summary, summarize
 
 from .updates import InvalidUpdate, Number, Update, decimal_text, parse_batch
 

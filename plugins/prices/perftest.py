@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from sprintd.http import HTTPError, Request, Response
+from sprintd import HTTPError, Request, Response
 
 from .engine import SLA_P95_US, PriceEngine
 

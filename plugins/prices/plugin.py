@@ -15,11 +15,18 @@ from typing import Any
 
 import trio
 
-from sprintd.app import App, BackgroundTask, CheckStatus, HealthCheck, Listener, Route
-from sprintd.hookspecs import hookimpl
-from sprintd.server.framed import timed_framed_listener
-from sprintd.settings import PluginSection
-from sprintd.snapshots import Snapshot
+from sprintd import (
+    App,
+    BackgroundTask,
+    CheckStatus,
+    HealthCheck,
+    Listener,
+    PluginSection,
+    Route,
+    Snapshot,
+    hookimpl,
+    timed_framed_listener,
+)
 
 from .api import PricesAPI, make_engine
 from .config import PricesSection
