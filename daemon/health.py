@@ -26,11 +26,11 @@ from .app import App, BackgroundTask, CheckStatus, HealthCheck, Route, SnapshotS
 from .audit import AuditLog
 from .hookspecs import hookimpl
 from .http import Request, Response
-from .latency import merged
+from .sla import performance
 from .tuning import vm_locked_kib
 from .version import __version__
 
-__all__ = ["HealthPlugin", "health", "performance", "stats"]
+__all__ = ["HealthPlugin", "health", "stats"]
 
 HEALTH_JSON = b"application/health+json"
 LIVE = b'{"status":"pass"}'
@@ -64,28 +64,6 @@ class _LoopProbe:
             "observedUnit": "ms",
             "max_ms": round(self.max_lag_s * 1000, 3),
         }
-
-
-def _served(app: App) -> list[Any]:
-    return [rec for name, rec in app.recorders.items() if not name.startswith("<")]
-
-
-def performance(app: App) -> dict[str, Any]:
-    """SLA compliance: the share of requests answered within the tier's p99.9 target."""
-    target_ms = app.profile.sla_p999_ms
-    total = merged("all", _served(app))
-    summary = total.summary()
-    compliance = total.fraction_at_or_below(int(target_ms * 1e6))
-    return {
-        "sla_target_ms": target_ms,
-        "sla_compliance": compliance,
-        "sla_met": summary.p999 <= target_ms * 1e6,
-        "requests": summary.count,
-        "avg_latency_ms": summary.mean / 1e6,
-        "p99_latency_ms": summary.p99 / 1e6,
-        "p99_9_latency_ms": summary.p999 / 1e6,
-        "max_latency_ms": summary.max / 1e6,
-    }
 
 
 def _runtime(app: App) -> dict[str, Any]:

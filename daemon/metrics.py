@@ -32,10 +32,10 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from .app import App, Route
-from .health import performance
 from .hookspecs import hookimpl
 from .http import Request, Response
 from .latency import Recorder
+from .sla import performance
 from .version import __version__
 
 __all__ = ["MetricsPlugin", "render"]

@@ -48,9 +48,7 @@ import hashlib
 import socket
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
 
 import hiredis
 import trio
@@ -65,16 +63,15 @@ from trio.lowlevel import (
 )
 
 from . import sockio
+from .redisurl import parse_url
 
 __all__ = [
     "Redis",
-    "RedisAddress",
     "RedisConnectionError",
     "RedisError",
     "RedisReplyError",
     "Script",
     "open_redis",
-    "parse_url",
 ]
 
 Arg = bytes | str | int | float
@@ -107,42 +104,6 @@ class RedisReplyError(RedisError):
 
 class RedisConnectionError(RedisError):
     """No connection, or it was lost: a command waiting for its reply may or may not have run."""
-
-
-@dataclass(frozen=True)
-class RedisAddress:
-    host: str
-    port: int
-    db: int
-    password: str | None = None
-    username: str | None = None
-
-
-def parse_url(url: str) -> RedisAddress:
-    """``redis://[[user]:password@]host[:port][/db]`` as an address.
-
-    Raises:
-        ValueError: another scheme, a bad port or database number.
-    """
-    parts = urlsplit(url)
-    if parts.scheme != "redis":
-        raise ValueError(f"{url!r}: expected redis://host:port/db")
-    if not parts.hostname:
-        raise ValueError(f"{url!r}: no host")
-    try:
-        port = parts.port or 6379
-    except ValueError:
-        raise ValueError(f"{url!r}: bad port") from None
-    path = parts.path.strip("/")
-    if path and not path.isdigit():
-        raise ValueError(f"{url!r}: the database is a number (redis://host:port/0)")
-    return RedisAddress(
-        host=parts.hostname,
-        port=port,
-        db=int(path or 0),
-        password=unquote(parts.password) if parts.password else None,
-        username=unquote(parts.username) if parts.username else None,
-    )
 
 
 class Script:

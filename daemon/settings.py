@@ -39,7 +39,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
-from .redis import parse_url
+from .redisurl import parse_url
 from .tiers import TIERS, Tier, TierProfile, load_profile
 
 __all__ = [

@@ -13,8 +13,8 @@ from sprintd.redis import (
     RedisReplyError,
     Script,
     open_redis,
-    parse_url,
 )
+from sprintd.redisurl import parse_url
 from sprintd.settings import ConfigError, load_settings
 
 from .servers import RedisServer, free_port
