@@ -1,4 +1,4 @@
-"""The ``sprintd`` command: run, config, tiers, journal, top.
+"""The ``sprintd`` command: run, config, tiers, journal, and the plugins' commands (top).
 
 Any configuration that cannot start exits with status 2 and one line naming
 the field, the value and where it came from. ``sprintd journal verify``
@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgpack
+import pluggy
 
 from .journal import JournalError, describe, in_use, inspect, read_records
-from .manager import apply_enabled, make_manager, plugin_sections
+from .manager import add_plugins, apply_enabled, make_manager, plugin_sections
 from .server.workers import supervise
 from .settings import EXIT_CONFIG, ConfigError, LoadedSettings, load_settings, read_plugin_names
 from .tiers import TIERS, load_profile
@@ -31,7 +32,7 @@ from .worker import run_worker
 __all__ = ["main"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(pm: pluggy.PluginManager) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sprintd", description="A tier-tuned, low-latency service daemon."
     )
@@ -53,21 +54,6 @@ def _parser() -> argparse.ArgumentParser:
         commands.add_parser("config", help="print every effective setting and its origin")
     )
     commands.add_parser("tiers", help="list the tier profiles and what each sets")
-    top = commands.add_parser("top", help="watch a running daemon's figures in the terminal")
-    top.add_argument(
-        "--url", default="http://127.0.0.1:8080", help="the daemon (default: %(default)s)"
-    )
-    top.add_argument(
-        "--interval", type=_seconds, default=1.0, help="seconds between refreshes (default: 1)"
-    )
-    top.add_argument("--once", action="store_true", help="print one frame and exit")
-    top.add_argument(
-        "--key-env",
-        default="SPRINTD_API_KEY",
-        metavar="VAR",
-        help="the environment variable holding an API key, when [auth] is on "
-        "(default: %(default)s; a key is never taken on the command line)",
-    )
     journal = commands.add_parser("journal", help="inspect the write-ahead journal (read only)")
     actions = journal.add_subparsers(dest="journal_command", required=True)
     settings_flags(
@@ -77,14 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     settings_flags(replay)
     replay.add_argument("--stream", action="append", help="only this stream (repeatable)")
     replay.add_argument("--after", type=int, default=0, help="only records after this seq")
+    pm.hook.sprintd_add_commands(commands=commands)
     return parser
-
-
-def _seconds(value: str) -> float:
-    seconds = float(value)
-    if not 0.05 <= seconds <= 3600:
-        raise argparse.ArgumentTypeError(f"{value}: from 0.05 to 3600 seconds")
-    return seconds
 
 
 def _cli_layer(args: argparse.Namespace) -> dict[str, tuple[tuple[str, ...], Any]]:
@@ -97,17 +77,18 @@ def _cli_layer(args: argparse.Namespace) -> dict[str, tuple[tuple[str, ...], Any
     }
 
 
-def load(args: argparse.Namespace) -> tuple[LoadedSettings, Any]:
-    """Settings and the plugin manager, from every layer.
+def load(args: argparse.Namespace, pm: pluggy.PluginManager) -> LoadedSettings:
+    """The settings from every layer, with the configuration's plugins added to ``pm``
+    and the disabled ones taken out.
 
     Raises:
         ConfigError: with the one line to show.
     """
     config = args.config or os.environ.get("SPRINTD_CONFIG") or None
-    pm = make_manager(read_plugin_names(config))
+    add_plugins(pm, read_plugin_names(config))
     loaded = load_settings(cli=_cli_layer(args), config_path=config, sections=plugin_sections(pm))
     apply_enabled(pm, loaded.settings)
-    return loaded, pm
+    return loaded
 
 
 def _print_config(loaded: LoadedSettings) -> None:
@@ -180,9 +161,10 @@ def _journal(args: argparse.Namespace, loaded: LoadedSettings) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, loaded: LoadedSettings, pm: Any) -> int:
+def _run(args: argparse.Namespace, loaded: LoadedSettings, pm: pluggy.PluginManager) -> int:
     def reload() -> LoadedSettings:
-        return load(args)[0]
+        # A fresh manager: the running plugins stay as they are until a restart.
+        return load(args, make_manager())
 
     if loaded.settings.server.workers == 1:
         run_worker(loaded, pm, reload=reload)
@@ -209,24 +191,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "tiers":
-        _print_tiers()
-        return 0
-    if args.command == "top":
-        # A client of a running daemon, not a daemon: no settings, no plugins;
-        # imported here so that only this command loads rich.
-        from .plugins.dashboard import top  # noqa: PLC0415
-
-        key = os.environ.get(args.key_env) or None
-        return top.main(args.url, args.interval, once=args.once, key=key)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s sprintd[%(process)d] %(levelname)s %(name)s: %(message)s",
-    )
     try:
-        loaded, pm = load(args)
+        # Built-ins and installed plugins: they may add commands (sprintd top).
+        pm = make_manager()
+        args = _parser(pm).parse_args(argv)
+        if args.command == "tiers":
+            _print_tiers()
+            return 0
+        handler = getattr(args, "command_handler", None)
+        if handler is not None:
+            status: int = handler(args)
+            return status
+        logging.basicConfig(
+            level=logging.INFO,
+            stream=sys.stderr,
+            format="%(asctime)s sprintd[%(process)d] %(levelname)s %(name)s: %(message)s",
+        )
+        loaded = load(args, pm)
         if args.command == "config":
             _print_config(loaded)
             return 0

@@ -5,6 +5,7 @@ A plugin is any module or object with functions marked ``@hookimpl`` (from
 order at start-up, in each worker process::
 
     sprintd_addhooks            once per plugin, as it is registered (historic)
+    sprintd_add_commands        subcommands of the ``sprintd`` command line
     sprintd_settings_sections   before the settings are validated
     sprintd_configure           the settings are valid; build your state
     sprintd_routes              the HTTP routes served through h11
@@ -26,6 +27,7 @@ No hook is firstresult: the manager uses every plugin's answer. Only
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +57,19 @@ def sprintd_addhooks(pluginmanager: pluggy.PluginManager) -> None:
     registered after this hook was first called, so a plugin that asks other
     plugins for something (the orders plugin's ``sprintd_order_engines``)
     declares the hook here and the core's specs stay the core's.
+    """
+
+
+@hookspec
+def sprintd_add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add subcommands to the ``sprintd`` command line.
+
+    ``commands.add_parser(name, help=...)`` makes one; give it its arguments
+    and ``set_defaults(command_handler=run)``, where ``run(args)`` returns the
+    exit status. Such a command is a tool or a client of a running daemon
+    (the dashboard's ``sprintd top``): it runs without settings, journal or
+    server. Called with the built-in and installed plugins only, before the
+    command line is parsed.
     """
 
 

@@ -20,7 +20,14 @@ from .health import HealthPlugin
 from .metrics import MetricsPlugin
 from .settings import ConfigError, PluginSection, Settings
 
-__all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "apply_enabled", "make_manager", "plugin_sections"]
+__all__ = [
+    "BUILTINS",
+    "ENTRY_POINT_GROUP",
+    "add_plugins",
+    "apply_enabled",
+    "make_manager",
+    "plugin_sections",
+]
 
 ENTRY_POINT_GROUP = "sprintd.plugins"
 # Registered in every manager, never disabled: the daemon is not observable without them.
@@ -50,7 +57,18 @@ def make_manager(extra: Sequence[str] = ()) -> pluggy.PluginManager:
         module, _, attribute = target.partition(":")
         pm.register(getattr(importlib.import_module(module), attribute)(), name=name)
     _load_entry_points(pm)
-    for module_name in extra:
+    add_plugins(pm, extra)
+    return pm
+
+
+def add_plugins(pm: pluggy.PluginManager, names: Sequence[str]) -> None:
+    """Register the modules the configuration lists (``plugins = [...]``).
+
+    Raises:
+        ConfigError: a module cannot be imported, or a plugin (any registered
+            so far) implements an unknown hook.
+    """
+    for module_name in names:
         try:
             plugin = importlib.import_module(module_name)
         except ImportError as exc:
@@ -62,7 +80,6 @@ def make_manager(extra: Sequence[str] = ()) -> pluggy.PluginManager:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise ConfigError(f"plugin {pm.get_name(exc.plugin)}: {exc}") from None
-    return pm
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:

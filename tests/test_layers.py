@@ -61,3 +61,22 @@ def test_every_public_name_is_documented_in_the_readme() -> None:
     documented = set(re.findall(r"`(\w+)", section))
     missing = sorted(set(sprintd.__all__) - documented - {"__version__"})
     assert not missing, f"README's Plugin API section does not name: {missing}"
+
+
+def core_modules() -> Iterator[tuple[Path, str]]:
+    core = REPO / "daemon"
+    for path in sorted(core.rglob("*.py")):
+        parts = path.relative_to(core).with_suffix("").parts
+        yield path, ".".join(("sprintd", *parts[:-1]))
+
+
+def test_the_core_imports_no_plugin() -> None:
+    """The built-ins are registered by name (``manager.BUILTINS``), as pytest's
+    are: the core never imports one, so a plugin can never be half-loaded by it."""
+    wrong = [
+        f"{path.relative_to(REPO)}:{line}: imports {module}"
+        for path, package in core_modules()
+        for line, module, _ in imports(path, package)
+        if module.startswith("sprintd.plugins")
+    ]
+    assert not wrong, "\n".join(wrong)
