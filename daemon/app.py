@@ -64,6 +64,18 @@ class Listener:
 
 @dataclass
 class App:
+    """What one worker serves: the object every hook receives.
+
+    Plugins read ``settings`` (with their own section through
+    ``settings.section``), ``profile`` (the tier) and ``worker_index``; they
+    use ``journal`` and ``redis`` (opened on first use), ``recorder(name)``
+    for latency, ``snapshots`` to publish fast-path answers and ``audit``
+    for security events. ``setup`` fills ``router``, ``snapshots``,
+    ``listeners``, ``health_checks``, ``collectors`` and ``background`` from
+    the hooks; the server only reads them. ``draining`` turns true on
+    SIGTERM; ``bound`` holds each listener's address once it is bound.
+    """
+
     loaded: LoadedSettings
     pm: pluggy.PluginManager
     tuner: Tuner

@@ -120,6 +120,13 @@ def _line(event: dict[str, Any]) -> str:
 
 
 class AuditLog:
+    """The worker's audit log (see the module's strategy).
+
+    ``emit`` stamps and queues an event, never blocking; ``start`` opens the
+    sink and starts the writer thread; ``close`` writes what is queued.
+    ``written``, ``dropped`` and ``lost`` count what became of the events.
+    """
+
     def __init__(self, settings: AuditSettings, worker: int = 0) -> None:
         self.settings = settings
         self.worker = worker

@@ -94,6 +94,15 @@ class PauseMonitor:
 
 
 class GCPolicy:
+    """The tier's garbage-collection policy, applied to this process.
+
+    ``configure`` sets the thresholds (automatic collection off in
+    ``manual`` mode), ``started`` freezes the start-up heap, and in manual
+    mode ``run`` is the background task that collects the young generation on
+    a tick and full generations in idle time or by heap growth
+    (``gc_percent``). ``state`` is what /health and /metrics show.
+    """
+
     def __init__(self, mode: GCMode, percent: int) -> None:
         self.mode = mode
         self.percent = percent

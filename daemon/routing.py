@@ -59,6 +59,14 @@ def _compile(template: str) -> re.Pattern[bytes]:
 
 
 class Router:
+    """The h11 path's routes: exact paths in a dict, templated ones
+    (``/v1/orders/{order_id}``) as compiled patterns tried in order.
+
+    ``add`` refuses a second route for one method and path; ``resolve`` gives
+    the route, its parameters stored on the request, or raises the 404/405 to
+    answer (405 with the ``Allow`` header listing the methods the path has).
+    """
+
     def __init__(self) -> None:
         self._exact: dict[bytes, dict[bytes, BoundRoute]] = {}
         self._templated: list[tuple[re.Pattern[bytes], dict[bytes, BoundRoute]]] = []

@@ -93,6 +93,14 @@ class Snapshot:
 
 
 class SnapshotTable:
+    """Every fast-path snapshot of the worker, by path and by request line.
+
+    ``lines`` maps a complete request line (``GET /livez HTTP/1.1``) to its
+    entry: the fast path's one lookup. ``register`` adds a snapshot (at
+    start-up or later), ``get(path)`` finds one to ``publish`` a new body,
+    and ``refresh`` re-encodes every response when the Date header ticks.
+    """
+
     def __init__(self) -> None:
         self._by_path: dict[str, Snapshot] = {}
         # Request line -> entry: the fast path's only lookup.

@@ -91,6 +91,11 @@ def run_worker(
     worker_index: int = 0,
     reload: Callable[[], LoadedSettings] | None = None,
 ) -> None:
+    """Be worker ``worker_index`` until it has drained: audit, tune, build, serve, tear down.
+
+    ``reload`` re-reads the settings on SIGHUP. Raises ``ConfigError`` when a
+    plugin or the audit log refuses the settings (the caller exits 2).
+    """
     audit = start_audit(loaded, worker_index)
     try:
         app = build_app(loaded, pm, worker_index, audit)
