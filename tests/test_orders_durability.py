@@ -196,3 +196,35 @@ def test_an_engine_that_raises_mid_frame_fences_the_rest(
     second.signal(signal.SIGTERM)
     assert second.wait() == 0
     assert _replayed_hash(data_dir) == live
+
+
+# --- client order ids across a restart -------------------------------------------
+
+
+def test_client_ids_survive_kill_9_through_snapshot_and_replay(
+    daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    env = {"SPRINTD_ORDERS__SNAPSHOT_EVERY": "50"}
+    first = daemon(data_dir=data_dir, env=env)
+    live = _order("buy", "10.00", "1", client_order_id="live", account="alice")
+    done = _order("buy", "11.00", "1", client_order_id="done", account="alice", tif="IOC")
+    sent = {"live": _post(first, live)[1], "done": _post(first, done)[1]}
+    assert (sent["live"]["status"], sent["done"]["status"]) == ("new", "cancelled")
+    with _entry(first) as client:
+        # Past a snapshot, so the ids come back from one and from the tail.
+        client.send_many(
+            [
+                [["new", _order("buy", "1.00", "0.01", tif="IOC", client_order_id=f"x{i}")]]
+                for i in range(120)
+            ]
+        )
+        assert all(client.receive()[0][0] == "ok" for _ in range(120))
+    _kill(first)
+    second = daemon(data_dir=data_dir, env=env)
+    for name, body in (("live", live), ("done", done)):
+        status, again = _post(second, body)
+        assert (status, again["order_id"]) == (200, sent[name]["order_id"]), name
+    with _entry(second) as client:
+        [reply] = client.request([["new", live]])
+    assert reply[1]["order_id"] == sent["live"]["order_id"]
