@@ -16,6 +16,7 @@ import trio
 
 from sprintd import hookspecs
 from sprintd.app import App
+from sprintd.manager import plugin_sections
 from sprintd.server.connection import HTTPServer
 from sprintd.settings import load_settings
 from sprintd.tuning import Tuner
@@ -29,7 +30,7 @@ def make_app(plugins: Iterable[object], environ: dict[str, str] | None = None) -
     for plugin in plugins:
         pm.register(plugin)
     pm.check_pending()
-    loaded = load_settings(environ=environ or {})
+    loaded = load_settings(environ=environ or {}, sections=plugin_sections(pm))
     tuner = Tuner(loaded.settings.tuning, worker_index=0, workers=1)
     app = App(loaded=loaded, pm=pm, tuner=tuner)
     app.setup()
