@@ -66,7 +66,7 @@ class OrdersSection(PluginSection):
     # or a number with s, m, h or d ("24h"). A live order's id is kept for
     # as long as it rests, whatever this says.
     client_id_retention: float = Field(86_400.0, ge=0, allow_inf_nan=False)
-    # Done orders' client ids kept at most (~1 KB each, its final state
+    # Done orders' client ids kept at most (~0.5 KB each, its final state
     # included): past this, the oldest is forgotten before its retention
     # ends. Size it to the busiest retention window's orders with ids.
     client_id_capacity: int = Field(1_000_000, ge=0)
