@@ -25,6 +25,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "add_plugins",
     "apply_enabled",
+    "bare_manager",
     "make_manager",
     "plugin_sections",
 ]
@@ -41,16 +42,22 @@ BUILTINS: Mapping[str, str] = {
 }
 
 
+def bare_manager() -> pluggy.PluginManager:
+    """A manager with the core's hooks and no plugin yet (in-process tests start here)."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    # Historic: each plugin, as it is registered, adds its own hooks first.
+    pm.hook.sprintd_addhooks.call_historic(kwargs={"pluginmanager": pm})
+    return pm
+
+
 def make_manager(extra: Sequence[str] = ()) -> pluggy.PluginManager:
     """A manager with the essential and built-in plugins, entry points and ``extra``.
 
     Raises:
         ConfigError: a plugin cannot be imported or implements an unknown hook.
     """
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    # Historic: each plugin registered below gets to add its own hooks first.
-    pm.hook.sprintd_addhooks.call_historic(kwargs={"pluginmanager": pm})
+    pm = bare_manager()
     for name, factory in ESSENTIAL:
         pm.register(factory(), name=name)
     for name, target in BUILTINS.items():

@@ -11,11 +11,10 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-import pluggy
 import trio
 
-from sprintd import hookspecs
 from sprintd.app import App
+from sprintd.manager import bare_manager, plugin_sections
 from sprintd.server.connection import HTTPServer
 from sprintd.settings import load_settings
 from sprintd.tuning import Tuner
@@ -24,12 +23,11 @@ __all__ = ["exchange", "make_app", "make_server"]
 
 
 def make_app(plugins: Iterable[object], environ: dict[str, str] | None = None) -> App:
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
+    pm = bare_manager()
     for plugin in plugins:
         pm.register(plugin)
     pm.check_pending()
-    loaded = load_settings(environ=environ or {})
+    loaded = load_settings(environ=environ or {}, sections=plugin_sections(pm))
     tuner = Tuner(loaded.settings.tuning, worker_index=0)
     app = App(loaded=loaded, pm=pm, tuner=tuner)
     app.setup()

@@ -35,6 +35,8 @@ from sprintd.plugins.orders.engine import (
     IOC,
     LIMIT,
     MARKET,
+    MAX_PRICE,
+    MAX_QTY,
     R_DUPLICATE_ORDER_ID,
     R_INVALID_POST_ONLY,
     R_INVALID_PRICE,
@@ -206,10 +208,10 @@ class ReferenceBook:
             return self._reject_new(oid, side, price, qty, account, R_INVALID_TYPE)
         if kind == MARKET:
             price = None
-        elif type(price) is not int or price <= 0:
+        elif type(price) is not int or not 0 < price <= MAX_PRICE:
             return self._reject_new(oid, side, price, qty, account, R_INVALID_PRICE)
         reason = None
-        if type(qty) is not int or qty <= 0:
+        if type(qty) is not int or not 0 < qty <= MAX_QTY:
             reason = R_INVALID_QTY
         elif tif not in (GTC, IOC, FOK):
             reason = R_INVALID_TIF
@@ -259,11 +261,11 @@ class ReferenceBook:
         if o is None or not o.live:
             return self._missing(oid)
         new_price = o.price if price is None else price
-        if type(new_price) is not int or new_price <= 0:
+        if type(new_price) is not int or not 0 < new_price <= MAX_PRICE:
             return [self._event(EV_REJECTED, oid, R_INVALID_PRICE)]
         filled = o.qty - o.rem
         new_qty = o.qty if qty is None else qty
-        if type(new_qty) is not int or new_qty <= filled:
+        if type(new_qty) is not int or not filled < new_qty <= MAX_QTY:
             return [self._event(EV_REJECTED, oid, R_INVALID_QTY)]
         new_rem = new_qty - filled
         if new_price == o.price and new_rem <= o.rem:

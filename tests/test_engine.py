@@ -39,6 +39,8 @@ from sprintd.plugins.orders.engine import (
     IOC,
     LIMIT,
     MARKET,
+    MAX_PRICE,
+    MAX_QTY,
     R_DUPLICATE_ORDER_ID,
     R_INVALID_POST_ONLY,
     R_INVALID_PRICE,
@@ -112,9 +114,9 @@ def draw_new(draw: Any, ref: ReferenceBook, fresh: int, invalid: bool) -> tuple[
             kind = 7
         elif which == "price":
             kind = LIMIT
-            price = draw(st.sampled_from([0, -1, None, 100.0]))
+            price = draw(st.sampled_from([0, -1, None, 100.0, MAX_PRICE + 1]))
         elif which == "qty":
-            qty = draw(st.sampled_from([0, -3, 2.5]))
+            qty = draw(st.sampled_from([0, -3, 2.5, MAX_QTY + 1]))
         elif which == "tif":
             tif = 9
         elif which == "stp":
@@ -137,9 +139,9 @@ def draw_replace(draw: Any, ref: ReferenceBook, fresh: int, invalid: bool) -> tu
     qty = None if pct(draw, 40) else draw(st.integers(1, 15))
     if invalid and pct(draw, 8):
         if pct(draw, 50):
-            price = draw(st.sampled_from([0, -2]))
+            price = draw(st.sampled_from([0, -2, MAX_PRICE + 1]))
         else:
-            qty = draw(st.sampled_from([0, -1]))
+            qty = draw(st.sampled_from([0, -1, MAX_QTY + 1]))
     return ("replace", oid, price, qty)
 
 

@@ -3,11 +3,14 @@
 Both follow the service's order of work (``service`` module): validate,
 apply, journal, then answer; and both republish the changed books' fast-path
 snapshots once per request or per batch, after the journal has the records.
+When the service halts, /readyz turns 503 and every change is refused with
+``orders_halted`` (503, with Retry-After over HTTP).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,8 +20,17 @@ from .service import InvalidOrder, OrderService, Outcome
 
 __all__ = ["STREAM", "OrdersAPI"]
 
+log = logging.getLogger("sprintd.orders")
 STREAM = "orders"
 MAX_LIMIT = 1000
+# A halted service stays halted until a restart: let clients go elsewhere.
+HALTED_RETRY_AFTER = ((b"Retry-After", b"30"),)
+NOT_READY = b'{"status":"fail","reason":"orders_halted"}'
+
+
+def _refused(exc: InvalidOrder) -> HTTPError:
+    headers = HALTED_RETRY_AFTER if exc.status == 503 else ()
+    return HTTPError(exc.status, exc.code, str(exc), headers)
 
 
 def _int(text: str | None, name: str, default: int, upper: int) -> int:
@@ -43,6 +55,13 @@ class OrdersAPI:
         self.journal = journal
         self.books: dict[str, Snapshot] = {}
         self.unsnapshotted = 0
+        service.on_halt = self._halted
+
+    def _halted(self, reason: str) -> None:
+        log.critical("orders: halted, changes refused until a restart: %s", reason)
+        ready = self.app.snapshots.get("/readyz")
+        if ready is not None:
+            ready.publish(NOT_READY, 503)
 
     # --- shared by both ports ----------------------------------------------
 
@@ -50,8 +69,11 @@ class OrdersAPI:
         return json.dumps(self.service.book_json(symbol, depth)).encode()
 
     def publish(self) -> None:
-        """Republish the snapshots of the books that changed."""
+        """Republish the snapshots of the books that changed (never once the
+        service halted: a book may hold what the journal does not)."""
         service = self.service
+        if service.halted is not None:
+            return
         depth = service.section.book_depth
         for symbol in service.dirty:
             self.books[symbol].publish(self.book_body(symbol, depth))
@@ -101,7 +123,7 @@ class OrdersAPI:
             command, account, client_id = self.service.new_command(request.data())
             payload, outcome = self.service.submit(command, account, client_id)
         except InvalidOrder as exc:
-            raise HTTPError(exc.status, exc.code, str(exc)) from None
+            raise _refused(exc) from None
         await self.journaled([] if payload is None else [payload])
         return self._answer(request, outcome, 201 if outcome.created else 200)
 
@@ -116,7 +138,7 @@ class OrdersAPI:
         try:
             payload, outcome = self.service.cancel(_order_id(request))
         except InvalidOrder as exc:
-            raise HTTPError(exc.status, exc.code, str(exc)) from None
+            raise _refused(exc) from None
         await self.journaled([payload])
         return self._answer(request, outcome, 200)
 
@@ -124,7 +146,7 @@ class OrdersAPI:
         try:
             payload, outcome = self.service.replace(_order_id(request), request.data())
         except InvalidOrder as exc:
-            raise HTTPError(exc.status, exc.code, str(exc)) from None
+            raise _refused(exc) from None
         await self.journaled([payload])
         return self._answer(request, outcome, 200)
 
@@ -178,6 +200,11 @@ class OrdersAPI:
                 raise InvalidOrder("bad_command", f"unknown command {op!r} of {len(command)}")
         except InvalidOrder as exc:
             return ["error", exc.code, str(exc)]
+        except Exception:
+            # A bug; if it struck while applying, the service has halted. The
+            # frame's earlier commands are journaled and answered as usual.
+            log.exception("orders: command %r failed", command)
+            return ["error", "internal_error", "the command failed; see the daemon's log"]
         if payload is not None:
             payloads.append(payload)
         return ["ok", service.order_json(outcome.state, outcome.events)]

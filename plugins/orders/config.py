@@ -41,6 +41,9 @@ def _default_symbols() -> dict[str, SymbolSettings]:
     }
 
 
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
 class OrdersSection(PluginSection):
     # The books live in this process: one worker owns them.
     process_local: ClassVar[bool] = True
@@ -55,11 +58,30 @@ class OrdersSection(PluginSection):
     # A snapshot of every book after this many journaled commands (and at
     # shutdown), so a restart replays at most this many.
     snapshot_every: int = Field(100_000, ge=1)
-    # Done orders GET /v1/orders/{id} still finds, per symbol (and client
-    # order ids remembered). More makes full collections longer: 100k done
-    # orders made one take 7 ms.
+    # Done orders GET /v1/orders/{id} still finds, per symbol. More makes
+    # full collections longer: 100k done orders made one take 7 ms.
     done_capacity: int = Field(16_384, ge=1)
+    # How long a done order's client_order_id still finds it, from the time
+    # it was done (a time journaled with the command that ended it): seconds,
+    # or a number with s, m, h or d ("24h"). A live order's id is kept for
+    # as long as it rests, whatever this says.
+    client_id_retention: float = Field(86_400.0, ge=0, allow_inf_nan=False)
+    # Done orders' client ids kept at most (~0.5 KB each, its final state
+    # included): past this, the oldest is forgotten before its retention
+    # ends. Size it to the busiest retention window's orders with ids.
+    client_id_capacity: int = Field(1_000_000, ge=0)
     # Resting orders per symbol the engine makes room for at start-up, so an
     # order never waits for its table to grow (2-3 ms a time past 300k).
     # Unset: DEFAULT_RESERVE when the tier preallocates buffers, else none.
     reserve_orders: int | None = Field(None, ge=0, le=50_000_000)
+
+    @field_validator("client_id_retention", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        """ "24h", "90m", "30s", "7d" as seconds; numbers pass through."""
+        if isinstance(value, str) and value[-1:] in _UNIT_SECONDS:
+            try:
+                return float(value[:-1]) * _UNIT_SECONDS[value[-1]]
+            except ValueError:
+                raise ValueError("a number of seconds, or a number with s, m, h or d") from None
+        return value

@@ -21,8 +21,9 @@ that carries them back and, when an order is done, its record.
 
 Rules
 -----
-* Order kinds: ``LIMIT`` (needs a positive integer ``price``) and ``MARKET``
-  (``price`` is ignored and reported as ``None``).
+* Order kinds: ``LIMIT`` (needs an integer ``price`` from 1 to ``MAX_PRICE``)
+  and ``MARKET`` (``price`` is ignored and reported as ``None``). ``qty`` is
+  an integer from 1 to ``MAX_QTY``.
 * Time in force: ``GTC`` rests what does not fill; ``IOC`` expires it; ``FOK``
   fills completely at once or expires without touching the book. A market
   order never rests: what it cannot fill expires (``GTC`` counts as ``IOC``).
@@ -135,6 +136,8 @@ __all__ = [
     "IOC",
     "LIMIT",
     "MARKET",
+    "MAX_PRICE",
+    "MAX_QTY",
     "R_DUPLICATE_ORDER_ID",
     "R_INVALID_POST_ONLY",
     "R_INVALID_PRICE",
@@ -263,6 +266,19 @@ collection walks (the first full collection after a run of the exchange mix
 took 7.3 ms with 100k of them, 0.8 ms with 16k). A caller that must answer for
 older orders passes a larger ``done_capacity``, or keeps its own history from
 the events."""
+MAX_PRICE = 10**9
+"""Highest price in ticks (10,000,000.00 on a 0.01 tick); ``MAX_QTY`` is the
+highest quantity in lots (100,000 BTC on a 0.0001 lot). Every integer a
+command, a snapshot or the state hash carries is one order's price, quantity
+or part of it, so all fit the journal's msgpack ints (64 bits) with room to
+spare, and a notional in tick-lots (price * qty <= 10**18) fits a signed
+64-bit integer for whoever prices a fill downstream. A level's total and an
+order's filled total are Python ints here (no overflow) and are only ever
+reported as decimal strings; even a 64-bit engine would need 9 billion
+maximal orders on one level to overflow one. A symbol that needs more picks
+a coarser tick or lot."""
+MAX_QTY = 10**9
+"""Highest quantity in lots (``MAX_PRICE``)."""
 ID_SHARDS = 256
 """Dicts the live orders' ids are spread over (by ``id & (ID_SHARDS - 1)``)."""
 _ID_MASK = ID_SHARDS - 1
@@ -490,8 +506,8 @@ class PriceTimeEngine:
 
         Rejections, checked in this order: ``duplicate_order_id`` (the id is
         live), ``invalid_side``, ``invalid_type``, ``invalid_price`` (a limit
-        without a positive integer price), ``invalid_qty`` (not a positive
-        integer), ``invalid_tif``, ``invalid_stp``, ``invalid_post_only``
+        without an integer price in 1..MAX_PRICE), ``invalid_qty`` (not an
+        integer in 1..MAX_QTY), ``invalid_tif``, ``invalid_stp``, ``invalid_post_only``
         (post-only on anything but a GTC limit), ``post_only_would_take``.
         """
         orders = self._orders[order_id & _ID_MASK]
@@ -506,7 +522,7 @@ class PriceTimeEngine:
         else:
             return self._reject_new(order_id, side, price, qty, account, R_INVALID_SIDE)
         if kind == LIMIT:
-            if type(price) is not int or price <= 0:
+            if type(price) is not int or not 0 < price <= MAX_PRICE:
                 return self._reject_new(order_id, side, price, qty, account, R_INVALID_PRICE)
             key = price if side == BUY else -price
         elif kind == MARKET:
@@ -514,7 +530,7 @@ class PriceTimeEngine:
             key = _NO_LIMIT_KEY
         else:
             return self._reject_new(order_id, side, price, qty, account, R_INVALID_TYPE)
-        if type(qty) is not int or qty <= 0:
+        if type(qty) is not int or not 0 < qty <= MAX_QTY:
             return self._reject_new(order_id, side, price, qty, account, R_INVALID_QTY)
         # Chained comparisons, not "in (GTC, IOC, FOK)": the constants are
         # globals, so that would build a tuple per call; GTC stops at the first.
@@ -663,8 +679,9 @@ class PriceTimeEngine:
         Returns ``replaced`` (``kept_priority`` says whether it kept its place),
         then, if the new price crosses, its trades as a taker and possibly a
         ``cancelled`` (STP). Rejections: ``unknown_order``, ``order_done``,
-        ``invalid_price``, ``invalid_qty`` (not an integer above the filled
-        quantity), ``post_only_would_take``; a rejected replace changes nothing.
+        ``invalid_price`` (not in 1..MAX_PRICE), ``invalid_qty`` (not an
+        integer above the filled quantity and at most MAX_QTY),
+        ``post_only_would_take``; a rejected replace changes nothing.
         """
         s = self._orders[order_id & _ID_MASK].get(order_id)
         if s is None:
@@ -672,13 +689,13 @@ class PriceTimeEngine:
         old_price = self._price[s]
         assert old_price is not None
         new_price = old_price if price is None else price
-        if type(new_price) is not int or new_price <= 0:
+        if type(new_price) is not int or not 0 < new_price <= MAX_PRICE:
             return self._reject(order_id, R_INVALID_PRICE)
         old_qty = self._qty[s]
         old_rem = self._rem[s]
         filled = old_qty - old_rem
         new_qty = old_qty if qty is None else qty
-        if type(new_qty) is not int or new_qty <= filled:
+        if type(new_qty) is not int or not filled < new_qty <= MAX_QTY:
             return self._reject(order_id, R_INVALID_QTY)
         new_rem = new_qty - filled
         if new_price == old_price and new_rem <= old_rem:

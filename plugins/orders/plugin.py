@@ -156,11 +156,15 @@ class OrdersPlugin:
         service = self._api().service
 
         def check() -> tuple[CheckStatus, dict[str, Any]]:
-            return "pass", {
+            details = {
                 "state_hash": service.state_hash(),
                 "sequences": {s: e.sequence for s, e in service.engines.items()},
                 "next_order_id": service.next_id,
+                "client_ids": service.client_id_counts(),
             }
+            if service.halted is not None:
+                return "fail", {**details, "output": service.halted}
+            return "pass", details
 
         return [HealthCheck("orders", check)]
 
@@ -169,7 +173,8 @@ class OrdersPlugin:
         # A snapshot at shutdown shortens the next start's replay. It may only
         # claim what is written: a command cancelled mid-append (never
         # acknowledged) leaves last_seq ahead, and then the replay does it.
-        if self.api is not None:
+        # A halted service's books may hold what the journal does not: none.
+        if self.api is not None and self.api.service.halted is None:
             journal = self.api.journal
             if journal.written_seq == journal.last_seq:
                 journal.write_snapshot(STREAM, journal.last_seq, self.api.service.snapshot())

@@ -5,17 +5,27 @@ by ``_apply`` both live and on replay, so the journal's records and the live
 path cannot drift apart:
 
     [NEW, order_id, symbol, side, kind, price, qty, tif, post_only, account, stp,
-     client_order_id]
-    [CANCEL, order_id, symbol]
-    [REPLACE, order_id, symbol, price, qty]
+     client_order_id, time_ms]
+    [CANCEL, order_id, symbol, time_ms]
+    [REPLACE, order_id, symbol, price, qty, time_ms]
 
-Prices and quantities are integer ticks and lots; ``account`` and
-``client_order_id`` are the client's strings (accounts get engine numbers in
-order of first use, which replay reproduces).
+Prices and quantities are integer ticks and lots, within the engine's
+``MAX_PRICE`` and ``MAX_QTY``; ``account`` and ``client_order_id`` are the
+client's strings (accounts get engine numbers in order of first use, which
+replay reproduces). ``time_ms`` is the service's clock when the command was
+accepted (never behind an earlier command's): the engine reads no clock, and
+the client ids' retention is measured in these times, so replay forgets the
+same ids at the same commands. (Records journaled before it existed have no
+``time_ms``; they count as the time of the command before.)
 
 Order of work, for durability (the plugin's handlers do it): validate (a bad
-request changes nothing and is not journaled), apply, then ``await`` the
-journal append, then answer. The append takes its sequence number before it
+request changes nothing and is not journaled), encode the record (so nothing
+that can fail is left once the book changes), apply, then ``await`` the
+journal append, then answer. An exception while applying is a bug that may
+have changed a book half way: the service *halts* (``halted``), answering
+every later command ``orders_halted`` (503) so that nothing is acknowledged
+on top of a state the journal does not hold; reads go on, and a restart
+replays the journal to the last good command. The append takes its sequence number before it
 first waits, so records are in the order commands were applied, whatever the
 interleaving of requests; an answer only leaves once the record is durable
 per the tier's fsync policy. A command applied but not yet durable when the
@@ -26,11 +36,18 @@ already has, never a second one.
 Cancels and replaces of an unknown or finished order are answered without
 reaching the engine (an engine numbers every command it sees, so a rejected
 one would have to be journaled to replay to the same sequence).
+
+Client order ids are per account. A live order's id is kept as long as it
+rests; a done order's for ``client_id_retention`` from the command that ended
+it, and at most ``client_id_capacity`` of them (oldest forgotten first), with
+the order's final state, so a retry is answered even after the engine has
+forgotten the order. Rejected orders keep no id: a retry is judged again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
@@ -40,10 +57,13 @@ import msgpack
 
 from .config import OrdersSection
 from .engine import (
+    EV_CANCELLED,
     EV_REJECTED,
     EV_TRADE,
     GTC,
     LIMIT,
+    MAX_PRICE,
+    MAX_QTY,
     SIDE_NAMES,
     STP_NAMES,
     TIF_NAMES,
@@ -56,7 +76,9 @@ from .spec import OffGridError, SymbolSpec
 __all__ = ["CANCEL", "NEW", "REPLACE", "Engine", "InvalidOrder", "OrderService", "Outcome"]
 
 NEW, CANCEL, REPLACE = 1, 2, 3
-_SNAPSHOT_VERSION = 1
+# Each command's length with its time_ms, by op (records without it are shorter).
+_TIMED_LENGTH = {NEW: 13, CANCEL: 4, REPLACE: 6}
+_SNAPSHOT_VERSION = 2
 # The engine's statuses of an order still in the book.
 _LIVE = frozenset({"new", "partially_filled"})
 
@@ -96,7 +118,7 @@ class InvalidOrder(ValueError):
     """A request that cannot become a command; ``code`` is stable for clients.
 
     ``status``: 400 for a malformed request, 404 for an unknown order, 409 for
-    one already done.
+    one already done, 503 when the service has halted.
     """
 
     def __init__(self, code: str, message: str, status: int = 400) -> None:
@@ -126,12 +148,22 @@ def _choice(value: Any, names: tuple[str, ...], field: str, default: int | None 
     raise InvalidOrder(f"invalid_{field}", f"{field} must be one of {', '.join(names)}")
 
 
+ClientKey = tuple[int, str]
+"""(account number, client_order_id)."""
+
+
 class OrderService:
+    """The books, their ids and client ids (module doc).
+
+    ``clock`` gives seconds since the epoch (``time.time``); tests pass their own.
+    """
+
     def __init__(
         self,
         section: OrdersSection,
         factories: Mapping[str, EngineFactory],
         restorers: Mapping[str, EngineRestore],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.section = section
         self.specs = {
@@ -146,10 +178,21 @@ class OrderService:
         }
         self.next_id = 1
         self.accounts: dict[str, int] = {"": 0}
-        # (account number, client_order_id) -> order_id, two generations so
-        # it stays bounded (like the engine's done orders).
-        self._client_ids: dict[tuple[int, str], int] = {}
-        self._client_ids_old: dict[tuple[int, str], int] = {}
+        self._clock = clock
+        #: The latest command's time_ms: the clock as the journal knows it.
+        self.time_ms = 0
+        # Live orders' client ids, both ways; bounded by the books.
+        self._live_ids: dict[ClientKey, int] = {}
+        self._live_keys: dict[int, ClientKey] = {}
+        # Done orders' client ids -> their final state, and the ids in the
+        # order they were done, with that time (so the oldest is at the left).
+        self._done_ids: dict[ClientKey, tuple[int, OrderState | None]] = {}
+        self._done_order: deque[tuple[int, ClientKey]] = deque()
+        self._retention_ms = int(section.client_id_retention * 1000)
+        #: Why the service halted (module doc), or None while it takes commands.
+        self.halted: str | None = None
+        #: Called once, with the reason, when the service halts.
+        self.on_halt: Callable[[str], None] = lambda reason: None
         self.trades: dict[str, deque[tuple[int, int, int, int, int, int]]] = {
             symbol: deque(maxlen=section.trades_kept) for symbol in self.engines
         }
@@ -166,18 +209,34 @@ class OrderService:
         return spec
 
     @staticmethod
-    def _units(convert: Callable[[Any], int], value: Any, field: str) -> int:
-        """A price or quantity on the symbol's grid, in ticks or lots, positive.
+    def _units(spec: SymbolSpec, value: Any, field: str) -> int:
+        """A price or quantity on the symbol's grid, in ticks or lots, positive
+        and within the engine's bounds.
 
         Raises:
             InvalidOrder: ``invalid_price`` or ``invalid_qty`` with the reason.
         """
+        convert: Callable[[Any], int]
+        if field == "price":
+            convert, limit = spec.to_ticks, MAX_PRICE
+        else:
+            convert, limit = spec.to_lots, MAX_QTY
         try:
             units = convert(value)
-        except (OffGridError, ValueError, TypeError) as exc:
+        except OffGridError as exc:
+            if exc.reason != "out_of_range":
+                raise InvalidOrder(f"invalid_{field}", f"{field}: {exc}") from None
+            units = limit + 1
+        except (ValueError, TypeError) as exc:
             raise InvalidOrder(f"invalid_{field}", f"{field}: {exc}") from None
         if units <= 0:
             raise InvalidOrder(f"invalid_{field}", f"{field} must be positive")
+        if units > limit:
+            if field == "price":
+                bound = f"{spec.from_ticks(limit)} ({limit} ticks of {spec.tick_size})"
+            else:
+                bound = f"{spec.from_lots(limit)} ({limit} lots of {spec.lot_size})"
+            raise InvalidOrder(f"invalid_{field}", f"{field} must be at most {bound}")
         return units
 
     def new_command(self, body: Any) -> tuple[list[Any], int, str | None]:
@@ -213,12 +272,12 @@ class OrderService:
         stp = _choice(body.get("stp"), STP_NAMES, "stp", 0)
         if "qty" not in body:
             raise InvalidOrder("invalid_qty", "qty is required")
-        qty = self._units(spec.to_lots, body["qty"], "qty")
+        qty = self._units(spec, body["qty"], "qty")
         price = None
         if kind == LIMIT:
             if body.get("price") is None:
                 raise InvalidOrder("invalid_price", "a limit order needs a price")
-            price = self._units(spec.to_ticks, body["price"], "price")
+            price = self._units(spec, body["price"], "price")
         post_only = body.get("post_only", False)
         if not isinstance(post_only, bool):
             raise InvalidOrder("invalid_post_only", "post_only must be true or false")
@@ -228,7 +287,21 @@ class OrderService:
             if value is not None and (not isinstance(value, str) or len(value) > 64):
                 raise InvalidOrder(f"invalid_{name}", f"{name} must be a string of <= 64")
         number = self.accounts.get(account, len(self.accounts))
-        command = [NEW, 0, symbol, side, kind, price, qty, tif, post_only, account, stp, client_id]
+        command = [
+            NEW,
+            0,
+            symbol,
+            side,
+            kind,
+            price,
+            qty,
+            tif,
+            post_only,
+            account,
+            stp,
+            client_id,
+            0,
+        ]
         return command, number, client_id
 
     def find(self, order_id: Any) -> tuple[str, OrderState]:
@@ -244,6 +317,16 @@ class OrderService:
                     return symbol, state
         raise InvalidOrder("unknown_order", f"no order {order_id!r}", 404)
 
+    def _is_live(self, order_id: int) -> bool:
+        return any(
+            (state := engine.order(order_id)) is not None and state.status in _LIVE
+            for engine in self.engines.values()
+        )
+
+    def client_id_counts(self) -> dict[str, int]:
+        """Client ids kept: of live orders, and of done ones (``client_id_capacity``)."""
+        return {"live": len(self._live_ids), "done": len(self._done_ids)}
+
     def _live(self, order_id: Any) -> tuple[str, OrderState]:
         symbol, state = self.find(order_id)
         if state.status not in _LIVE:
@@ -252,28 +335,47 @@ class OrderService:
 
     # --- changing state ----------------------------------------------------
 
+    def check_running(self) -> None:
+        """Raises: InvalidOrder: 503 ``orders_halted`` once the service halted."""
+        if self.halted is not None:
+            raise InvalidOrder(
+                "orders_halted",
+                f"order entry is halted until a restart: {self.halted}",
+                503,
+            )
+
     def submit(
         self, command: list[Any], account: int, client_id: str | None
     ) -> tuple[bytes | None, Outcome]:
         """Apply a NEW command; the payload to journal (None: nothing new happened)."""
+        self.check_running()
         if client_id is not None:
-            known = self._client_ids.get((account, client_id))
-            if known is None:
-                known = self._client_ids_old.get((account, client_id))
+            key = (account, client_id)
+            known = self._live_ids.get(key)
             if known is not None:
                 # A retry: the order already exists, nothing is entered twice.
                 return None, Outcome(self.find(known)[1], [], created=False)
+            done = self._done_ids.get(key)
+            if done is not None:
+                if done[1] is None:
+                    raise InvalidOrder(
+                        "duplicate_client_order_id",
+                        f"order {done[0]} has client_order_id {client_id!r} and is done",
+                        409,
+                    )
+                return None, Outcome(done[1], [], created=False)
         command[1] = self.next_id
-        events = self._apply(command)
-        return self._payload(command), Outcome(self.find(command[1])[1], events, True)
+        payload, events = self._commit(command)
+        return payload, Outcome(self.find(command[1])[1], events, True)
 
     def cancel(self, order_id: Any) -> tuple[bytes, Outcome]:
+        self.check_running()
         symbol, _ = self._live(order_id)
-        command = [CANCEL, order_id, symbol]
-        events = self._apply(command)
-        return self._payload(command), Outcome(self.find(order_id)[1], events, False)
+        payload, events = self._commit([CANCEL, order_id, symbol, 0])
+        return payload, Outcome(self.find(order_id)[1], events, False)
 
     def replace(self, order_id: Any, body: Any) -> tuple[bytes, Outcome]:
+        self.check_running()
         symbol, _ = self._live(order_id)
         if not isinstance(body, dict) or not set(body) <= {"price", "qty"} or not body:
             raise InvalidOrder("invalid_body", "send price, qty or both")
@@ -281,17 +383,31 @@ class OrderService:
         price = body.get("price")
         qty = body.get("qty")
         if price is not None:
-            price = self._units(spec.to_ticks, price, "price")
+            price = self._units(spec, price, "price")
         if qty is not None:
-            qty = self._units(spec.to_lots, qty, "qty")
-        command = [REPLACE, order_id, symbol, price, qty]
-        events = self._apply(command)
-        return self._payload(command), Outcome(self.find(order_id)[1], events, False)
+            qty = self._units(spec, qty, "qty")
+        payload, events = self._commit([REPLACE, order_id, symbol, price, qty, 0])
+        return payload, Outcome(self.find(order_id)[1], events, False)
 
-    @staticmethod
-    def _payload(command: list[Any]) -> bytes:
-        data: bytes = msgpack.packb(command, use_bin_type=True)
-        return data
+    def _commit(self, command: list[Any]) -> tuple[bytes, list[Event]]:
+        """Time, encode, then apply a valid command: all of it or nothing.
+
+        Raises:
+            InvalidOrder: the record cannot be encoded (nothing changed).
+            Exception: whatever applying raised; the service has halted.
+        """
+        command[-1] = max(self.time_ms, int(self._clock() * 1000))
+        try:
+            payload: bytes = msgpack.packb(command, use_bin_type=True)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise InvalidOrder("invalid_body", f"the order cannot be recorded: {exc}") from None
+        try:
+            events = self._apply(command)
+        except Exception as exc:
+            self.halted = f"applying {command[:3]} raised {type(exc).__name__}: {exc}"
+            self.on_halt(self.halted)
+            raise
+        return payload, events
 
     def replay(self, payload: bytes) -> None:
         """Apply a journaled command, as it was applied live."""
@@ -299,31 +415,56 @@ class OrderService:
 
     def _apply(self, command: list[Any]) -> list[Event]:
         op, order_id, symbol = command[0], command[1], command[2]
+        if len(command) == _TIMED_LENGTH[op]:
+            self.time_ms = command[-1]
         engine = self.engines[symbol]
         if op == NEW:
-            _, _, _, side, kind, price, qty, tif, post_only, account, stp, client_id = command
+            side, kind, price, qty, tif, post_only, account, stp, client_id = command[3:12]
             number = self.accounts.setdefault(account, len(self.accounts))
             events = engine.new(order_id, side, price, qty, kind, tif, post_only, number, stp)
             self.next_id = max(self.next_id, order_id + 1)
             if client_id is not None and events[-1][0] != EV_REJECTED:
-                self._remember(number, client_id, order_id)
+                self._live_ids[(number, client_id)] = order_id
+                self._live_keys[order_id] = (number, client_id)
         elif op == CANCEL:
             events = engine.cancel(order_id)
         else:
             events = engine.replace(order_id, command[3], command[4])
         trades = self.trades[symbol]
+        live_keys = self._live_keys
         for event in events:
-            if event[0] == EV_TRADE:
+            kind = event[0]
+            if kind == EV_TRADE:
                 trades.append(event[2:8])
+                if event[3] in live_keys:
+                    self._settle(engine, event[3])
+            elif kind == EV_CANCELLED and event[2] != order_id and event[2] in live_keys:
+                self._settle(engine, event[2])  # a maker cancelled by STP
+        if order_id in live_keys:
+            self._settle(engine, order_id)
+        self._expire()
         self.dirty.add(symbol)
         return events
 
-    def _remember(self, account: int, client_id: str, order_id: int) -> None:
-        ids = self._client_ids
-        if len(ids) >= self.section.done_capacity:
-            self._client_ids_old = ids
-            ids = self._client_ids = {}
-        ids[(account, client_id)] = order_id
+    def _settle(self, engine: Engine, order_id: int) -> None:
+        """Move a client id from the live ones to the done ones if its order is
+        done. Its state is None only when one command ended more orders than
+        the engine keeps done ones (``done_capacity``)."""
+        state = engine.order(order_id)
+        if state is None or state.status not in _LIVE:
+            key = self._live_keys.pop(order_id)
+            del self._live_ids[key]
+            self._done_ids[key] = (order_id, state)
+            self._done_order.append((self.time_ms, key))
+
+    def _expire(self) -> None:
+        """Forget done orders' client ids past their retention or the capacity."""
+        done = self._done_order
+        if done:
+            horizon = self.time_ms - self._retention_ms
+            capacity = self.section.client_id_capacity
+            while done and (done[0][0] <= horizon or len(done) > capacity):
+                del self._done_ids[done.popleft()[1]]
 
     # --- reading state -----------------------------------------------------
 
@@ -394,13 +535,25 @@ class OrderService:
     # --- snapshots -----------------------------------------------------------
 
     def snapshot(self) -> bytes:
+        """Everything ``restore`` needs.
+
+        Raises:
+            RuntimeError: the service halted: its state may not be the journal's.
+        """
+        if self.halted is not None:
+            raise RuntimeError(f"no snapshot of a halted order service: {self.halted}")
         data: bytes = msgpack.packb(
             {
                 "version": _SNAPSHOT_VERSION,
                 "next_id": self.next_id,
                 "accounts": self.accounts,
-                "client_ids": [[a, c, o] for (a, c), o in self._client_ids.items()],
-                "client_ids_old": [[a, c, o] for (a, c), o in self._client_ids_old.items()],
+                "time_ms": self.time_ms,
+                "live_ids": [[a, c, o] for (a, c), o in self._live_ids.items()],
+                # In the order they were done, each with its final state.
+                "done_ids": [
+                    [t, a, c, self._done_ids[a, c][0], self._done_ids[a, c][1]]
+                    for t, (a, c) in self._done_order
+                ],
                 "trades": {s: [list(t) for t in d] for s, d in self.trades.items()},
                 "engines": {s: e.snapshot() for s, e in self.engines.items()},
             },
@@ -411,8 +564,9 @@ class OrderService:
     def restore(self, data: bytes) -> None:
         """Take a snapshot's state; symbols no longer configured are an error."""
         state = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        if state.get("version") != _SNAPSHOT_VERSION:
-            raise ValueError(f"orders snapshot version {state.get('version')!r}")
+        version = state.get("version")
+        if version not in (1, _SNAPSHOT_VERSION):
+            raise ValueError(f"orders snapshot version {version!r}")
         missing = sorted(set(state["engines"]) - set(self.engines))
         if missing:
             raise ValueError(f"the snapshot has books for unconfigured symbols: {missing}")
@@ -420,7 +574,20 @@ class OrderService:
             self.engines[symbol] = self._restorers[self._engine_kind[symbol]](blob)
         self.next_id = state["next_id"]
         self.accounts = dict(state["accounts"])
-        self._client_ids = {(a, c): o for a, c, o in state["client_ids"]}
-        self._client_ids_old = {(a, c): o for a, c, o in state["client_ids_old"]}
+        if version == 1:
+            # Client ids without the time their orders were done: the live
+            # orders' are kept, the done ones' cannot be timed and are not.
+            old = [*state["client_ids_old"], *state["client_ids"]]
+            state |= {
+                "time_ms": 0,
+                "done_ids": [],
+                "live_ids": [i for i in old if self._is_live(i[2])],
+            }
+        self.time_ms = state["time_ms"]
+        self._live_ids = {(a, c): o for a, c, o in state["live_ids"]}
+        self._live_keys = {o: key for key, o in self._live_ids.items()}
+        for t, a, c, o, final in state["done_ids"]:
+            self._done_ids[a, c] = (o, None if final is None else OrderState(*final))
+            self._done_order.append((t, (a, c)))
         for symbol, trades in state["trades"].items():
             self.trades[symbol].extend(tuple(t) for t in trades)

@@ -1,0 +1,148 @@
+"""The order service in process: client order ids, per account, for as long
+as their order is live and for the retention once it is done, whatever the
+count of other orders; and replay (or a snapshot) reaching the same ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sprintd.plugins.orders.config import OrdersSection
+from sprintd.plugins.orders.plugin import _PriceTime
+from sprintd.plugins.orders.service import InvalidOrder, OrderService, Outcome
+
+DAY_S = 86_400.0
+
+
+class Clock:
+    """A settable clock for the service (seconds since the epoch)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _service(clock: Clock, **settings: Any) -> OrderService:
+    section = OrdersSection(**settings)
+    kind = _PriceTime(section.done_capacity, reserve=0)
+    return OrderService(
+        section, {"price_time": kind.create}, {"price_time": kind.restore}, clock=clock
+    )
+
+
+class Recorder:
+    """Submits orders to a service and keeps what it would journal."""
+
+    def __init__(self, service: OrderService) -> None:
+        self.service = service
+        self.journal: list[bytes] = []
+
+    def new(self, price: str, qty: str = "0.01", **extra: Any) -> Outcome:
+        body = {"symbol": "BTC-USD", "side": "buy", "price": price, "qty": qty, **extra}
+        command, account, client_id = self.service.new_command(body)
+        payload, outcome = self.service.submit(command, account, client_id)
+        if payload is not None:
+            self.journal.append(payload)
+        return outcome
+
+    def cancel(self, order_id: int) -> None:
+        payload, _ = self.service.cancel(order_id)
+        self.journal.append(payload)
+
+
+def _replayed(clock: Clock, journal: list[bytes], **settings: Any) -> OrderService:
+    service = _service(clock, **settings)
+    for payload in journal:
+        service.replay(payload)
+    return service
+
+
+def test_client_ids_hold_past_any_count_of_other_orders() -> None:
+    clock = Clock()
+    orders = Recorder(_service(clock))
+    live = orders.new("1.00", client_order_id="keep", account="alice")
+    done = orders.new("2.00", client_order_id="done", account="alice", tif="IOC")
+    assert (live.state.status, done.state.status) == ("new", "expired")
+    # More than two generations of the old count-based memory (2 x 16384),
+    # over many accounts, each with a client id; IOCs that do not rest.
+    for i in range(40_000):
+        orders.new("0.01", client_order_id=f"other-{i}", account=f"acct-{i % 7}", tif="IOC")
+    again = orders.new("1.00", client_order_id="keep", account="alice")
+    assert (again.created, again.state.order_id) == (False, live.state.order_id)
+    again = orders.new("2.00", client_order_id="done", account="alice", tif="IOC")
+    assert (again.created, again.state.order_id) == (False, done.state.order_id)
+    assert again.state.status == "expired"
+    # Per account: the same id under another account is another order.
+    other = orders.new("1.00", client_order_id="keep", account="bob")
+    assert other.created
+
+
+def test_a_done_orders_client_id_is_kept_for_the_retention_then_forgotten() -> None:
+    clock = Clock()
+    orders = Recorder(_service(clock, client_id_retention="1h"))
+    live = orders.new("1.00", client_order_id="live", account="alice")
+    done = orders.new("1.00", client_order_id="done", account="alice")
+    orders.cancel(done.state.order_id)
+    clock.now += 3599
+    orders.new("0.01", tif="IOC")
+    assert not orders.new("1.00", client_order_id="done", account="alice").created
+    # Retention is measured from when it was done (the cancel), in the
+    # commands' own times: the next command after an hour forgets it.
+    clock.now += 2
+    orders.new("0.01", tif="IOC")
+    assert orders.new("1.00", client_order_id="done", account="alice").created
+    # A live order's id outlives any retention.
+    clock.now += 30 * DAY_S
+    orders.new("0.01", tif="IOC")
+    assert orders.new("1.00", client_order_id="live", account="alice").state.order_id == (
+        live.state.order_id
+    )
+    # Replay from the journal, with a clock that says something else, and a
+    # snapshot of the live service both reach the same ids (and bytes).
+    replayed = _replayed(Clock(), orders.journal, client_id_retention="1h")
+    assert replayed.snapshot() == orders.service.snapshot()
+    restored = _service(Clock(), client_id_retention="1h")
+    restored.restore(orders.service.snapshot())
+    assert restored.snapshot() == orders.service.snapshot()
+
+
+def test_the_clock_going_back_never_goes_back_in_the_journal() -> None:
+    clock = Clock()
+    orders = Recorder(_service(clock, client_id_retention=10))
+    done = orders.new("1.00", client_order_id="done", tif="IOC")
+    clock.now -= DAY_S  # NTP steps the clock back a day
+    orders.new("0.01", tif="IOC")
+    assert orders.service.time_ms == int((clock.now + DAY_S) * 1000)
+    again = orders.new("1.00", client_order_id="done", tif="IOC")
+    assert again.state.order_id == done.state.order_id
+
+
+def test_the_capacity_bounds_done_client_ids() -> None:
+    clock = Clock()
+    orders = Recorder(_service(clock, client_id_capacity=100))
+    for i in range(250):
+        orders.new("0.01", client_order_id=f"c{i}", tif="IOC")
+    assert orders.service.client_id_counts() == {"live": 0, "done": 100}
+    assert not orders.new("0.01", client_order_id="c249", tif="IOC").created
+    assert orders.new("0.01", client_order_id="c0", tif="IOC").created
+
+
+def test_an_order_the_engine_forgot_keeps_its_client_id() -> None:
+    """One taker ends more makers than the engine keeps done orders: their
+    ids still refuse a second order."""
+    clock = Clock()
+    orders = Recorder(_service(clock, done_capacity=2))
+    makers = [
+        orders.new("1.00", client_order_id=f"m{i}", account="maker", side="sell") for i in range(5)
+    ]
+    taker = orders.new("1.00", qty="0.05")
+    assert taker.state.status == "filled"
+    with pytest.raises(InvalidOrder) as refused:
+        orders.new("1.00", client_order_id="m0", account="maker", side="sell")
+    assert (refused.value.status, refused.value.code) == (409, "duplicate_client_order_id")
+    assert str(makers[0].state.order_id) in str(refused.value)
+    last = orders.new("1.00", client_order_id="m4", account="maker", side="sell")
+    assert (last.created, last.state.status) == (False, "filled")
