@@ -191,6 +191,7 @@ class App:
             return LocalLimiter()
         limiter = RedisLimiter(self.redis)
         self.background.append(functools.partial(_run_limiter, limiter))
+        self.health_checks.append(HealthCheck("rate_limits", limiter.check))
         return limiter
 
     def setup(self) -> None:

@@ -101,7 +101,9 @@ def decode_payload(payload: bytes) -> list[Any]:
     try:
         value = msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except (ValueError, msgpack.UnpackException) as exc:
-        raise PayloadError(f"payload is not msgpack: {exc}") from None
+        # Some of msgpack's errors (StackError: nested too deep) carry no text.
+        reason = str(exc) or type(exc).__name__
+        raise PayloadError(f"payload is not msgpack: {reason}") from None
     if not isinstance(value, list):
         raise PayloadError(f"payload is a msgpack {type(value).__name__}, not an array")
     return value

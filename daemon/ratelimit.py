@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import trio
 
@@ -186,6 +186,16 @@ class RedisLimiter:
         self.shared = False
         # Set by a bucket running low: the lease task tops up before its tick.
         self.wanted = trio.Event()
+
+    def check(self) -> tuple[Literal["pass", "warn"], dict[str, Any]]:
+        """For /health: whether the limits are shared yet, or per worker for now."""
+        if self.shared:
+            return "pass", {"shared": True, "keys": len(self.buckets)}
+        return "warn", {
+            "shared": False,
+            "keys": len(self.buckets),
+            "output": "limiting per worker until Redis answers",
+        }
 
     def bucket(self, name: str, limit: RateLimit) -> LeasedBucket:
         bucket = LeasedBucket(self, self.prefix + name, limit)

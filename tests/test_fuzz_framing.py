@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import struct
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,10 +69,21 @@ def test_a_frame_that_never_ends_keeps_one_frame_at_most() -> None:
     assert decoder.buffered == MAX_FRAME + 3
 
 
-def test_payloads_that_lie_about_their_size() -> None:
-    for payload in (b"\xdd\xff\xff\xff\xff", b"\x91" * 100_000, msgpack.packb({1: 2})):
-        with bounded(5), contextlib.suppress(PayloadError):
-            decode_payload(payload)
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xdd\xff\xff\xff\xff", "exceeds max_array_len"),  # an array of 2**32 - 1
+        (b"\x91" * 100_000, "StackError"),  # arrays nested 100,000 deep
+        (msgpack.packb({1: 2}), "not allowed for map key"),
+    ],
+    ids=["huge-array", "deep-nesting", "int-map-key"],
+)
+def test_payloads_that_lie_about_their_size(payload: bytes, reason: str) -> None:
+    """Refused with a reason, in bounded time and memory, never half decoded."""
+    with bounded(5), pytest.raises(PayloadError) as refused:
+        decode_payload(payload)
+    assert str(refused.value).startswith("payload is not msgpack: ")
+    assert reason in str(refused.value)
 
 
 def test_decoding_keeps_nothing() -> None:

@@ -4,8 +4,6 @@ buckets while Redis is away."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import trio
 
@@ -13,7 +11,7 @@ from sprintd.ratelimit import LEASE_TICK, RedisLimiter
 from sprintd.redis import Redis
 from sprintd.settings import RateLimit
 
-from .daemons import DaemonFactory
+from .daemons import DaemonFactory, wait_for
 
 
 async def _spend(limiter: RedisLimiter, name: str, limit: RateLimit, seconds: float) -> int:
@@ -89,7 +87,10 @@ def test_two_daemons_share_a_free_keys_burst_through_redis(
         "SPRINTD_REDIS__URL": redis_url,
     }
     pair = [daemon(env=env), daemon(env=env)]
-    time.sleep(0.3)  # the lease tasks' first round
+    if shared:
+        # Ready once each daemon's lease task has had Redis's first answer.
+        for one in pair:
+            wait_for(lambda one=one: one.health()["checks"]["rate_limits"][0]["shared"])
     answers = [
         pair[i % 2].request("GET", "/v1/prices", None, {"X-API-Key": key}) for i in range(12)
     ]
