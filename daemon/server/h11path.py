@@ -45,6 +45,14 @@ log = logging.getLogger("sprintd.server")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
+# What a handler may raise, or cause by what it returns, that costs only its
+# request (a 500) and not the connection or the worker. SystemExit is one:
+# in a handler it is a plugin calling sys.exit(), a bug, since the daemon
+# itself stops by signals. Other BaseExceptions are left to propagate:
+# trio's Cancelled (and groups of it) is how drain and the timeouts stop a
+# handler, and KeyboardInterrupt is the operator's.
+_PLUGIN_FAULTS = (Exception, SystemExit)
+
 
 async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes | None:
     """Serve one request starting at ``data``; return what followed it, or None to close."""
@@ -229,7 +237,7 @@ def dispatch(
                 admitted = guard.admit(headers, snap.scope, method, path, sock)
                 if isinstance(admitted, HTTPError):
                     refused = Request(method, path, query, headers, body)
-                    return _failed(
+                    return _error(
                         admitted, refused, snap.recorder, keep_alive=keep_alive
                     ), snap.recorder
             snap.recorder.count_status(snap.status)
@@ -246,13 +254,13 @@ def dispatch(
             # A snapshot path without a route for this method: the router
             # knows only routes, so it said 404 or left GET and HEAD out.
             exc = method_not_allowed(exc.allowed | {b"GET", b"HEAD"})
-        return _failed(exc, request, server.unmatched, keep_alive=keep_alive), server.unmatched
+        return _error(exc, request, server.unmatched, keep_alive=keep_alive), server.unmatched
     recorder = bound.recorder
     key = None
     if guard is not None and bound.scope != "open":
         admitted = guard.admit(headers, bound.scope, method, path, sock)
         if isinstance(admitted, HTTPError):
-            return _failed(admitted, request, recorder, keep_alive=keep_alive), recorder
+            return _error(admitted, request, recorder, keep_alive=keep_alive), recorder
         key = admitted
     if bound.scope == "admin":
         action = _admin_action(app, bound, request, key, head=head, keep_alive=keep_alive)
@@ -260,20 +268,21 @@ def dispatch(
     if bound.is_async:
         return _respond_later(bound, request, head=head, keep_alive=keep_alive), recorder
     try:
-        response = cast(Response, bound.handler(request))
-    except Exception as exc:
-        return _failed(exc, request, recorder, keep_alive=keep_alive), recorder
-    return _encode(response, recorder, head=head, keep_alive=keep_alive), recorder
+        encoded = _encode(bound.handler(request), recorder, head=head, keep_alive=keep_alive)
+    except _PLUGIN_FAULTS as exc:
+        return _failed(exc, request, bound, keep_alive=keep_alive), recorder
+    return encoded, recorder
 
 
 async def _respond_later(
     bound: BoundRoute, request: Request, *, head: bool, keep_alive: bool
 ) -> bytes:
+    recorder = bound.recorder
     try:
-        response = await cast(Awaitable[Response], bound.handler(request))
-    except Exception as exc:
-        return _failed(exc, request, bound.recorder, keep_alive=keep_alive)
-    return _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
+        response = await cast(Awaitable[object], bound.handler(request))
+        return _encode(response, recorder, head=head, keep_alive=keep_alive)
+    except _PLUGIN_FAULTS as exc:
+        return _failed(exc, request, bound, keep_alive=keep_alive)
 
 
 async def _admin_action(
@@ -282,17 +291,15 @@ async def _admin_action(
     """Run an admin route's handler and write the action, with its outcome, to the audit log."""
     status = 500
     try:
-        response = bound.handler(request)
+        response: object = bound.handler(request)
         if bound.is_async:
-            response = await cast(Awaitable[Response], response)
-        response = cast(Response, response)
-    except Exception as exc:
+            response = await cast(Awaitable[object], response)
+        encoded = _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
+        status = cast(Response, response).status  # _encode has checked it is one
+    except _PLUGIN_FAULTS as exc:
         if isinstance(exc, HTTPError):
             status = exc.status
-        encoded = _failed(exc, request, bound.recorder, keep_alive=keep_alive)
-    else:
-        status = response.status
-        encoded = _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
+        encoded = _failed(exc, request, bound, keep_alive=keep_alive)
     app.audit.emit(
         "admin_action",
         key=None if key is None else key.name,
@@ -303,41 +310,73 @@ async def _admin_action(
     return encoded
 
 
-def _encode(response: Response, recorder: Recorder, *, head: bool, keep_alive: bool) -> bytes:
-    recorder.count_status(response.status)
-    return encode_response(
-        response.status,
+def _encode(response: object, recorder: Recorder, *, head: bool, keep_alive: bool) -> bytes:
+    """A handler's result as bytes.
+
+    Raises:
+        TypeError: the handler returned something other than a ``Response``, or
+            one whose fields do not encode (a str body or header set after it
+            was made).
+        ValueError: its status is not a final one (200-599): a 1xx would leave
+            the client waiting for the response that never comes.
+    """
+    # ``type() is`` first, so the usual Response costs no call to check.
+    if type(response) is not Response and not isinstance(response, Response):
+        raise TypeError(f"the handler returned {type(response).__name__}, not a Response")
+    status = response.status
+    if not 200 <= status <= 599:
+        raise ValueError(f"the handler's status {status} is not a final one (200-599)")
+    encoded = encode_response(
+        status,
         response.body,
         response.content_type,
         response.headers,
         head=head,
         keep_alive=keep_alive,
     )
+    recorder.count_status(status)
+    return encoded
 
 
-def _failed(exc: Exception, request: Request, recorder: Recorder, *, keep_alive: bool) -> bytes:
-    msgpack_ = request.wants_msgpack()
+def _error(exc: HTTPError, request: Request, recorder: Recorder, *, keep_alive: bool) -> bytes:
+    encoded = error_response(
+        exc.status,
+        exc.code,
+        exc.message,
+        exc.headers,
+        keep_alive=keep_alive,
+        msgpack_=request.wants_msgpack(),
+    )
+    recorder.count_status(exc.status)
+    return encoded
+
+
+def _failed(exc: BaseException, request: Request, bound: BoundRoute, *, keep_alive: bool) -> bytes:
+    """What a handler raised, or its result caused, as a response.
+
+    An ``HTTPError`` is answered as it says. Anything else is the route's
+    fault: one log line names the route by method and pattern, with the path
+    asked and the exception (its traceback after), and the request is a 500.
+    """
     if isinstance(exc, HTTPError):
-        recorder.count_status(exc.status)
-        return error_response(
-            exc.status,
-            exc.code,
-            exc.message,
-            exc.headers,
-            keep_alive=keep_alive,
-            msgpack_=msgpack_,
-        )
+        try:
+            return _error(exc, request, bound.recorder, keep_alive=keep_alive)
+        except Exception as bad:  # a plugin's HTTPError that does not encode
+            exc = bad
+    route = bound.route
     log.error(
-        "handler failed: %s %s",
-        request.method.decode(),
+        "handler failed: %s %s (%s): %r",
+        route.method.upper(),
+        route.path,
         request.path.decode("latin-1"),
+        exc,
         exc_info=exc,
     )
-    recorder.count_status(500)
+    bound.recorder.count_status(500)
     return error_response(
         500,
         "internal_error",
         "the handler failed; see the daemon's log",
         keep_alive=keep_alive,
-        msgpack_=msgpack_,
+        msgpack_=request.wants_msgpack(),
     )
