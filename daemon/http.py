@@ -244,7 +244,11 @@ def error_response(
     *,
     keep_alive: bool,
     msgpack_: bool = False,
+    head: bool = False,
 ) -> bytes:
-    """``{"error": {"code", "message"}}`` with ``status``, in JSON or msgpack."""
+    """``{"error": {"code", "message"}}`` with ``status``, in JSON or msgpack;
+    ``head`` for the answer to a HEAD, which has the length but not the body."""
     answer = Response.data({"error": {"code": code, "message": message}}, status, msgpack_=msgpack_)
-    return encode_response(status, answer.body, answer.content_type, headers, keep_alive=keep_alive)
+    return encode_response(
+        status, answer.body, answer.content_type, headers, head=head, keep_alive=keep_alive
+    )

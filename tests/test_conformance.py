@@ -38,6 +38,8 @@ ENV = FAST_SERVER_ENV | {
     "SPRINTD_SERVER__MAX_BODY_BYTES": str(MAX_BODY),
 }
 PATHS = ["/livez", "/health"]  # a snapshot (the fast path's) and a route (h11's)
+GET_LIVEZ = b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n"
+GET_HEALTH = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -183,10 +185,22 @@ def test_an_absolute_form_target_without_a_route_names_its_path(
         assert_serving(served, conn)
 
 
-# --- empty lines before a request (RFC 9112 section 2.2) --------------------------
+# --- HEAD (RFC 9110 section 9.3.2) ------------------------------------------------
 
-GET_LIVEZ = b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n"
-GET_HEALTH = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
+
+@pytest.mark.parametrize("path", ["/no/such", "/test/echo"])
+def test_an_error_answering_a_head_has_no_body(served: Daemon, path: str) -> None:
+    """A body after it would be read as the start of the next response."""
+    with served.connect() as conn:
+        conn.send(b"HEAD %s HTTP/1.1\r\nHost: t\r\n\r\n" % path.encode() + GET_LIVEZ)
+        head = conn.read_response(head=True)
+        assert head.status in (404, 405), head
+        assert int(head.header("content-length") or 0) > 0
+        after = conn.read_response()
+        assert (after.status, after.body) == (200, LIVEZ), after
+
+
+# --- empty lines before a request (RFC 9112 section 2.2) --------------------------
 
 
 @pytest.mark.parametrize("lines", [b"\r\n", b"\n", b"\r\n\n\r\n", b"\r\n" * 8])

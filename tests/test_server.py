@@ -426,6 +426,16 @@ def test_a_handler_that_returns_the_wrong_thing_is_a_500(
     wait_for(lambda: line in faulty.stderr(), timeout=5)
 
 
+def test_a_handler_that_fails_a_head_is_a_500_without_a_body(faulty: Daemon) -> None:
+    with faulty.connect() as conn:
+        conn.send(request("HEAD", "/test/faulty/dict") + request("GET", "/livez"))
+        head = conn.read_response(head=True)
+        assert head.status == 500
+        assert int(head.header("content-length") or 0) > 0
+        # A body would have been read as the start of this one.
+        assert (conn.read_response().body) == LIVEZ
+
+
 def test_an_admin_handler_that_returns_the_wrong_thing_is_a_500(faulty: Daemon) -> None:
     _assert_500_and_still_serving(faulty, request("POST", "/test/faulty/admin/dict", body=b"{}"))
     line = "handler failed: POST /test/faulty/admin/{case} (/test/faulty/admin/dict): "

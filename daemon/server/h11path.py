@@ -469,6 +469,7 @@ def _error(exc: HTTPError, request: Request, recorder: Recorder, *, keep_alive: 
         exc.headers,
         keep_alive=keep_alive,
         msgpack_=request.wants_msgpack(),
+        head=request.method == b"HEAD",
     )
     recorder.count_status(exc.status)
     return encoded
@@ -502,4 +503,5 @@ def _failed(exc: BaseException, request: Request, bound: BoundRoute, *, keep_ali
         "the handler failed; see the daemon's log",
         keep_alive=keep_alive,
         msgpack_=request.wants_msgpack(),
+        head=request.method == b"HEAD",
     )
