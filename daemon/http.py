@@ -167,7 +167,14 @@ class Request:
 
 
 class Response:
-    """A handler's answer; ``encode_response`` turns it into bytes."""
+    """A handler's answer; ``encode_response`` turns it into bytes.
+
+    Raises:
+        ValueError: ``status`` is outside 100-599, the range RFC 9110 section 15
+            gives status codes.
+        TypeError: ``body`` is not bytes (a str has no length on the wire until
+            it is encoded, and which encoding is the handler's to say).
+    """
 
     __slots__ = ("body", "content_type", "headers", "status")
 
@@ -178,6 +185,12 @@ class Response:
         content_type: bytes = JSON,
         headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
+        # A plugin's mistake, caught where it is made: the request it answers
+        # becomes a 500. ``type() is`` first: no call for the usual bytes.
+        if not 100 <= status <= 599:
+            raise ValueError(f"status {status} is outside 100-599")
+        if type(body) is not bytes and not isinstance(body, bytes):
+            raise TypeError(f"a response body is bytes, not {type(body).__name__}")
         self.status = status
         self.body = body
         self.content_type = content_type
@@ -203,19 +216,22 @@ def encode_response(
     """The whole response as one bytes object, ready for one ``send``.
 
     ``head`` leaves the body out but keeps its Content-Length, as RFC 9110
-    asks of HEAD. ``keep_alive=False`` adds ``connection: close``.
+    asks of HEAD. ``keep_alive=False`` adds ``connection: close``. A 1xx,
+    204 or 304 has no content (RFC 9112 section 6.3): its body, if any, is
+    not sent, since without a length it would read as the next response.
     """
     parts = [_STATUS_LINES.get(status) or status_line(status), _date[0], SERVER_LINE]
+    has_content = status >= 200 and status not in (204, 304)
     if content_type and status not in (204, 304):
         parts.append(b"content-type: " + content_type + b"\r\n")
     for name, value in headers:
         parts.append(name + b": " + value + b"\r\n")
-    if status >= 200 and status not in (204, 304):
+    if has_content:
         parts.append(b"content-length: %d\r\n" % len(body))
     if not keep_alive:
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
-    if not head:
+    if has_content and not head:
         parts.append(body)
     return b"".join(parts)
 
@@ -228,7 +244,11 @@ def error_response(
     *,
     keep_alive: bool,
     msgpack_: bool = False,
+    head: bool = False,
 ) -> bytes:
-    """``{"error": {"code", "message"}}`` with ``status``, in JSON or msgpack."""
+    """``{"error": {"code", "message"}}`` with ``status``, in JSON or msgpack;
+    ``head`` for the answer to a HEAD, which has the length but not the body."""
     answer = Response.data({"error": {"code": code, "message": message}}, status, msgpack_=msgpack_)
-    return encode_response(status, answer.body, answer.content_type, headers, keep_alive=keep_alive)
+    return encode_response(
+        status, answer.body, answer.content_type, headers, head=head, keep_alive=keep_alive
+    )

@@ -11,9 +11,11 @@ Two layers:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import h11
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -75,12 +77,16 @@ _targets = _mostly(
             "/a%2Fb",
             "//snap",
             "http://h/snap",
+            "HTTP://h:80/snap?x=1",
+            "http://h",
         ]
     ),
 )
 _versions = _mostly(
     st.just("HTTP/1.1"),
-    st.sampled_from(["HTTP/1.0", "HTTP/1.2", "http/1.1", "HTTP/2.0", "HTTP/1.1 "]),
+    st.sampled_from(
+        ["HTTP/1.0", "HTTP/1.2", "http/1.1", "HTTP/2.0", "HTTP/1.1 ", "HTTP/9.9", "HTTP/0.9"]
+    ),
 )
 _names = _mostly(
     st.sampled_from(
@@ -119,13 +125,15 @@ _values = _mostly(
         ]
     ),
     st.one_of(
-        st.sampled_from(["x\x7fy", "\x01", "a\rb", "a\nb", "h2c"]),
+        st.sampled_from(["x\x7fy", "\x01", "a\x07b", "\x1f", "a\rb", "a\nb", "h2c"]),
         st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=255), max_size=6),
     ),
 )
 _separators = _mostly(st.sampled_from([": ", ":"]), st.sampled_from([":  ", ": \t", " : "]))
 _eols = _mostly(st.just("\r\n"), st.sampled_from(["\n", "\r"]))
 _hosts = _mostly(st.just(["Host"]), st.sampled_from([[], ["Host", "host"], ["HOST"]]))
+# Empty lines before a request line, which RFC 9112 section 2.2 has ignored.
+_empty_lines = _mostly(st.just(""), st.sampled_from(["\r\n", "\n", "\r\n\n", "\r\n" * 9]))
 
 
 @st.composite
@@ -136,7 +144,7 @@ def _request(draw: st.DrawFn) -> bytes:
     headers += draw(st.lists(st.tuples(_names, _values), max_size=3))
     order = draw(st.permutations(headers))
     parts = [line] + [f"{n}{draw(_separators)}{v}" for n, v in order]
-    head = (eol.join(parts) + eol + draw(_eols)).encode("latin-1")
+    head = (draw(_empty_lines) + eol.join(parts) + eol + draw(_eols)).encode("latin-1")
     return head + draw(st.sampled_from([b"", b"", b"", b"abcd", b"0\r\n\r\n"]))
 
 
@@ -229,6 +237,35 @@ async def test_fast_and_h11_paths_answer_the_same_bytes(data: bytes) -> None:
     fast = await exchange(FAST, data)
     slow = await exchange(SLOW, data)
     assert fast == slow
+
+
+# The conformance cases (RFC 9110, 9112), each with the status both paths
+# must give: the fast path declines all of them, so h11's answer is the one.
+CONFORMANCE = [
+    (b"GET /snap HTTP/1.2\r\nHost: x\r\n\r\n", [505]),
+    (b"GET /snap HTTP/9.9\r\nHost: x\r\n\r\n", [505]),
+    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", [505]),
+    (b"GET /snap HTTP/1.1\r\nHost: x\r\nX-A: a\x07b\r\n\r\n" + _GOOD, [400]),
+    (b"GET /snap HTTP/1.1\r\nX-A: \x7f\r\nHost: x\r\n\r\n", [400]),
+    (b"GET http://x/snap HTTP/1.1\r\nHost: x\r\n\r\n" + _GOOD, [200, 200]),
+    (b"GET HTTP://x:80/snap?a=1 HTTP/1.1\r\nHost: x\r\n\r\n", [200]),
+    (b"\r\n" + _GOOD + b"\n\r\n" + _GOOD, [200, 200]),
+    (b"\r\n" * 9 + _GOOD, [400]),
+    (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n" + _GOOD,
+        [200],  # read chunked, then closed: the GET after it is not answered
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "statuses"), CONFORMANCE)
+async def test_conformance_cases_are_answered_alike_by_both_paths(
+    data: bytes, statuses: list[int]
+) -> None:
+    fast = await exchange(FAST, data)
+    assert fast == await exchange(SLOW, data)
+    assert [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", fast)] == statuses, fast
 
 
 async def test_the_fast_path_really_answers() -> None:

@@ -115,8 +115,11 @@ def exchange(port: int, data: bytes) -> bytes:
     return b"".join(received)
 
 
+LIVEZ = b"GET /livez2 HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
 def livez(port: int) -> int:
-    answer = exchange(port, b"GET /livez2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = exchange(port, LIVEZ)
     return int(answer.split(b" ", 2)[1])
 
 
@@ -134,6 +137,18 @@ SAMPLES = [
     b"GET /open?x=1 HTTP/1.0\r\n\r\n",
     b"HEAD /snap HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
     b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\nabc",
+    # The conformance cases: a version h11 parses but sprintd does not speak,
+    # a control in a value, both framings, an absolute form, empty lines.
+    b"GET /open HTTP/1.2\r\nHost: x\r\n\r\n",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    b"GET /open HTTP/1.1\r\nHost: x\r\nX-A: a\x07b\r\n\r\n",
+    b"POST /decode HTTP/1.1\r\nHost: x\r\nX-API-Key: "
+    + KEY.encode()
+    + b"\r\nContent-Type: application/json\r\nContent-Length: 3\r\n"
+    + b"Transfer-Encoding: chunked\r\n\r\n"
+    + b"%x\r\n%s\r\n0\r\n\r\n" % (len(BODY), BODY),
+    b"GET http://x:1/livez2?y=2 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\r\n\n",
 ]
 _inputs = st.one_of(
     st.binary(max_size=300),
@@ -154,10 +169,13 @@ def test_any_bytes_get_responses_or_a_close(running: Running, data: bytes) -> No
         assert answer.startswith(b"HTTP/1.1 "), answer[:100]
     statuses = [int(m.group(1)) for m in STATUS_LINE.finditer(answer)]
     # Never a server error; 501 only for a transfer coding h11 does not
-    # implement (RFC 9112 section 6.1), said as such.
-    if 501 in statuses:
-        assert b'"code":"not_implemented"' in answer, answer[:300]
-    assert all(status < 500 or status == 501 for status in statuses), answer[:300]
+    # implement (RFC 9112 section 6.1), 505 only for a version other than
+    # 1.0 and 1.1, each said as such and the last answer on the connection.
+    for status, code in ((501, b"not_implemented"), (505, b"http_version_not_supported")):
+        if status in statuses:
+            assert b'"code":"%s"' % code in answer, answer[:300]
+            assert statuses[-1] == status, answer[:300]
+    assert all(status < 500 or status in (501, 505) for status in statuses), answer[:300]
     assert livez(running.port) == 200
 
 
@@ -177,4 +195,23 @@ def test_an_unknown_transfer_coding_is_501_not_implemented(running: Running) -> 
     )
     assert answer.startswith(b"HTTP/1.1 501 "), answer[:100]
     assert b'"code":"not_implemented"' in answer
+    assert livez(running.port) == 200
+
+
+@pytest.mark.parametrize(
+    ("data", "statuses"),
+    [
+        (SAMPLES[6] + LIVEZ, [505]),
+        (SAMPLES[7], [505]),
+        (SAMPLES[8] + LIVEZ, [400]),
+        (SAMPLES[9] + LIVEZ, [200]),  # both framings: answered, then closed
+        (SAMPLES[10] + SAMPLES[11] + LIVEZ, [200, 200]),
+    ],
+    ids=["version", "http2-preface", "control", "both-framings", "absolute-and-empty-lines"],
+)
+def test_conformance_samples_are_answered_as_rfc_9112_asks(
+    running: Running, data: bytes, statuses: list[int]
+) -> None:
+    answer = exchange(running.port, data)
+    assert [int(m.group(1)) for m in STATUS_LINE.finditer(answer)] == statuses, answer[:300]
     assert livez(running.port) == 200

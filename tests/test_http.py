@@ -91,3 +91,28 @@ def test_msgpack_responses_say_so() -> None:
     answer = Response.data({"a": 1}, msgpack_=True)
     assert answer.content_type == MSGPACK
     assert msgpack.unpackb(answer.body) == {"a": 1}
+
+
+@pytest.mark.parametrize("status", [0, 99, 600, 1000, -200])
+def test_a_response_refuses_a_status_outside_100_to_599(status: int) -> None:
+    with pytest.raises(ValueError, match="outside 100-599"):
+        Response(status)
+
+
+@pytest.mark.parametrize("body", ["text", None, 12, ["a"]])
+def test_a_response_refuses_a_body_that_is_not_bytes(body: object) -> None:
+    with pytest.raises(TypeError, match="bytes"):
+        Response(200, body)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("status", [100, 200, 204, 304, 599])
+def test_a_response_takes_any_status_in_range(status: int) -> None:
+    assert Response(status, b"x").status == status
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_a_response_without_content_sends_no_body(status: int) -> None:
+    # A body after a head without a length would read as the next response.
+    encoded = encode_response(status, b"null")
+    assert encoded.endswith(b"\r\n\r\n")
+    assert b"content-length" not in encoded

@@ -380,6 +380,68 @@ def test_wrong_method_on_a_snapshot_path_gets_405(served: Daemon) -> None:
     assert response.status == 405, response.body
 
 
+# --- a plugin's faults ----------------------------------------------------------
+
+FAULTY_PLUGIN = {"SPRINTD_PLUGINS": '["sprintd_test_faulty"]'}
+# The cases of sprintd_test_faulty: a dict, None, a Response with a str body,
+# a status outside 100-599 (600, 99), a str header, sys.exit(), and an
+# HTTPError whose headers do not encode.
+FAULTS = [
+    "dict",
+    "none",
+    "str-body",
+    "status-600",
+    "status-99",
+    "str-header",
+    "exit",
+    "bad-http-error",
+]
+
+
+@pytest.fixture(scope="module")
+def faulty(module_daemon: DaemonFactory) -> Daemon:
+    return module_daemon(env=FAST_SERVER_ENV | FAULTY_PLUGIN, pythonpath=[PLUGINS_DIR])
+
+
+def _assert_500_and_still_serving(faulty: Daemon, data: bytes) -> None:
+    with faulty.connect() as conn:
+        conn.send(data)
+        response = conn.read_response()
+        assert response.status == 500, response
+        assert error_of(response)["code"] == "internal_error"
+        assert response.header("connection") is None  # the connection is kept
+        conn.send(request("GET", "/health"))
+        assert conn.read_response().status == 200
+    assert_still_healthy(faulty)
+
+
+@pytest.mark.parametrize("case", FAULTS)
+@pytest.mark.parametrize("kind", ["", "async/"], ids=["sync", "async"])
+def test_a_handler_that_returns_the_wrong_thing_is_a_500(
+    faulty: Daemon, kind: str, case: str
+) -> None:
+    _assert_500_and_still_serving(faulty, request("GET", f"/test/faulty/{kind}{case}"))
+    # One line names the route by its pattern, not the path it was asked by.
+    line = f"handler failed: GET /test/faulty/{kind}{{case}} (/test/faulty/{kind}{case}):"
+    wait_for(lambda: line in faulty.stderr(), timeout=5)
+
+
+def test_a_handler_that_fails_a_head_is_a_500_without_a_body(faulty: Daemon) -> None:
+    with faulty.connect() as conn:
+        conn.send(request("HEAD", "/test/faulty/dict") + request("GET", "/livez"))
+        head = conn.read_response(head=True)
+        assert head.status == 500
+        assert int(head.header("content-length") or 0) > 0
+        # A body would have been read as the start of this one.
+        assert (conn.read_response().body) == LIVEZ
+
+
+def test_an_admin_handler_that_returns_the_wrong_thing_is_a_500(faulty: Daemon) -> None:
+    _assert_500_and_still_serving(faulty, request("POST", "/test/faulty/admin/dict", body=b"{}"))
+    line = "handler failed: POST /test/faulty/admin/{case} (/test/faulty/admin/dict): "
+    wait_for(lambda: line in faulty.stderr(), timeout=5)
+
+
 # --- HEAD, HTTP/1.0, Connection: close -----------------------------------------
 
 

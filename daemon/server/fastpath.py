@@ -8,7 +8,8 @@ strict subset of RFC 9112 (and of h11):
 - the request line is exactly ``GET|HEAD <registered path> HTTP/1.1`` (one
   dict lookup on the whole line: method, target and version at once);
 - every header line is ``token ":" OWS value OWS CRLF`` with values of visible
-  ASCII or obs-text only (h11 also admits control characters; we decline);
+  ASCII or obs-text only (h11 also admits control characters; we decline,
+  and the h11 path refuses them);
 - exactly one Host (RFC 9112 section 3.2 makes none or two a 400);
 - no header that changes framing or the connection: Content-Length and
   Transfer-Encoding (a body), Connection (close or upgrade), Expect, Upgrade;

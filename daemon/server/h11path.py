@@ -16,23 +16,35 @@ h11 has not consumed, and a chunked one is read through h11's events. Bodies
 are limited twice: a Content-Length over the limit is refused before a byte
 of the body is read (413 and close, since the body would have to be read to
 keep the connection), and a chunked body is counted as it comes.
+
+Where h11 is more lenient than RFC 9110/9112, this module is not: a version
+other than HTTP/1.0 and 1.1 is a 505, a control character in a field value a
+400, and a request framed both ways is read chunked and its connection
+closed (RFC 9112 section 6.1). It is also as lenient as the RFC asks: empty
+lines before a request line are skipped (section 2.2), and an absolute-form
+target is routed by its path (section 3.2.2). A response that closes the
+connection is followed by a lingering close, so that the peer reads it
+rather than a reset.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from collections.abc import Awaitable, Coroutine
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, cast
 
 import h11
+import trio
 
 from ..http import HTTPError, Request, Response, encode_response, error_response
 from ..latency import Recorder
 from ..routing import BoundRoute, method_not_allowed
 from ..sockio import recv, send_all, send_now, send_rest
-from .state import BODY, BUSY, HEAD, SEND, Conn
+from .limits import LINGER_BYTES, LINGER_TIME, LINGER_TIMEOUT, MAX_EMPTY_LINES
+from .state import BODY, BUSY, HEAD, IDLE, SEND, Conn
 
 if TYPE_CHECKING:
     from ..app import App
@@ -44,32 +56,75 @@ __all__ = ["dispatch", "handle"]
 log = logging.getLogger("sprintd.server")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# A control character other than HTAB, and other than CR and LF, which end
+# lines and are h11's to judge.
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_EMPTY_LINE = re.compile(rb"\r?\n")
+_ABSOLUTE = re.compile(rb"(?i:https?)://[^/?#]*")
+
+# What a handler may raise, or cause by what it returns, that costs only its
+# request (a 500) and not the connection or the worker. SystemExit is one:
+# in a handler it is a plugin calling sys.exit(), a bug, since the daemon
+# itself stops by signals. Other BaseExceptions are left to propagate:
+# trio's Cancelled (and groups of it) is how drain and the timeouts stop a
+# handler, and KeyboardInterrupt is the operator's.
+_PLUGIN_FAULTS = (Exception, SystemExit)
 
 
 async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes | None:
     """Serve one request starting at ``data``; return what followed it, or None to close."""
     sock = conn.sock
     view = memoryview(conn.buf)
+    conn.state = HEAD
+    if data[0] in b"\r\n":
+        data = await _skip_empty_lines(sock, view, data)
+        if not data:
+            return None
     parser = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_head)
     parser.receive_data(data)
     fed = len(data)
-    conn.state = HEAD
     try:
         event = parser.next_event()
-        while event is h11.NEED_DATA:
-            more = await recv(sock, view)
-            parser.receive_data(more)
-            fed += len(more)
-            event = parser.next_event()
+        if event is h11.NEED_DATA:
+            # The head in pieces: kept, to be searched whole below.
+            parts = [data]
+            while event is h11.NEED_DATA:
+                more = await recv(sock, view)
+                parts.append(more)
+                parser.receive_data(more)
+                fed += len(more)
+                event = parser.next_event()
+            data = b"".join(parts)
         if type(event) is h11.ConnectionClosed:
             return None
         request = event
         if type(request) is not h11.Request:  # h11 yields nothing else at IDLE
             return None
+        version = request.http_version
+        if version not in {b"1.1", b"1.0"}:
+            message = f"HTTP/{version.decode()} is not spoken here; HTTP/1.1 is"
+            await _refuse(server, conn, 505, "http_version_not_supported", message, t0=t0)
+            return None
+        rest = parser.trailing_data[0]
+        size = fed - len(rest)
+        # h11 limits only a head still arriving; one that came whole is
+        # measured here, so the limit does not depend on how it was sent.
+        if size > server.max_head:
+            message = f"request head over {server.max_head} bytes"
+            await _refuse(server, conn, 431, "header_too_large", message, t0=t0)
+            return None
+        # h11 admits any byte but NUL and whitespace in a field value; RFC
+        # 9110 section 5.5 admits no control but HTAB. The request line and
+        # the field names are h11's tokens, so a control found in the head
+        # is in a value: one search of the head, not one per field.
+        if _CONTROL.search(data, 0, size) is not None:
+            message = "a control character in a header field value"
+            await _refuse(server, conn, 400, "bad_request", message, t0=t0)
+            return None
         # h11's Headers is a Python-level sequence: read it once, in one pass.
         headers = list(request.headers)
-        keep_alive = request.http_version == b"1.1"
-        length = 0
+        keep_alive = version == b"1.1"
+        length = -1  # no Content-Length
         chunked = expect = False
         for name, value in headers:
             if name == b"content-length":
@@ -80,15 +135,14 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
                 keep_alive = keep_alive and b"close" not in _tokens(value)
             elif name == b"expect":
                 expect = value.lower() == b"100-continue"
-        rest = parser.trailing_data[0]
-        # h11 limits only a head still arriving; one that came whole is
-        # measured here, so the limit does not depend on how it was sent.
-        if fed - len(rest) > server.max_head:
-            message = f"request head over {server.max_head} bytes"
-            await _refuse(server, sock, 431, "header_too_large", message, t0=t0)
-            return None
-        if length > server.max_body:
-            await _refuse_body(server, sock, t0=t0)
+        if chunked:
+            # Both framings (RFC 9112 section 6.1): Transfer-Encoding frames
+            # the body, and the connection closes after the response, since
+            # a proxy in front that went by Content-Length reads the bytes
+            # after it differently (request smuggling).
+            keep_alive = keep_alive and length < 0
+        elif length > server.max_body:
+            await _refuse_body(server, conn, t0=t0)
             return None
         conn.state = BODY
         conn.since_ns = perf_counter_ns()
@@ -97,9 +151,9 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
                 await send_all(sock, _CONTINUE)
             read = await _read_chunked(server, parser, sock, view)
         else:
-            read = await _read_length(rest, length, sock, view, expect)
+            read = await _read_length(rest, length if length > 0 else 0, sock, view, expect)
         if read is None:
-            await _refuse_body(server, sock, t0=t0)
+            await _refuse_body(server, conn, t0=t0)
             return None
         if not read:  # the peer closed before its body ended
             return None
@@ -107,14 +161,17 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
     except h11.RemoteProtocolError as exc:
         status = exc.error_status_hint
         code = "not_implemented" if status == 501 else "bad_request"
-        await _refuse(server, sock, status, code, str(exc), t0=t0)
+        await _refuse(server, conn, status, code, str(exc), t0=t0)
         return None
 
+    target = request.target
+    if target[:1] != b"/":
+        target = _origin_form(target)
     conn.state = BUSY
     response, recorder = dispatch(
         server,
         request.method,
-        request.target,
+        target,
         headers,
         body,
         keep_alive=keep_alive,
@@ -129,7 +186,11 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
         conn.since_ns = perf_counter_ns()
         await send_rest(sock, response, sent)
     recorder.record(perf_counter_ns() - t0)
-    return rest if keep_alive else None
+    if keep_alive:
+        return rest
+    if rest:  # a request after the last one: closing on it would be a reset
+        await _linger(server, conn)
+    return None
 
 
 # A body read: (body, what followed it); () when the peer closed first; None
@@ -184,17 +245,87 @@ def _tokens(value: bytes) -> list[bytes]:
     return [token.strip() for token in value.lower().split(b",")]
 
 
-async def _refuse_body(server: HTTPServer, sock: socket.socket, *, t0: int) -> None:
+async def _skip_empty_lines(sock: socket.socket, view: memoryview, data: bytes) -> bytes:
+    """``data`` without the empty lines (CRLF or LF) before a request line,
+    which RFC 9112 section 2.2 asks a server to ignore (a client may end a
+    body with one more CRLF); b"" when the peer closed first.
+
+    After ``MAX_EMPTY_LINES`` the rest is left to h11, which refuses it.
+    """
+    for _ in range(MAX_EMPTY_LINES):
+        while data == b"\r":  # half a CRLF: its LF is on its way, or junk
+            more = await recv(sock, view)
+            if not more:
+                return b""
+            data += more
+        found = _EMPTY_LINE.match(data)
+        if found is None:
+            break
+        data = data[found.end() :]
+        if not data:
+            data = await recv(sock, view)
+            if not data:
+                return b""
+    return data
+
+
+def _origin_form(target: bytes) -> bytes:
+    """An absolute-form target (``http://host:port/path?query``) as the
+    origin form it names (``/path?query``), which is what is routed. RFC 9112
+    section 3.2.2 has a server accept the absolute form; the authority is
+    the Host header's business, which h11 has already required."""
+    found = _ABSOLUTE.match(target)
+    if found is None:  # "*" (OPTIONS), the authority form (CONNECT)
+        return target
+    rest = target[found.end() :]
+    return rest if rest[:1] == b"/" else b"/" + rest
+
+
+async def _refuse_body(server: HTTPServer, conn: Conn, *, t0: int) -> None:
     message = f"body over {server.max_body} bytes"
-    await _refuse(server, sock, 413, "body_too_large", message, t0=t0)
+    await _refuse(server, conn, 413, "body_too_large", message, t0=t0)
 
 
 async def _refuse(
-    server: HTTPServer, sock: socket.socket, status: int, code: str, message: str, *, t0: int
+    server: HTTPServer, conn: Conn, status: int, code: str, message: str, *, t0: int
 ) -> None:
-    await send_all(sock, error_response(status, code, message, keep_alive=False))
+    """Answer an error that ends the connection, and linger before the close:
+    the peer may be sending still (a body refused, garbage), and input
+    left unread when the socket closes becomes a reset."""
+    await send_all(conn.sock, error_response(status, code, message, keep_alive=False))
     server.malformed.record(perf_counter_ns() - t0)
     server.malformed.count_status(status)
+    await _linger(server, conn)
+
+
+async def _linger(server: HTTPServer, conn: Conn) -> None:
+    """A lingering close, as nginx's: send FIN after the response, then read
+    and discard what the peer still sends until it closes too, or for at most
+    ``LINGER_TIME`` (``LINGER_TIMEOUT`` without a byte, ``LINGER_BYTES`` in
+    all). Closing with input unread makes the kernel send a reset, which
+    fails the peer's next send and may lose the response it has not yet read.
+
+    The connection counts as idle meanwhile: ``drain`` closes it at once
+    unless bytes are waiting, and the loop stops reading once draining.
+    Cancellation (drain, the reaper) ends it like any read.
+    """
+    sock = conn.sock
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:  # the peer has gone already
+        return
+    conn.state = IDLE
+    conn.since_ns = perf_counter_ns()
+    view = memoryview(conn.buf)
+    left = LINGER_BYTES
+    with trio.move_on_after(LINGER_TIME):
+        while left > 0 and not server.draining:
+            more = b""
+            with trio.move_on_after(LINGER_TIMEOUT):
+                more = await recv(sock, view)
+            if not more:  # the peer closed, or sent nothing for LINGER_TIMEOUT
+                return
+            left -= len(more)
 
 
 def dispatch(
@@ -229,7 +360,7 @@ def dispatch(
                 admitted = guard.admit(headers, snap.scope, method, path, sock)
                 if isinstance(admitted, HTTPError):
                     refused = Request(method, path, query, headers, body)
-                    return _failed(
+                    return _error(
                         admitted, refused, snap.recorder, keep_alive=keep_alive
                     ), snap.recorder
             snap.recorder.count_status(snap.status)
@@ -246,13 +377,13 @@ def dispatch(
             # A snapshot path without a route for this method: the router
             # knows only routes, so it said 404 or left GET and HEAD out.
             exc = method_not_allowed(exc.allowed | {b"GET", b"HEAD"})
-        return _failed(exc, request, server.unmatched, keep_alive=keep_alive), server.unmatched
+        return _error(exc, request, server.unmatched, keep_alive=keep_alive), server.unmatched
     recorder = bound.recorder
     key = None
     if guard is not None and bound.scope != "open":
         admitted = guard.admit(headers, bound.scope, method, path, sock)
         if isinstance(admitted, HTTPError):
-            return _failed(admitted, request, recorder, keep_alive=keep_alive), recorder
+            return _error(admitted, request, recorder, keep_alive=keep_alive), recorder
         key = admitted
     if bound.scope == "admin":
         action = _admin_action(app, bound, request, key, head=head, keep_alive=keep_alive)
@@ -260,20 +391,21 @@ def dispatch(
     if bound.is_async:
         return _respond_later(bound, request, head=head, keep_alive=keep_alive), recorder
     try:
-        response = cast(Response, bound.handler(request))
-    except Exception as exc:
-        return _failed(exc, request, recorder, keep_alive=keep_alive), recorder
-    return _encode(response, recorder, head=head, keep_alive=keep_alive), recorder
+        encoded = _encode(bound.handler(request), recorder, head=head, keep_alive=keep_alive)
+    except _PLUGIN_FAULTS as exc:
+        return _failed(exc, request, bound, keep_alive=keep_alive), recorder
+    return encoded, recorder
 
 
 async def _respond_later(
     bound: BoundRoute, request: Request, *, head: bool, keep_alive: bool
 ) -> bytes:
+    recorder = bound.recorder
     try:
-        response = await cast(Awaitable[Response], bound.handler(request))
-    except Exception as exc:
-        return _failed(exc, request, bound.recorder, keep_alive=keep_alive)
-    return _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
+        response = await cast(Awaitable[object], bound.handler(request))
+        return _encode(response, recorder, head=head, keep_alive=keep_alive)
+    except _PLUGIN_FAULTS as exc:
+        return _failed(exc, request, bound, keep_alive=keep_alive)
 
 
 async def _admin_action(
@@ -282,17 +414,15 @@ async def _admin_action(
     """Run an admin route's handler and write the action, with its outcome, to the audit log."""
     status = 500
     try:
-        response = bound.handler(request)
+        response: object = bound.handler(request)
         if bound.is_async:
-            response = await cast(Awaitable[Response], response)
-        response = cast(Response, response)
-    except Exception as exc:
+            response = await cast(Awaitable[object], response)
+        encoded = _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
+        status = cast(Response, response).status  # _encode has checked it is one
+    except _PLUGIN_FAULTS as exc:
         if isinstance(exc, HTTPError):
             status = exc.status
-        encoded = _failed(exc, request, bound.recorder, keep_alive=keep_alive)
-    else:
-        status = response.status
-        encoded = _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
+        encoded = _failed(exc, request, bound, keep_alive=keep_alive)
     app.audit.emit(
         "admin_action",
         key=None if key is None else key.name,
@@ -303,41 +433,75 @@ async def _admin_action(
     return encoded
 
 
-def _encode(response: Response, recorder: Recorder, *, head: bool, keep_alive: bool) -> bytes:
-    recorder.count_status(response.status)
-    return encode_response(
-        response.status,
+def _encode(response: object, recorder: Recorder, *, head: bool, keep_alive: bool) -> bytes:
+    """A handler's result as bytes.
+
+    Raises:
+        TypeError: the handler returned something other than a ``Response``, or
+            one whose fields do not encode (a str body or header set after it
+            was made).
+        ValueError: its status is not a final one (200-599): a 1xx would leave
+            the client waiting for the response that never comes.
+    """
+    # ``type() is`` first, so the usual Response costs no call to check.
+    if type(response) is not Response and not isinstance(response, Response):
+        raise TypeError(f"the handler returned {type(response).__name__}, not a Response")
+    status = response.status
+    if not 200 <= status <= 599:
+        raise ValueError(f"the handler's status {status} is not a final one (200-599)")
+    encoded = encode_response(
+        status,
         response.body,
         response.content_type,
         response.headers,
         head=head,
         keep_alive=keep_alive,
     )
+    recorder.count_status(status)
+    return encoded
 
 
-def _failed(exc: Exception, request: Request, recorder: Recorder, *, keep_alive: bool) -> bytes:
-    msgpack_ = request.wants_msgpack()
+def _error(exc: HTTPError, request: Request, recorder: Recorder, *, keep_alive: bool) -> bytes:
+    encoded = error_response(
+        exc.status,
+        exc.code,
+        exc.message,
+        exc.headers,
+        keep_alive=keep_alive,
+        msgpack_=request.wants_msgpack(),
+        head=request.method == b"HEAD",
+    )
+    recorder.count_status(exc.status)
+    return encoded
+
+
+def _failed(exc: BaseException, request: Request, bound: BoundRoute, *, keep_alive: bool) -> bytes:
+    """What a handler raised, or its result caused, as a response.
+
+    An ``HTTPError`` is answered as it says. Anything else is the route's
+    fault: one log line names the route by method and pattern, with the path
+    asked and the exception (its traceback after), and the request is a 500.
+    """
     if isinstance(exc, HTTPError):
-        recorder.count_status(exc.status)
-        return error_response(
-            exc.status,
-            exc.code,
-            exc.message,
-            exc.headers,
-            keep_alive=keep_alive,
-            msgpack_=msgpack_,
-        )
+        try:
+            return _error(exc, request, bound.recorder, keep_alive=keep_alive)
+        except Exception as bad:  # a plugin's HTTPError that does not encode
+            exc = bad
+    route = bound.route
     log.error(
-        "handler failed: %s %s",
-        request.method.decode(),
+        "handler failed: %s %s (%s): %r",
+        route.method.upper(),
+        route.path,
         request.path.decode("latin-1"),
+        exc,
         exc_info=exc,
     )
-    recorder.count_status(500)
+    bound.recorder.count_status(500)
     return error_response(
         500,
         "internal_error",
         "the handler failed; see the daemon's log",
         keep_alive=keep_alive,
-        msgpack_=msgpack_,
+        msgpack_=request.wants_msgpack(),
+        head=request.method == b"HEAD",
     )

@@ -8,6 +8,10 @@ import errno
 __all__ = [
     "ACCEPT_CAPACITY_ERRNOS",
     "ACCEPT_SLEEP",
+    "LINGER_BYTES",
+    "LINGER_TIME",
+    "LINGER_TIMEOUT",
+    "MAX_EMPTY_LINES",
     "REAPER_TICK",
 ]
 
@@ -21,3 +25,19 @@ ACCEPT_SLEEP = 0.100
 # scope per request: a deadline is then a field store on the hot path, and a
 # timeout fires at most this late.
 REAPER_TICK = 0.1
+
+# A lingering close (after a response that ends the connection while the
+# peer may still be sending): how long to read and discard its input before
+# the close, so that the close is a FIN the peer reads after the response,
+# not a reset that loses it. nginx waits 30 s in all and 5 s between reads
+# (lingering_time, lingering_timeout), sized for uploads over slow links;
+# these clients are near and a connection held is a task and a buffer, so a
+# few seconds, and a byte cap so a fast sender cannot keep the loop reading.
+LINGER_TIME = 3.0
+LINGER_TIMEOUT = 1.0
+LINGER_BYTES = 1 << 20
+
+# Empty lines skipped before a request line (RFC 9112 section 2.2 asks for at
+# least one; a client ending a body with an extra CRLF sends one). More than
+# a handful is not a client's slip but a peer spending the header timeout.
+MAX_EMPTY_LINES = 8
