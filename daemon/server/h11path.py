@@ -123,6 +123,11 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
     )
     if not isinstance(response, bytes):
         response = await response
+    if keep_alive and conn.closing:
+        # The worker began to drain while this request was under way: this is
+        # the connection's last response, and it says so.
+        keep_alive = False
+        response = _closing(response)
     sent = send_now(sock, response)
     if sent != len(response):
         conn.state = SEND
@@ -178,6 +183,12 @@ async def _read_chunked(
             return b"".join(chunks), rest
         else:  # ConnectionClosed before the body ended
             return ()
+
+
+def _closing(response: bytes) -> bytes:
+    """A keep-alive response (it has no Connection header) made the last one."""
+    end = response.index(b"\r\n") + 2
+    return response[:end] + b"connection: close\r\n" + response[end:]
 
 
 def _tokens(value: bytes) -> list[bytes]:

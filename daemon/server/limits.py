@@ -8,6 +8,7 @@ import errno
 __all__ = [
     "ACCEPT_CAPACITY_ERRNOS",
     "ACCEPT_SLEEP",
+    "DRAIN_LINGER",
     "REAPER_TICK",
 ]
 
@@ -21,3 +22,10 @@ ACCEPT_SLEEP = 0.100
 # scope per request: a deadline is then a field store on the hot path, and a
 # timeout fires at most this late.
 REAPER_TICK = 0.1
+
+# A connection the drain closes has sent its FIN; what the peer sends after
+# (a request already on its way) is read and dropped for at most this long,
+# so the close is never a reset. A peer that reads sees the FIN and closes
+# within a round trip; one that does not (an idle pooled client) is closed
+# after this without loss, since nothing is left unread by then.
+DRAIN_LINGER = 1.0
