@@ -100,22 +100,14 @@ class HTTPServer:
             with scope:
                 while True:
                     await wait_readable(listener)
-                    # Take everything queued: one wake-up, many connections.
-                    while True:
-                        try:
-                            sock, _ = listener.accept()
-                        except (BlockingIOError, InterruptedError):
-                            break
-                        except OSError as exc:
-                            if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
-                                raise
-                            await trio.sleep(ACCEPT_SLEEP)
-                            break
-                        sock.setblocking(False)
-                        # A response is one send: never hold it back for an ACK.
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        nursery.start_soon(handler, sock)
+                    if not _take(listener, handler, nursery):
+                        await trio.sleep(ACCEPT_SLEEP)
         finally:
+            if self.draining:
+                # What the kernel has queued would be reset by the close:
+                # taken, each client gets its answer or a clean close.
+                with contextlib.suppress(OSError):
+                    _take(listener, handler, nursery)
             trio.lowlevel.notify_closing(listener)
             listener.close()
 
@@ -138,6 +130,7 @@ class HTTPServer:
         # resumes each frame of its chain, so a wrapper would cost a call a
         # request on the hot path.
         conn = Conn(sock, NO_BUFFER, IDLE if listener is None else SESSION)
+        conn.closing = self.draining
         self.connections.add(conn)
         try:
             with conn.scope:
@@ -212,9 +205,10 @@ class HTTPServer:
                 if entry.status >= 400:
                     entry.recorder.count_status(entry.status)
             else:
-                if conn.closing:
-                    return
-                continue
+                if pos == end:
+                    if conn.closing:
+                        return
+                    continue
             rest = await h11path.handle(self, conn, data[pos:], t0)
             if rest is None or conn.closing:
                 return
@@ -258,6 +252,28 @@ class HTTPServer:
     def cancel_all(self) -> None:
         for conn in list(self.connections):
             conn.scope.cancel()
+
+
+def _take(
+    listener: socket.socket,
+    handler: Callable[[socket.socket], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> bool:
+    """Start ``handler`` for every connection queued: one wake-up, many
+    connections. False when the process is out of descriptors or memory."""
+    while True:
+        try:
+            sock, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError as exc:
+            if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                raise
+            return False
+        sock.setblocking(False)
+        # A response is one send: never hold it back for an ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        nursery.start_soon(handler, sock)
 
 
 async def _close_cleanly(sock: socket.socket) -> None:
