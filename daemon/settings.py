@@ -141,6 +141,28 @@ class ServerSettings(Section):
     # measure what it saves.
     fast_path: bool = True
 
+    def plugin_port(self, given: int | None, offset: int, field: str) -> int:
+        """A plugin's port: ``given`` (its ``field``) if set, else this HTTP
+        port plus ``offset``.
+
+        Two instances on one host told apart by ``--port`` alone then get
+        distinct binary ports too (8080 and 8081 give 9080 and 9081 for an
+        offset of 1000). Port 0 stays 0: a free one.
+
+        Raises:
+            ConfigError: the sum is past 65535 (``field`` must then be set).
+        """
+        if given is not None:
+            return given
+        if self.port == 0:
+            return 0
+        port = self.port + offset
+        if port > 65535:
+            raise ConfigError(
+                f"{field} is unset, and server.port {self.port} + {offset} is past 65535: set it"
+            )
+        return port
+
 
 class TuningSettings(Section):
     # default: CPython's automatic GC. tuned: start-up heap frozen, a small

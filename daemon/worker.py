@@ -13,6 +13,7 @@ import trio
 from .app import App
 from .audit import AuditLog
 from .server import serve
+from .server.listener import Binder
 from .settings import ConfigError, LoadedSettings
 from .tuning import Tuner
 
@@ -88,12 +89,13 @@ def run_worker(
     pm: pluggy.PluginManager,
     worker_index: int = 0,
     reload: Callable[[], LoadedSettings] | None = None,
+    binder: Binder | None = None,
 ) -> None:
     audit = start_audit(loaded, worker_index)
     try:
         app = build_app(loaded, pm, worker_index, audit)
         try:
-            trio.run(functools.partial(serve, app, reload=reload))
+            trio.run(functools.partial(serve, app, reload=reload, binder=binder))
         finally:
             app.teardown()
     finally:

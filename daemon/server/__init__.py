@@ -28,7 +28,7 @@ from ..app import App
 from ..http import tick_date
 from ..settings import ConfigError, LoadedSettings, reloaded
 from .connection import HTTPServer
-from .listener import open_listener
+from .listener import Binder, Exclusive
 
 __all__ = ["serve"]
 
@@ -121,21 +121,28 @@ async def serve(
     app: App,
     *,
     reload: Callable[[], LoadedSettings] | None = None,
+    binder: Binder | None = None,
     handle_signals: bool = True,
     task_status: trio.TaskStatus[dict[str, tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until SIGTERM/SIGINT (or cancellation), then drain.
 
-    Resource handling: the listening sockets are opened here and closed when
-    accepting stops; every connection's socket is closed by its own task.
+    Resource handling: the listening sockets come from ``binder`` (by
+    default each opened here, for this process alone; a supervised worker's
+    come from its supervisor) and are closed when accepting stops; every
+    connection's socket is closed by its own task.
+
+    Raises:
+        ListenError: a listener cannot be opened.
     """
     settings = app.settings.server
     server = HTTPServer(app, app.tuner.pool)
-    http = open_listener(settings.host, settings.port, settings.backlog)
+    bind = binder or Exclusive(settings.backlog)
+    http = bind("http", settings.host, settings.port)
     app.bound["http"] = http.getsockname()[:2]
     extra = []
     for listener in app.listeners:
-        sock = open_listener(listener.host, listener.port, settings.backlog)
+        sock = bind(listener.name, listener.host, listener.port)
         app.bound[listener.name] = sock.getsockname()[:2]
         extra.append((sock, server.listener_connection(listener)))
     lifecycle = _Lifecycle(app, server, reload)

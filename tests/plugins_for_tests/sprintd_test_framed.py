@@ -1,8 +1,10 @@
-"""A framed port, ``test-framed`` on a free port, whose handler misbehaves on
-request: a frame ``["short"]`` makes it return one reply too few."""
+"""A framed port, ``test-framed`` (on ``$FRAMED_TEST_PORT``, a free
+port by default), whose handler misbehaves on request: a frame ``["short"]``
+makes it return one reply too few."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,4 +22,5 @@ async def answer(batch: list[list[Any]]) -> list[Any]:
 
 @hookimpl
 def sprintd_listeners(app: App) -> Sequence[Listener]:
-    return [Listener("test-framed", "127.0.0.1", 0, framed_listener(answer))]
+    port = int(os.environ.get("FRAMED_TEST_PORT", "0"))
+    return [Listener("test-framed", "127.0.0.1", port, framed_listener(answer))]
