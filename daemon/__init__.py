@@ -9,7 +9,6 @@ facade sits above every layer and importing it cannot close a cycle.
 """
 
 from .app import App, BackgroundTask, CheckStatus, HealthCheck, Listener
-from .framed import FrameHandler, TimedFrameHandler, framed_listener, timed_framed_listener
 from .framing import FrameDecoder, FrameError, PayloadError, decode_payload, encode_frame
 from .hookspecs import hookimpl, hookspec
 from .http import HTTPError, Request, Response
@@ -17,6 +16,8 @@ from .journal import Journal, JournalError
 from .latency import RING_SIZE, Recorder, Summary, summarize
 from .redis import Redis, RedisError, Script
 from .routing import Route
+from .server.framed import FrameHandler, TimedFrameHandler, framed_listener, timed_framed_listener
+from .server.state import Conn
 from .settings import ConfigError, PluginSection, Section
 from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
 from .sockio import connect, recv, send_all
@@ -28,6 +29,7 @@ __all__ = [
     "BackgroundTask",
     "CheckStatus",
     "ConfigError",
+    "Conn",
     "FrameDecoder",
     "FrameError",
     "FrameHandler",

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import InitVar, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
 
@@ -29,6 +28,9 @@ from .settings import ConfigError, LoadedSettings, Settings
 from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
 from .tiers import TierProfile
 from .tuning import Tuner
+
+if TYPE_CHECKING:
+    from .server.state import Conn
 
 __all__ = [
     "App",
@@ -54,12 +56,16 @@ class HealthCheck:
 
 @dataclass(frozen=True)
 class Listener:
-    """An extra port: ``serve`` owns one connected non-blocking socket."""
+    """An extra port: ``serve`` serves one connection (``conn.sock``, connected,
+    non-blocking, and ``conn.buf``, the read buffer) until it ends, keeping
+    ``conn.state`` for the server's timeouts and returning once
+    ``conn.closing`` is set; ``server.framed.framed_listener`` does all that
+    for a framed protocol. The server closes the socket."""
 
     name: str
     host: str
     port: int
-    serve: Callable[[socket.socket], Awaitable[None]]
+    serve: Callable[[Conn], Awaitable[None]]
 
 
 @dataclass

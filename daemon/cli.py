@@ -1,7 +1,9 @@
 """The ``sprintd`` command: run, config, tiers, journal, and the plugins' commands (top).
 
 Any configuration that cannot start exits with status 2 and one line naming
-the field, the value and where it came from. ``sprintd journal verify``
+the field, the value and where it came from; so does a listener that cannot
+be opened (``sprintd: cannot listen on HOST:PORT (name): address already in
+use``), which no restart can fix either. ``sprintd journal verify``
 exits 0 when the journal is clean and 1 when it is not (a torn tail that
 opening would cut, corruption that stops it opening, an unreadable
 snapshot); neither journal command changes a file.
@@ -23,6 +25,7 @@ import pluggy
 
 from .journal import JournalError, describe, in_use, inspect, read_records
 from .manager import add_plugins, apply_enabled, make_manager, plugin_sections
+from .server.listener import Exclusive, ListenError
 from .server.workers import supervise
 from .settings import EXIT_CONFIG, ConfigError, LoadedSettings, load_settings, read_plugin_names
 from .tiers import TIERS, load_profile
@@ -166,10 +169,17 @@ def _run(args: argparse.Namespace, loaded: LoadedSettings, pm: pluggy.PluginMana
         # A fresh manager: the running plugins stay as they are until a restart.
         return load(args, make_manager())
 
-    if loaded.settings.server.workers == 1:
-        run_worker(loaded, pm, reload=reload)
+    server = loaded.settings.server
+    if server.workers == 1:
+        binder = Exclusive(server.backlog)
+        # Before the app is built: a port in use stops start-up before any
+        # plugin opens its journal.
+        binder.hold("http", server.host, server.port)
+        run_worker(loaded, pm, reload=reload, binder=binder)
         return 0
-    return supervise(loaded, lambda settings, index: run_worker(settings, pm, index, reload))
+    return supervise(
+        loaded, lambda settings, index, binder: run_worker(settings, pm, index, reload, binder)
+    )
 
 
 def _reader_gone() -> int:
@@ -216,6 +226,9 @@ def _main(argv: Sequence[str] | None) -> int:
         return _run(args, loaded, pm)
     except ConfigError as exc:
         print(f"sprintd: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ListenError as exc:
+        print(f"sprintd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
 

@@ -2,7 +2,7 @@
 
 This is the wire format of sprintd's binary ports (order entry, price feeds).
 It is sans-IO: ``FrameDecoder`` takes bytes as they arrive and yields whole
-payloads; the connection loop that reads sockets is ``framed``.
+payloads; the connection loop that reads sockets is ``server.framed``.
 
 Format:
 

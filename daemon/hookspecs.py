@@ -14,7 +14,7 @@ order at start-up, in each worker process::
     sprintd_health_checks       components that /health reports on
     sprintd_metrics             Prometheus collectors added to /metrics
     sprintd_background_tasks    tasks that run beside the server
-    sprintd_drain               SIGTERM: stop taking new work
+    sprintd_drain               SIGTERM: mark yourself not ready
     sprintd_unconfigure         the worker is stopping; flush and release
 
 A hook implemented under a name that is not here, nor added by a plugin
@@ -110,9 +110,10 @@ def sprintd_configure(app: App) -> None:
 def sprintd_drain(app: App) -> None:
     """The worker has begun to drain (SIGTERM or SIGINT).
 
-    The listeners are closed and in-flight requests are finishing; stop
-    taking new work (feeds, timers) and mark yourself not ready. Must not
-    block: the drain has ``server.drain_timeout`` in all.
+    Mark yourself not ready now. Everything is still served, and the
+    listeners stay open, for ``server.drain_delay`` (so a load balancer sees
+    /readyz fail first); then they close and in-flight requests finish
+    within ``server.drain_timeout``. Must not block.
     """
 
 

@@ -122,11 +122,46 @@ class ServerSettings(Section):
     # h11's own default incomplete-event limit; larger heads get 431.
     max_header_bytes: int = Field(16 * 1024, ge=1024)
     max_body_bytes: int = Field(1024 * 1024, ge=0)
-    # In-flight requests get this long after SIGTERM before the loop is cancelled.
+    # A binary (framed) port's connection with no frame under way is closed
+    # after this. Longer than keepalive_timeout: a binary session is meant to
+    # stay open between bursts (a client keeps it with an empty frame now and
+    # then); a frame begun and replies not taken get body_timeout.
+    framed_idle_timeout: float = Field(300.0, gt=0)
+    # Pre-stop delay: after SIGTERM, /readyz answers 503 for this long while
+    # everything is still served and the listeners stay open, so a load
+    # balancer sees the 503 and stops sending first; then the drain begins.
+    # 0 (no load balancer, a developer's Ctrl-C): the drain begins at once.
+    # Behind one, set it above the balancer's check interval times its
+    # unhealthy threshold (packaging/README.md).
+    drain_delay: float = Field(0.0, ge=0, le=300)
+    # In-flight requests get this long after the drain begins (after
+    # drain_delay) before the loop is cancelled.
     drain_timeout: float = Field(10.0, ge=0)
     # Off sends every request through h11: to rule the fast path out, or to
     # measure what it saves.
     fast_path: bool = True
+
+    def plugin_port(self, given: int | None, offset: int, field: str) -> int:
+        """A plugin's port: ``given`` (its ``field``) if set, else this HTTP
+        port plus ``offset``.
+
+        Two instances on one host told apart by ``--port`` alone then get
+        distinct binary ports too (8080 and 8081 give 9080 and 9081 for an
+        offset of 1000). Port 0 stays 0: a free one.
+
+        Raises:
+            ConfigError: the sum is past 65535 (``field`` must then be set).
+        """
+        if given is not None:
+            return given
+        if self.port == 0:
+            return 0
+        port = self.port + offset
+        if port > 65535:
+            raise ConfigError(
+                f"{field} is unset, and server.port {self.port} + {offset} is past 65535: set it"
+            )
+        return port
 
 
 class TuningSettings(Section):
@@ -643,8 +678,10 @@ RELOADABLE_SERVER = frozenset(
         "keepalive_timeout",
         "header_timeout",
         "body_timeout",
+        "framed_idle_timeout",
         "max_header_bytes",
         "max_body_bytes",
+        "drain_delay",
         "drain_timeout",
         "fast_path",
     }

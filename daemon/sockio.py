@@ -16,7 +16,10 @@ import socket
 import trio
 from trio.lowlevel import wait_readable, wait_writable
 
-__all__ = ["connect", "recv", "send_all", "send_now", "send_rest"]
+# A lingering close reads and drops in pieces of this size.
+LINGER_READ = 64 * 1024
+
+__all__ = ["connect", "linger", "recv", "send_all", "send_now", "send_rest"]
 
 
 async def connect(host: str, port: int) -> socket.socket:
@@ -88,3 +91,36 @@ async def send_rest(sock: socket.socket, data: bytes, sent: int) -> None:
             sent += sock.send(view[sent:])
         except BlockingIOError:
             continue
+
+
+async def linger(sock: socket.socket, *, seconds: float, quiet: float, most: int) -> None:
+    """The reading half of a lingering close, as nginx's: send FIN, then read
+    and drop what the peer still sends until it closes too, ``quiet`` seconds
+    pass without a byte, ``seconds`` pass in all, or ``most`` bytes came.
+
+    Closing a socket with input unread makes the kernel send a reset, which
+    can destroy a response the peer has not read yet, and tells an idle
+    client "reset" where "closed" is the truth.
+
+    Cancellation: reading stops; the caller closes the socket either way.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:  # the peer has gone already
+        return
+    with trio.move_on_after(seconds):
+        while most > 0:
+            more = b""
+            with trio.move_on_after(quiet):
+                while True:
+                    await wait_readable(sock)
+                    try:
+                        more = sock.recv(LINGER_READ)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        return
+                    break
+            if not more:  # the peer closed, or was quiet for ``quiet``
+                return
+            most -= len(more)

@@ -13,6 +13,7 @@ import trio
 from .app import App
 from .audit import AuditLog
 from .server import serve
+from .server.listener import Binder
 from .settings import ConfigError, LoadedSettings
 from .tuning import Tuner
 
@@ -90,6 +91,7 @@ def run_worker(
     pm: pluggy.PluginManager,
     worker_index: int = 0,
     reload: Callable[[], LoadedSettings] | None = None,
+    binder: Binder | None = None,
 ) -> None:
     """Be worker ``worker_index`` until it has drained: audit, tune, build, serve, tear down.
 
@@ -100,7 +102,7 @@ def run_worker(
     try:
         app = build_app(loaded, pm, worker_index, audit)
         try:
-            trio.run(functools.partial(serve, app, reload=reload))
+            trio.run(functools.partial(serve, app, reload=reload, binder=binder))
         finally:
             app.teardown()
     finally:

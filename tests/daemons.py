@@ -62,9 +62,9 @@ NO_ORDERS = {
 
 
 def clean_environ(
-    extra: Mapping[str, str] | None = None, pythonpath: Sequence[Path | str] = ()
+    extra: Mapping[str, str | None] | None = None, pythonpath: Sequence[Path | str] = ()
 ) -> dict[str, str]:
-    """os.environ without anything sprintd reads, plus ``extra``."""
+    """os.environ without anything sprintd reads, plus ``extra`` (a None there unsets)."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -78,7 +78,11 @@ def clean_environ(
     # must not share it.
     env["SPRINTD_ORDERS__ENTRY_PORT"] = "0"
     env["SPRINTD_PRICES__FEED_PORT"] = "0"
-    env.update(extra or {})
+    for name, value in (extra or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
@@ -306,7 +310,7 @@ class DaemonFactory:
     def __call__(
         self,
         *args: str,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str | None] | None = None,
         pythonpath: Sequence[Path | str] = (),
         prefix: Sequence[str] = (),
         workers: int = 1,
@@ -386,7 +390,7 @@ class CLIResult:
 
 def run_cli(
     *args: str,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     pythonpath: Sequence[Path | str] = (),
     cwd: Path | None = None,
     timeout: float = 30.0,

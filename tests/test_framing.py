@@ -13,7 +13,6 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sprintd.framed import framed_listener, timed_framed_listener
 from sprintd.framing import (
     FrameDecoder,
     FrameError,
@@ -21,6 +20,8 @@ from sprintd.framing import (
     decode_payload,
     encode_frame,
 )
+from sprintd.server.framed import framed_listener, timed_framed_listener
+from sprintd.server.state import Conn
 
 _values = st.recursive(
     st.none()
@@ -96,7 +97,7 @@ async def _talk(data: bytes, max_frame: int = 1 << 20, serve: Any = None) -> lis
 
     async def run() -> None:
         with theirs:
-            await serve(theirs)
+            await serve(Conn(theirs, bytearray(65536)))
 
     with client:
         async with trio.open_nursery() as nursery:

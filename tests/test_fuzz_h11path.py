@@ -85,7 +85,7 @@ def running() -> Iterator[Running]:
         # The server's accept loop, connections and reaper, as serve() runs
         # them (without the tuning and signals that belong to a worker).
         server = make_server(app)
-        listener = open_listener("127.0.0.1", 0, 128)
+        listener = open_listener("http", "127.0.0.1", 0, 128)
         bound.append(listener.getsockname()[1])
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.reap)

@@ -4,19 +4,23 @@
 reports the addresses it bound once it is accepting, so a test binds port 0
 and learns the port.
 
-Signals: SIGTERM and SIGINT drain (listeners closed, /readyz 503, in-flight
-requests finish, the rest is cancelled after ``server.drain_timeout``);
-SIGHUP re-reads the settings and applies what a running worker can take
-(``settings.RELOADABLE_SERVER``), logging what needs a restart.
+Signals: SIGTERM and SIGINT drain. First /readyz answers 503 while
+everything else is still served and the listeners stay open, for
+``server.drain_delay`` (a load balancer needs that long to see the 503 and
+stop sending; a second signal cuts it short); then the listeners close,
+resting connections are closed, in-flight requests finish with
+``connection: close``, and the rest is cancelled after
+``server.drain_timeout``. SIGHUP re-reads the settings and applies what a
+running worker can take (``settings.RELOADABLE_SERVER``), logging what needs
+a restart.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import trio
 
@@ -24,7 +28,7 @@ from ..app import App
 from ..http import tick_date
 from ..settings import ConfigError, LoadedSettings, reloaded
 from .connection import HTTPServer
-from .listener import open_listener
+from .listener import Binder, Exclusive
 
 __all__ = ["serve"]
 
@@ -37,18 +41,6 @@ async def _tick_clock(app: App) -> None:
         await trio.sleep(1.0 - time.time() % 1.0)
         tick_date()
         app.snapshots.refresh()
-
-
-def _closing(
-    serve: Callable[[socket.socket], Awaitable[None]],
-) -> Callable[[socket.socket], Awaitable[None]]:
-    """A plugin listener's handler that always closes its socket."""
-
-    async def handler(sock: socket.socket) -> None:
-        with sock:
-            await serve(sock)
-
-    return handler
 
 
 class _Lifecycle:
@@ -64,12 +56,19 @@ class _Lifecycle:
         self.server = server
         self.reload = reload
         self.connections: trio.Nursery | None = None
+        # Set by a second SIGTERM/SIGINT: the pre-stop delay ends at once.
+        self.hurry = trio.Event()
 
     async def drain(self) -> None:
-        if self.server.draining:
+        if self.app.draining:
+            self.hurry.set()
             return
         self.app.draining = True
+        # /readyz fails from here (the health plugin's sprintd_drain) ...
         self.app.pm.hook.sprintd_drain(app=self.app)
+        # ... while everything is still served, until the balancer has seen it.
+        with trio.move_on_after(self.app.settings.server.drain_delay):
+            await self.hurry.wait()
         self.server.drain()
         await trio.sleep(self.app.settings.server.drain_timeout)
         self.server.cancel_all()
@@ -108,10 +107,12 @@ class _Lifecycle:
                 if signum == signal.SIGHUP:
                     self.apply_reload()
                     continue
+                server = self.app.settings.server
                 log.info(
-                    "%s: draining (up to %ss)",
+                    "%s: draining (/readyz 503 for %ss first, then up to %ss)",
                     signal.Signals(signum).name,
-                    self.app.settings.server.drain_timeout,
+                    server.drain_delay,
+                    server.drain_timeout,
                 )
                 nursery.start_soon(self.drain)
 
@@ -120,23 +121,30 @@ async def serve(
     app: App,
     *,
     reload: Callable[[], LoadedSettings] | None = None,
+    binder: Binder | None = None,
     handle_signals: bool = True,
     task_status: trio.TaskStatus[dict[str, tuple[str, int]]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` until SIGTERM/SIGINT (or cancellation), then drain.
 
-    Resource handling: the listening sockets are opened here and closed when
-    accepting stops; every connection's socket is closed by its own task.
+    Resource handling: the listening sockets come from ``binder`` (by
+    default each opened here, for this process alone; a supervised worker's
+    come from its supervisor) and are closed when accepting stops; every
+    connection's socket is closed by its own task.
+
+    Raises:
+        ListenError: a listener cannot be opened.
     """
     settings = app.settings.server
-    http = open_listener(settings.host, settings.port, settings.backlog)
+    server = HTTPServer(app, app.tuner.pool)
+    bind = binder or Exclusive(settings.backlog)
+    http = bind("http", settings.host, settings.port)
     app.bound["http"] = http.getsockname()[:2]
     extra = []
     for listener in app.listeners:
-        sock = open_listener(listener.host, listener.port, settings.backlog)
+        sock = bind(listener.name, listener.host, listener.port)
         app.bound[listener.name] = sock.getsockname()[:2]
-        extra.append((sock, _closing(listener.serve)))
-    server = HTTPServer(app, app.tuner.pool)
+        extra.append((sock, server.listener_connection(listener)))
     lifecycle = _Lifecycle(app, server, reload)
 
     async with trio.open_nursery() as background:

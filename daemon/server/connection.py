@@ -1,4 +1,4 @@
-"""The HTTP server: accept loops, one task per connection, one reaper.
+"""The server: accept loops, one task per connection, one reaper.
 
 A connection is one loop in one task, as in trio's own servers: read, answer
 every complete request in what was read, read again. No task, channel or
@@ -9,19 +9,29 @@ and hands everything else, from the first byte it declined, to the h11 path
 (``h11path.handle``), which reads until its request is whole and gives back
 what followed it (a pipelined request, perhaps a fast one).
 
+A plugin's port (``Listener``) is served the same way: its connections are
+tracked, reaped and drained like HTTP ones (``listener_connection``), its
+loop (``framed``) keeps the state, and a fault in it closes that connection.
+
 Timeouts: each connection records when its state last changed; the reaper
 task wakes every ``REAPER_TICK`` and cancels connections that are idle past
 the keep-alive timeout or stuck in a head or body past theirs. The hot path
-pays one store per read for this.
+pays one store per read for this. A response is SEND while the peer is slow
+to take it, from whichever path it comes.
 
-Shutdown (``drain``): the listeners close, idle connections are cancelled,
-busy ones finish the request they are on and then close; whatever is left
-after ``drain_timeout`` is cancelled.
+Shutdown (``drain``): the listeners close, resting connections (nothing
+under way, nothing unread) are closed, busy ones finish the request or batch
+they are on and then close; whatever is left after ``drain_timeout`` is
+cancelled. A connection closed by the drain is closed cleanly: FIN first,
+then what the peer still sends is read and dropped until it closes too, so
+no unread byte turns the close into a reset.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from time import perf_counter_ns
@@ -29,17 +39,19 @@ from time import perf_counter_ns
 import trio
 from trio.lowlevel import wait_readable
 
-from ..app import App
+from ..app import App, Listener
 from ..http import error_response
 from ..settings import ServerSettings
-from ..sockio import send_now, send_rest
+from ..sockio import linger, send_now, send_rest
 from ..tuning import BufferPool
 from . import h11path
 from .fastpath import Matcher, guarded, match
-from .limits import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SLEEP, REAPER_TICK
-from .state import BODY, HEAD, IDLE, NO_BUFFER, SEND, Conn
+from .limits import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SLEEP, DRAIN_LINGER, LINGER_BYTES, REAPER_TICK
+from .state import BODY, FRAME, HEAD, IDLE, LINGER, NO_BUFFER, RESTING, SEND, SESSION, Conn
 
 __all__ = ["HTTPServer"]
+
+log = logging.getLogger("sprintd.server")
 
 
 class HTTPServer:
@@ -69,6 +81,8 @@ class HTTPServer:
             HEAD: int(server.header_timeout * ns),
             BODY: int(server.body_timeout * ns),
             SEND: int(server.body_timeout * ns),
+            SESSION: int(server.framed_idle_timeout * ns),
+            FRAME: int(server.body_timeout * ns),
         }
 
     # --- accepting ---------------------------------------------------------
@@ -86,29 +100,37 @@ class HTTPServer:
             with scope:
                 while True:
                     await wait_readable(listener)
-                    # Take everything queued: one wake-up, many connections.
-                    while True:
-                        try:
-                            sock, _ = listener.accept()
-                        except (BlockingIOError, InterruptedError):
-                            break
-                        except OSError as exc:
-                            if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
-                                raise
-                            await trio.sleep(ACCEPT_SLEEP)
-                            break
-                        sock.setblocking(False)
-                        # A response is one send: never hold it back for an ACK.
-                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                        nursery.start_soon(handler, sock)
+                    if not _take(listener, handler, nursery):
+                        await trio.sleep(ACCEPT_SLEEP)
         finally:
+            if self.draining:
+                # What the kernel has queued would be reset by the close:
+                # taken, each client gets its answer or a clean close.
+                with contextlib.suppress(OSError):
+                    _take(listener, handler, nursery)
             trio.lowlevel.notify_closing(listener)
             listener.close()
 
     # --- one connection ----------------------------------------------------
 
-    async def connection(self, sock: socket.socket) -> None:
-        conn = Conn(sock, NO_BUFFER)
+    def listener_connection(self, listener: Listener) -> Callable[[socket.socket], Awaitable[None]]:
+        """The accept loop's handler for a plugin's port: ``listener.serve`` per
+        connection, tracked like an HTTP one."""
+        return functools.partial(self.connection, listener=listener)
+
+    async def connection(self, sock: socket.socket, listener: Listener | None = None) -> None:
+        """Serve one connection: HTTP, or ``listener``'s protocol; close it after.
+
+        Error handling: an exception from a listener's ``serve`` (a handler
+        that raised or broke the port's protocol) is logged with the
+        listener's name and closes that connection only; the worker and the
+        other connections go on.
+        """
+        # One coroutine frame for both kinds: every wake-up of the loop
+        # resumes each frame of its chain, so a wrapper would cost a call a
+        # request on the hot path.
+        conn = Conn(sock, NO_BUFFER, IDLE if listener is None else SESSION)
+        conn.closing = self.draining
         self.connections.add(conn)
         try:
             with conn.scope:
@@ -117,14 +139,29 @@ class HTTPServer:
                 # and a socket each, not a 64 KiB buffer each.
                 await wait_readable(sock)
                 conn.buf = self.pool.acquire()
-                await self._serve(conn)
-        except OSError:
-            pass  # the peer went away mid-send; nothing to tell it
+                if listener is None:
+                    await self._serve(conn)
+                else:
+                    await listener.serve(conn)
+        except Exception as exc:
+            if listener is None:
+                if not isinstance(exc, OSError):
+                    raise
+                # The peer went away mid-send; nothing to tell it.
+            elif not isinstance(exc, ConnectionError):
+                # A plugin's OSError (its journal, say) is its fault: logged.
+                log.exception("%s: connection failed; closed it", listener.name)
         finally:
             self.connections.discard(conn)
             if conn.buf is not NO_BUFFER:
                 self.pool.release(conn.buf)
-            sock.close()
+            try:
+                # A drain closes with a FIN; a connection lingering after a
+                # closing response has sent its FIN and read enough already.
+                if self.draining and conn.state != LINGER:
+                    await linger(sock, seconds=DRAIN_LINGER, quiet=DRAIN_LINGER, most=LINGER_BYTES)
+            finally:
+                sock.close()
 
     async def _serve(self, conn: Conn) -> None:
         sock = conn.sock
@@ -150,7 +187,9 @@ class HTTPServer:
             conn.since_ns = t0
             pos = 0
             end = len(data)
-            while pos < end:
+            # Draining, the h11 path answers: the last response says
+            # "connection: close", which the pre-encoded ones cannot.
+            while pos < end and not conn.closing:
                 found = matcher(lines, data, pos, self.max_head)
                 if found is None:
                     break
@@ -158,16 +197,22 @@ class HTTPServer:
                 response = entry.response
                 sent = send_now(sock, response)
                 if sent != len(response):
+                    # Under way, whichever path it came from: drain lets it
+                    # finish and the reaper gives it the send timeout.
+                    conn.state = SEND
+                    conn.since_ns = perf_counter_ns()
                     await send_rest(sock, response, sent)
+                    conn.state = IDLE
                 entry.recorder.record(perf_counter_ns() - t0)
                 if entry.status >= 400:
                     entry.recorder.count_status(entry.status)
             else:
-                if self.draining:
-                    return
-                continue
+                if pos == end:
+                    if conn.closing:
+                        return
+                    continue
             rest = await h11path.handle(self, conn, data[pos:], t0)
-            if rest is None or self.draining:
+            if rest is None or conn.closing:
                 return
             pending = rest
             conn.state = IDLE
@@ -197,17 +242,40 @@ class HTTPServer:
                 conn.scope.cancel()
 
     def drain(self) -> None:
-        """Stop accepting; close idle connections; busy ones close when done."""
+        """Stop accepting; close resting connections; busy ones close when done."""
         self.draining = True
         for scope in self._accepting:
             scope.cancel()
         for conn in list(self.connections):
-            if conn.state == IDLE and not _readable(conn.sock):
+            conn.closing = True
+            if conn.state == LINGER or (conn.state in RESTING and not _readable(conn.sock)):
                 conn.scope.cancel()
 
     def cancel_all(self) -> None:
         for conn in list(self.connections):
             conn.scope.cancel()
+
+
+def _take(
+    listener: socket.socket,
+    handler: Callable[[socket.socket], Awaitable[None]],
+    nursery: trio.Nursery,
+) -> bool:
+    """Start ``handler`` for every connection queued: one wake-up, many
+    connections. False when the process is out of descriptors or memory."""
+    while True:
+        try:
+            sock, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError as exc:
+            if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                raise
+            return False
+        sock.setblocking(False)
+        # A response is one send: never hold it back for an ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        nursery.start_soon(handler, sock)
 
 
 def _readable(sock: socket.socket) -> bool:

@@ -37,14 +37,13 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, cast
 
 import h11
-import trio
 
 from ..http import HTTPError, Request, Response, encode_response, error_response
 from ..latency import Recorder
 from ..routing import BoundRoute, method_not_allowed
-from ..sockio import recv, send_all, send_now, send_rest
+from ..sockio import linger, recv, send_all, send_now, send_rest
 from .limits import LINGER_BYTES, LINGER_TIME, LINGER_TIMEOUT, MAX_EMPTY_LINES
-from .state import BODY, BUSY, HEAD, IDLE, SEND, Conn
+from .state import BODY, BUSY, HEAD, LINGER, SEND, Conn
 
 if TYPE_CHECKING:
     from ..app import App
@@ -180,6 +179,11 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
     )
     if not isinstance(response, bytes):
         response = await response
+    if keep_alive and conn.closing:
+        # The worker began to drain while this request was under way: this is
+        # the connection's last response, and it says so.
+        keep_alive = False
+        response = _closing(response)
     sent = send_now(sock, response)
     if sent != len(response):
         conn.state = SEND
@@ -189,7 +193,7 @@ async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes 
     if keep_alive:
         return rest
     if rest:  # a request after the last one: closing on it would be a reset
-        await _linger(server, conn)
+        await _linger(conn)
     return None
 
 
@@ -239,6 +243,12 @@ async def _read_chunked(
             return b"".join(chunks), rest
         else:  # ConnectionClosed before the body ended
             return ()
+
+
+def _closing(response: bytes) -> bytes:
+    """A keep-alive response (it has no Connection header) made the last one."""
+    end = response.index(b"\r\n") + 2
+    return response[:end] + b"connection: close\r\n" + response[end:]
 
 
 def _tokens(value: bytes) -> list[bytes]:
@@ -295,37 +305,18 @@ async def _refuse(
     await send_all(conn.sock, error_response(status, code, message, keep_alive=False))
     server.malformed.record(perf_counter_ns() - t0)
     server.malformed.count_status(status)
-    await _linger(server, conn)
+    await _linger(conn)
 
 
-async def _linger(server: HTTPServer, conn: Conn) -> None:
-    """A lingering close, as nginx's: send FIN after the response, then read
-    and discard what the peer still sends until it closes too, or for at most
-    ``LINGER_TIME`` (``LINGER_TIMEOUT`` without a byte, ``LINGER_BYTES`` in
-    all). Closing with input unread makes the kernel send a reset, which
-    fails the peer's next send and may lose the response it has not yet read.
+async def _linger(conn: Conn) -> None:
+    """A lingering close after a response that ends the connection (``linger``):
+    the peer may be sending still (a body refused, a pipelined request).
 
-    The connection counts as idle meanwhile: ``drain`` closes it at once
-    unless bytes are waiting, and the loop stops reading once draining.
-    Cancellation (drain, the reaper) ends it like any read.
+    The connection is in LINGER meanwhile: a drain ends it at once.
     """
-    sock = conn.sock
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:  # the peer has gone already
-        return
-    conn.state = IDLE
+    conn.state = LINGER
     conn.since_ns = perf_counter_ns()
-    view = memoryview(conn.buf)
-    left = LINGER_BYTES
-    with trio.move_on_after(LINGER_TIME):
-        while left > 0 and not server.draining:
-            more = b""
-            with trio.move_on_after(LINGER_TIMEOUT):
-                more = await recv(sock, view)
-            if not more:  # the peer closed, or sent nothing for LINGER_TIMEOUT
-                return
-            left -= len(more)
+    await linger(conn.sock, seconds=LINGER_TIME, quiet=LINGER_TIMEOUT, most=LINGER_BYTES)
 
 
 def dispatch(

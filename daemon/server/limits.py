@@ -8,6 +8,7 @@ import errno
 __all__ = [
     "ACCEPT_CAPACITY_ERRNOS",
     "ACCEPT_SLEEP",
+    "DRAIN_LINGER",
     "LINGER_BYTES",
     "LINGER_TIME",
     "LINGER_TIMEOUT",
@@ -41,3 +42,9 @@ LINGER_BYTES = 1 << 20
 # least one; a client ending a body with an extra CRLF sends one). More than
 # a handful is not a client's slip but a peer spending the header timeout.
 MAX_EMPTY_LINES = 8
+# A connection the drain closes has sent its FIN; what the peer sends after
+# (a request already on its way) is read and dropped for at most this long,
+# so the close is never a reset. A peer that reads sees the FIN and closes
+# within a round trip; one that does not (an idle pooled client) is closed
+# after this without loss, since nothing is left unread by then.
+DRAIN_LINGER = 1.0

@@ -1,24 +1,37 @@
 """N worker processes on one port: a small supervisor.
 
-The supervisor holds the port with a bound, non-listening SO_REUSEPORT socket
-(so port 0 resolves once and a restarted worker gets the same port), forks
-the workers, forwards SIGTERM/SIGINT to them, and restarts one that dies
-while the daemon is not stopping. It exits 0 once every worker has drained.
+The supervisor owns every listening socket (``listener.open_group``: only
+this daemon can have joined the SO_REUSEPORT group). It opens the HTTP group
+before it forks, so a port in use stops start-up with one line and exit 2
+before any worker runs, and port 0 resolves once. A plugin's port is known
+only once a worker has built its app: the worker asks the supervisor for it
+over a socketpair, and the supervisor opens that group the first time it is
+asked and passes each worker its own socket (SCM_RIGHTS). A restarted worker
+gets the same sockets back, so the group never loses a member.
+
+The supervisor forwards SIGTERM/SIGINT to the workers and closes its copies
+of the sockets, so a port closes once its workers have drained; it restarts
+a worker that dies while the daemon is not stopping, and exits 0 once every
+worker has drained. A listener that cannot be opened is a configuration
+error (exit 2), reported once by the supervisor.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import selectors
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
 from types import FrameType
 
 from ..settings import EXIT_CONFIG, ConfigError, LoadedSettings
-from .listener import reserve_port
+from .listener import Binder, ListenError, open_group
 
 __all__ = ["supervise"]
 
@@ -26,6 +39,9 @@ log = logging.getLogger("sprintd.workers")
 
 # A worker that dies is restarted after this, so a crash loop does not spin.
 RESTART_DELAY = 1.0
+# One request or answer on a worker's channel: a listener's name and address,
+# or the line saying why it cannot be opened.
+MESSAGE_SIZE = 4096
 
 
 def _with_port(loaded: LoadedSettings, port: int) -> LoadedSettings:
@@ -34,23 +50,102 @@ def _with_port(loaded: LoadedSettings, port: int) -> LoadedSettings:
     return LoadedSettings(settings=settings, profile=loaded.profile, layers=loaded.layers)
 
 
-def supervise(loaded: LoadedSettings, run: Callable[[LoadedSettings, int], None]) -> int:
-    """Run ``run(loaded, index)`` in one forked process per worker; return the exit status."""
+class _Groups:
+    """The supervisor's listening sockets: one group per listener, a socket per worker."""
+
+    def __init__(self, workers: int, backlog: int) -> None:
+        self.workers = workers
+        self.backlog = backlog
+        self.groups: dict[tuple[str, str, int], list[socket.socket]] = {}
+        self.failed: dict[tuple[str, str, int], str] = {}
+        self.closed = False
+
+    def open(self, name: str, host: str, port: int) -> list[socket.socket]:
+        """The group for a listener, opened the first time it is asked for.
+
+        Raises:
+            ListenError: it cannot be opened (reported the first time only).
+        """
+        key = (name, host, port)
+        if key in self.failed:
+            raise ListenError(self.failed[key])
+        group = self.groups.get(key)
+        if group is None:
+            try:
+                group = open_group(name, host, port, self.backlog, self.workers)
+            except ListenError as exc:
+                self.failed[key] = str(exc)
+                raise
+            if self.closed:  # stopping began while it was being opened
+                for sock in group:
+                    sock.close()
+                raise ListenError(f"cannot listen on {host}:{port} ({name}): stopping")
+            self.groups[key] = group
+            # Port 0 resolved: workers told the port ask for it by number.
+            self.groups[name, host, group[0].getsockname()[1]] = group
+        return group
+
+    def sockets(self) -> set[socket.socket]:
+        return {sock for group in self.groups.values() for sock in group}
+
+    def close(self) -> None:
+        self.closed = True
+        for sock in self.sockets():
+            sock.close()
+        self.groups.clear()
+
+
+def _ask(channel: socket.socket) -> Binder:
+    """A worker's ``Binder``: its socket of each group, from the supervisor."""
+
+    def bind(name: str, host: str, port: int) -> socket.socket:
+        channel.send(json.dumps({"name": name, "host": host, "port": port}).encode())
+        answer, fds, _, _ = socket.recv_fds(channel, MESSAGE_SIZE, 1)
+        if not fds:
+            raise ListenError(answer.decode() or "the supervisor has gone")
+        sock = socket.socket(fileno=fds[0])
+        sock.setblocking(False)
+        return sock
+
+    return bind
+
+
+def supervise(loaded: LoadedSettings, run: Callable[[LoadedSettings, int, Binder], None]) -> int:
+    """Run ``run(loaded, index, binder)`` in one forked process per worker;
+    return the exit status.
+
+    Raises:
+        ListenError: the HTTP port cannot be opened (before any worker starts).
+    """
     server = loaded.settings.server
-    holder = reserve_port(server.host, server.port)
-    loaded = _with_port(loaded, holder.getsockname()[1])
-    children: dict[int, int] = {}
+    groups = _Groups(server.workers, server.backlog)
+    http = groups.open("http", server.host, server.port)
+    loaded = _with_port(loaded, http[0].getsockname()[1])
+    # pid -> (index, its channel, its pidfd)
+    children: dict[int, tuple[int, socket.socket, int]] = {}
+    selector = selectors.DefaultSelector()
     stopping = False
 
     def spawn(index: int) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
-            holder.close()
+            # Only this worker's own sockets stay open in it: the others'
+            # copies would keep their ports listening after a drain.
+            ours.close()
+            selector.close()
+            for _, channel, pidfd in children.values():
+                channel.close()
+                os.close(pidfd)
+            for sock in groups.sockets():
+                sock.close()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(signum, signal.SIG_DFL)
             status = 0
             try:
-                run(loaded, index)
+                run(loaded, index, _ask(theirs))
+            except ListenError:
+                status = EXIT_CONFIG  # the supervisor has said why
             except ConfigError as exc:
                 # A plugin refused its settings: the same in every worker, so
                 # not a crash to restart from, and one line is enough.
@@ -62,7 +157,31 @@ def supervise(loaded: LoadedSettings, run: Callable[[LoadedSettings, int], None]
                 status = 1
             finally:
                 os._exit(status)
-        children[pid] = index
+        theirs.close()
+        pidfd = os.pidfd_open(pid)
+        children[pid] = (index, ours, pidfd)
+        selector.register(ours, selectors.EVENT_READ, pid)
+        selector.register(pidfd, selectors.EVENT_READ, pid)
+
+    def answer(pid: int) -> None:
+        index, channel, _ = children[pid]
+        try:
+            request = channel.recv(MESSAGE_SIZE)
+        except OSError:
+            request = b""
+        if not request:  # the worker has gone; its pidfd says how
+            selector.unregister(channel)
+            return
+        asked = json.loads(request)
+        known = len(groups.failed)
+        try:
+            group = groups.open(asked["name"], asked["host"], asked["port"])
+        except ListenError as exc:
+            if len(groups.failed) > known:  # said once, not once per worker
+                print(f"sprintd: {exc}", file=sys.stderr)
+            channel.send(str(exc).encode())
+            return
+        socket.send_fds(channel, [b"ok"], [group[index].fileno()])
 
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
@@ -70,6 +189,8 @@ def supervise(loaded: LoadedSettings, run: Callable[[LoadedSettings, int], None]
         if signum != signal.SIGHUP:
             stopping = True
             signum = signal.SIGTERM
+            # The workers hold their own copies: each port closes as they drain.
+            groups.close()
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
@@ -83,20 +204,31 @@ def supervise(loaded: LoadedSettings, run: Callable[[LoadedSettings, int], None]
     )
     result = 0
     while children:
-        pid, status = os.waitpid(-1, 0)
-        if pid not in children:
-            continue
-        index = children.pop(pid)
-        code = os.waitstatus_to_exitcode(status)
-        if code == EXIT_CONFIG and not stopping:
-            result = EXIT_CONFIG
-            forward(signal.SIGTERM, None)
-        if stopping:
-            result = result or (1 if code else 0)
-            continue
-        log.error("worker %d (pid %d) exited with %d; restarting", index, pid, code)
-        time.sleep(RESTART_DELAY)
-        if not stopping:
-            spawn(index)
-    holder.close()
+        exited = []
+        for key, _ in selector.select():
+            if key.fileobj is children.get(key.data, (0, None))[1]:
+                answer(key.data)
+            elif key.data in children:
+                exited.append(key.data)
+        for pid in exited:
+            index, channel, pidfd = children.pop(pid)
+            with contextlib.suppress(KeyError):
+                selector.unregister(channel)
+            selector.unregister(pidfd)
+            channel.close()
+            os.close(pidfd)
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            if code == EXIT_CONFIG and not stopping:
+                result = EXIT_CONFIG
+                forward(signal.SIGTERM, None)
+            if stopping:
+                result = result or (1 if code else 0)
+                continue
+            log.error("worker %d (pid %d) exited with %d; restarting", index, pid, code)
+            time.sleep(RESTART_DELAY)
+            if not stopping:
+                spawn(index)
+    groups.close()
+    selector.close()
     return result

@@ -1,6 +1,6 @@
 """A small blocking client for the order-entry port (``README.md`` beside this file).
 
-    with EntryClient("127.0.0.1", 9001) as client:
+    with EntryClient("127.0.0.1", 9080) as client:  # sprintd run --port 8080
         [reply] = client.request([["new", {"symbol": "BTC-USD", "side": "buy",
                                           "price": "64000.00", "qty": "0.5"}]])
 

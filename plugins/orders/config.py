@@ -10,11 +10,14 @@ from sprintd import PluginSection, Section
 
 from .spec import OffGridError, SymbolSpec
 
-__all__ = ["DEFAULT_RESERVE", "OrdersSection", "SymbolSettings"]
+__all__ = ["DEFAULT_RESERVE", "ENTRY_PORT_OFFSET", "OrdersSection", "SymbolSettings"]
 
 DEFAULT_RESERVE = 65_536
 """Order-table slots per symbol made at start-up when the tier preallocates
 buffers: 5.8 MB a symbol (11 list cells of 8 bytes a slot)."""
+
+ENTRY_PORT_OFFSET = 1000
+"""The entry port, unless set, is the HTTP port plus this: 8080 -> 9080."""
 
 
 class SymbolSettings(Section):
@@ -49,9 +52,11 @@ class OrdersSection(PluginSection):
     process_local: ClassVar[bool] = True
 
     symbols: dict[str, SymbolSettings] = Field(default_factory=_default_symbols)
-    # The binary order-entry port (docs/order-entry.md); 0 picks a free one.
+    # The binary order-entry port (README.md beside this file); 0 picks a
+    # free one. Unset: server.port + ENTRY_PORT_OFFSET (8080 -> 9080), so a
+    # second instance on another --port does not collide on it.
     entry_host: str = "127.0.0.1"
-    entry_port: int = Field(9001, ge=0, le=65535)
+    entry_port: int | None = Field(None, ge=0, le=65535)
     # Levels in the /v1/book/{symbol} snapshot; ?depth=N asks for more.
     book_depth: int = Field(20, ge=1, le=10_000)
     trades_kept: int = Field(1000, ge=1)

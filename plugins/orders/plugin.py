@@ -30,7 +30,7 @@ from sprintd import (
 
 from . import hookspecs
 from .api import STREAM, OrdersAPI
-from .config import DEFAULT_RESERVE, OrdersSection
+from .config import DEFAULT_RESERVE, ENTRY_PORT_OFFSET, OrdersSection
 from .engine import PriceTimeEngine
 from .service import OrderService
 
@@ -147,7 +147,12 @@ class OrdersPlugin:
             )
         return [
             Listener(
-                "orders-entry", section.entry_host, section.entry_port, framed_listener(api.entry)
+                "orders-entry",
+                section.entry_host,
+                app.settings.server.plugin_port(
+                    section.entry_port, ENTRY_PORT_OFFSET, "orders.entry_port"
+                ),
+                framed_listener(api.entry),
             )
         ]
 

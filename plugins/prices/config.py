@@ -10,7 +10,10 @@ from sprintd import PluginSection
 
 from .updates import check_symbol
 
-__all__ = ["PricesSection"]
+__all__ = ["FEED_PORT_OFFSET", "PricesSection"]
+
+FEED_PORT_OFFSET = 2000
+"""The feed port, unless set, is the HTTP port plus this: 8080 -> 10080."""
 
 
 class PricesSection(PluginSection):
@@ -26,8 +29,10 @@ class PricesSection(PluginSection):
     # Updates in one request body or one feed frame.
     max_batch: int = Field(10_000, ge=1, le=1_000_000)
     # The binary feed (README.md beside this file); 0 picks a free port.
+    # Unset: server.port + FEED_PORT_OFFSET (8080 -> 10080), so a second
+    # instance on another --port does not collide on it.
     feed_host: str = "127.0.0.1"
-    feed_port: int = Field(9002, ge=0, le=65535)
+    feed_port: int | None = Field(None, ge=0, le=65535)
     # POST /v1/price-engine/performance-test runs at most this many updates:
     # about 10 us each, so the default bound is ~10 s of the worker's time,
     # given up in slices (the daemon keeps serving meanwhile).

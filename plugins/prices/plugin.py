@@ -29,7 +29,7 @@ from sprintd import (
 )
 
 from .api import PricesAPI, make_engine
-from .config import PricesSection
+from .config import FEED_PORT_OFFSET, PricesSection
 from .engine import SLA_P95_US
 
 __all__ = ["HISTORY_INTERVAL_S", "PricesPlugin"]
@@ -78,7 +78,9 @@ class PricesPlugin:
             Listener(
                 "prices-feed",
                 section.feed_host,
-                section.feed_port,
+                app.settings.server.plugin_port(
+                    section.feed_port, FEED_PORT_OFFSET, "prices.feed_port"
+                ),
                 timed_framed_listener(api.feed, max_frame=_max_frame(section.max_batch)),
             )
         ]

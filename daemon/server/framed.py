@@ -9,8 +9,17 @@ request frame, in one send.
 Errors: a frame that does not decode gets an error reply in its place and
 the connection goes on (the length prefix keeps the stream in step); a
 length that cannot be a frame gets an error reply and the connection closes.
-A handler that raises closes the connection after the error is logged: its
+A handler that raises, or answers a batch with the wrong number of replies,
+closes that connection: the exception goes to the server, which logs it with
+the listener's name and keeps the worker and every other connection up. The
 batch may be half applied, and only the client can tell what to resend.
+
+Timeouts: the loop keeps ``conn.state`` for the server's reaper. Between
+frames a connection is in SESSION (``server.framed_idle_timeout``); once a
+frame has begun, FRAME until it is whole (``server.body_timeout``, from the
+read that began it); replies the peer is slow to take, SEND (the same); the
+handler's own time, BUSY (none). The read buffer is the server's, taken once
+the peer first sends (``HTTPServer.listener_connection``).
 
 A handler that times its work from the wire (the price feed) is served by
 ``timed_framed_listener``: it is also given the ``perf_counter_ns`` taken
@@ -19,13 +28,11 @@ right after the read that brought the batch, before any frame was decoded.
 
 from __future__ import annotations
 
-import logging
-import socket
 from collections.abc import Awaitable, Callable
 from time import perf_counter_ns
 from typing import Any
 
-from .framing import (
+from ..framing import (
     DEFAULT_MAX_FRAME,
     FrameDecoder,
     FrameError,
@@ -33,7 +40,8 @@ from .framing import (
     decode_payload,
     encode_frame,
 )
-from .sockio import recv, send_all
+from ..sockio import recv, send_now, send_rest
+from .state import BUSY, FRAME, SEND, SESSION, Conn
 
 __all__ = [
     "FrameHandler",
@@ -43,13 +51,12 @@ __all__ = [
     "timed_framed_listener",
 ]
 
-log = logging.getLogger("sprintd.framed")
-
 # One batch of decoded frames in, one reply per frame out, in the same order.
 FrameHandler = Callable[[list[list[Any]]], Awaitable[list[Any]]]
 # The same, also given when the batch's bytes were read (perf_counter_ns).
 TimedFrameHandler = Callable[[list[list[Any]], int], Awaitable[list[Any]]]
-READ_SIZE = 64 * 1024
+# What ``Listener.serve`` is: one connection, served until it ends.
+ConnectionServer = Callable[[Conn], Awaitable[None]]
 
 
 def error_reply(code: str, message: str) -> list[Any]:
@@ -59,7 +66,7 @@ def error_reply(code: str, message: str) -> list[Any]:
 
 def framed_listener(
     handler: FrameHandler, *, max_frame: int = DEFAULT_MAX_FRAME
-) -> Callable[[socket.socket], Awaitable[None]]:
+) -> ConnectionServer:
     """A ``Listener.serve`` for a framed port answering through ``handler``."""
     # The untimed handler's coroutine is passed straight through: no second
     # coroutine per batch.
@@ -68,12 +75,13 @@ def framed_listener(
 
 def timed_framed_listener(
     handler: TimedFrameHandler, *, max_frame: int = DEFAULT_MAX_FRAME
-) -> Callable[[socket.socket], Awaitable[None]]:
+) -> ConnectionServer:
     """``framed_listener`` for a handler that also takes the batch's read time."""
 
-    async def serve(sock: socket.socket) -> None:
+    async def serve(conn: Conn) -> None:
+        sock = conn.sock
         decoder = FrameDecoder(max_frame)
-        view = memoryview(bytearray(READ_SIZE))
+        view = memoryview(conn.buf)
         while data := await recv(sock, view):
             received_ns = perf_counter_ns()
             decoder.feed(data)
@@ -93,21 +101,31 @@ def timed_framed_listener(
             except FrameError as exc:
                 fatal = encode_frame(error_reply("bad_length", str(exc)))
             if batch:
-                try:
-                    replies = await handler(batch, received_ns)
-                except Exception:
-                    log.exception("framed handler failed; closing the connection")
-                    return
+                conn.state = BUSY
+                replies = await handler(batch, received_ns)
                 if len(replies) != len(batch):
                     raise RuntimeError(f"{len(batch)} frames got {len(replies)} replies")
-            out = [
-                item if isinstance(item, bytes) else encode_frame(replies[item]) for item in order
-            ]
-            if fatal is not None:
-                out.append(fatal)
-            if out:
-                await send_all(sock, b"".join(out))
-            if fatal is not None:
+            if order or fatal is not None:
+                out = [
+                    item if isinstance(item, bytes) else encode_frame(replies[item])
+                    for item in order
+                ]
+                if fatal is not None:
+                    out.append(fatal)
+                reply = b"".join(out)
+                sent = send_now(sock, reply)
+                if sent != len(reply):
+                    conn.state = SEND
+                    conn.since_ns = perf_counter_ns()
+                    await send_rest(sock, reply, sent)
+            if fatal is not None or conn.closing:
                 return
+            if not decoder.buffered:
+                conn.state = SESSION
+                conn.since_ns = perf_counter_ns()
+            elif order or conn.state != FRAME:
+                # A frame begun in this read: its time runs from the read.
+                conn.state = FRAME
+                conn.since_ns = received_ns
 
     return serve
