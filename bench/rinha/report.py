@@ -148,7 +148,7 @@ def write(
     lines = [
         f"# Rinha de Backend 2025 load: sprintd payments ({started})",
         "",
-        "Two processors (`bench/rinha/processor.py`), the load of `bench/rinha/rinha.js`:",
+        "Two processors (`sprintd.plugins.payments.emulator`), the load of `bench/rinha/rinha.js`:",
         f"virtual users ramp from 1 to {options.vus} over {options.duration} s, each posting a",
         "payment and sleeping 1 s; the processors' delay and failure change every",
         f"{options.phase} s through the final run's schedule; the summary is checked against",

@@ -7,7 +7,7 @@ grace period). So the set-up survives the command that started it, and any
 later command can stop it.
 
 =============  ==============================================================
-processors     ``python -m bench.rinha.processor`` (default fee 5%, fallback 15%)
+processors     ``python -m sprintd.plugins.payments.emulator`` (fees 5% and 15%)
 one instance   sprintd on the front port, payments in memory, journaled
 two instances  sprintd twice on free ports, payments in Redis; Debian's nginx
                on the front port balancing between them (``nginx.conf``)
@@ -210,7 +210,7 @@ def up(directory: Path, *, instances: int, front: int, tier: str, pin: bool = Fa
     env = {"PYTHONPATH": str(REPO)}
     try:
         for name, port in stack.processors.items():
-            argv = [sys.executable, "-m", "bench.rinha.processor", "--port", str(port)]
+            argv = [sys.executable, "-m", "sprintd.plugins.payments.emulator", "--port", str(port)]
             argv += ["--fee", FEES[name], "--token", TOKEN]
             stack.pids[f"processor-{name}"] = _spawn(f"processor-{name}", argv, directory, env)
             stack.save()
