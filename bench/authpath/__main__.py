@@ -27,11 +27,18 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench.cli import REPO, Target, finish, positive, say
+from sprintd.app import Route, SnapshotSpec
 from sprintd.server.connection import HTTPServer
-from tests.inprocess import make_app, make_server
-from tests.test_budget import GET, _drive, _Plugin
+from sprintd.testing import StaticPlugin, drive, echo, make_app, make_server
 
 KEY = "bench-key-0123456789ab"
+GET = b"GET /bench HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+# A snapshot read with the read scope every key has; the trade-scoped route
+# makes [auth] protect more than the snapshot, as a real deployment does.
+PLUGIN = StaticPlugin(
+    [SnapshotSpec("/bench", b'{"symbol":"BTC-USD","price":"64250.50","ts":1732233600000}')],
+    [Route("POST", "/echo", echo, scope="trade")],
+)
 
 
 def _environ(keys: int) -> dict[str, str]:
@@ -47,9 +54,9 @@ def _environ(keys: int) -> dict[str, str]:
 
 
 async def _per_request_us(server: HTTPServer, request: bytes, count: int) -> float:
-    # The budget test's driver: one connection, request after request.
+    # One connection, request after request.
     start = time.process_time()
-    await _drive(server, request, count, None)
+    await drive(server, request, count)
     return (time.process_time() - start) / count * 1e6
 
 
@@ -59,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=positive, default=9, help="configured keys")
     parser.add_argument("--rounds", type=positive, default=3)
     args = parser.parse_args(argv)
-    plain = make_app([_Plugin()])
-    guarded = make_app([_Plugin()], _environ(args.keys))
+    plain = make_app([PLUGIN])
+    guarded = make_app([PLUGIN], _environ(args.keys))
     keyed = GET.replace(b"\r\n\r\n", f"\r\nX-API-Key: {KEY}\r\n\r\n".encode())
     ways = {
         "auth off, fast path": (make_server(plain), GET),
