@@ -3,7 +3,7 @@
 A ``RedisServer`` runs ``redis-server`` on a free loopback port in a temporary
 directory, without persistence unless asked, and is ready once it answers
 PING. ``tests/system-deps.sh`` installs the binary. ``Processors`` are the
-Rinha payment processors of ``bench.rinha.processor`` (sprintd-free), served
+Rinha payment processors of ``sprintd.plugins.payments.emulator``, served
 from threads of the test process.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from bench.rinha.processor import Processor, ProcessorThread
+from sprintd.plugins.payments.emulator import Processor, ProcessorThread
 
 __all__ = ["Processors", "RedisServer", "free_port"]
 
@@ -108,7 +108,7 @@ class RedisServer:
 
 
 class Processors:
-    """The two payment processors (``bench.rinha.processor``), each in a thread
+    """The two payment processors (``sprintd.plugins.payments.emulator``), each in a thread
     of its own on a free loopback port, and their admin API."""
 
     TOKEN = "test-token"

@@ -1,7 +1,7 @@
 """API keys, scopes and rate limits, in process: the guard, both server paths, the audit lines.
 
 Requests go through the server's real connection loop over socketpairs
-(``inprocess.exchange``), with the fast path on, so each case covers the
+(``sprintd.testing.exchange``), with the fast path on, so each case covers the
 fast path's decision and the h11 path's answer together.
 """
 
@@ -25,8 +25,7 @@ from sprintd.manager import make_manager, plugin_sections
 from sprintd.metrics import MetricsPlugin
 from sprintd.server.connection import HTTPServer
 from sprintd.settings import AuthSettings, ConfigError, load_settings, reloaded
-
-from .inprocess import exchange, make_app, make_server
+from sprintd.testing import exchange, make_app, make_server
 
 READER = "reader-key-0123456789"
 TRADER = "trader-key-0123456789"

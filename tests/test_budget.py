@@ -16,22 +16,15 @@ and say why.
 from __future__ import annotations
 
 import gc
-import socket
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import trio
-
 import sprintd
-from sprintd.app import App, Route, SnapshotSpec
-from sprintd.hookspecs import hookimpl
-from sprintd.http import Request, Response
-from sprintd.server.connection import HTTPServer
-
-from .inprocess import make_app, make_server
+import sprintd.testing
+from sprintd.app import Route, SnapshotSpec
+from sprintd.testing import StaticPlugin, drive, echo, make_app, make_server
 
 REQUESTS = 3000
 WARM_UP = 200
@@ -57,6 +50,9 @@ GUARDED_H11_PATH_CALLS = 80
 RETAINED_BLOCKS_PER_REQUEST = 0.01
 
 SPRINTD_DIR = str(Path(sprintd.__file__).parent)
+# The driver and the echo route live in the package but stand for the client
+# and the plugin: their calls are not sprintd's.
+TESTING_FILE = sprintd.testing.__file__
 GET = b"GET /bench HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 BODY = b'{"symbol":"BTC-USD","side":"buy","qty":"1.5","price":"64250.50"}'
 POST = (
@@ -76,19 +72,10 @@ KEYED_GET = GET.replace(b"\r\n\r\n", b"\r\nX-API-Key: " + KEY + b"\r\n\r\n")
 KEYED_POST = POST.replace(b"Content-Type", b"X-API-Key: " + KEY + b"\r\nContent-Type")
 
 
-class _Plugin:
-    @hookimpl
-    def sprintd_snapshots(self, app: App) -> Sequence[SnapshotSpec]:
-        return [
-            SnapshotSpec("/bench", b'{"symbol":"BTC-USD","price":"64250.50","ts":1732233600000}')
-        ]
-
-    @hookimpl
-    def sprintd_routes(self, app: App) -> Sequence[Route]:
-        def echo(request: Request) -> Response:
-            return Response(200, request.body, request.content_type)
-
-        return [Route("POST", "/echo", echo, scope="trade")]
+PLUGIN = StaticPlugin(
+    [SnapshotSpec("/bench", b'{"symbol":"BTC-USD","price":"64250.50","ts":1732233600000}')],
+    [Route("POST", "/echo", echo, scope="trade")],
+)
 
 
 class _CallCounter:
@@ -100,7 +87,8 @@ class _CallCounter:
         code = frame.f_code
         ours = self._ours.get(code)
         if ours is None:
-            ours = self._ours[code] = code.co_filename.startswith(SPRINTD_DIR)
+            name = code.co_filename
+            ours = self._ours[code] = name.startswith(SPRINTD_DIR) and name != TESTING_FILE
         return ours
 
     def __call__(self, frame: FrameType, event: str, arg: object) -> None:
@@ -113,42 +101,18 @@ class _CallCounter:
             self.calls += 1
 
 
-async def _drive(
-    server: HTTPServer, request: bytes, count: int, counter: _CallCounter | None
-) -> None:
-    ours, theirs = socket.socketpair()
-    theirs.setblocking(False)
-    client = trio.socket.from_stdlib_socket(ours)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.connection, theirs)
-        await client.send(request)
-        first = await client.recv(65536)
-        size = len(first)
-        if counter is not None:
-            sys.setprofile(counter)
-        try:
-            for _ in range(count):
-                await client.send(request)
-                got = 0
-                while got < size:
-                    got += len(await client.recv(65536))
-        finally:
-            sys.setprofile(None)
-        client.close()
-
-
 async def _measure(request: bytes, environ: dict[str, str] | None = None) -> tuple[float, float]:
-    app = make_app([_Plugin()], environ)
+    app = make_app([PLUGIN], environ)
     server = make_server(app)
-    await _drive(server, request, WARM_UP, None)
+    await drive(server, request, WARM_UP, None)
     counter = _CallCounter()
-    await _drive(server, request, REQUESTS, counter)
+    await drive(server, request, REQUESTS, counter)
     gc.collect()
     gc.disable()
     try:
-        await _drive(server, request, WARM_UP, None)
+        await drive(server, request, WARM_UP, None)
         before = sys.getallocatedblocks()
-        await _drive(server, request, REQUESTS, None)
+        await drive(server, request, REQUESTS, None)
         after = sys.getallocatedblocks()
     finally:
         gc.enable()

@@ -27,9 +27,9 @@ import trio
 
 from sprintd.server.connection import HTTPServer
 from sprintd.server.limits import LINGER_BYTES, LINGER_TIME, LINGER_TIMEOUT
+from sprintd.testing import make_app, make_server
 
 from .daemons import FAST_SERVER_ENV, PLUGINS_DIR, Daemon, DaemonFactory, RawConn
-from .inprocess import make_app, make_server
 from .test_server import CLOSE_BOUND, LIVEZ, MAX_BODY, MAX_HEAD, error_of
 
 ENV = FAST_SERVER_ENV | {

@@ -11,8 +11,7 @@ import trio
 from sprintd.app import App, Route
 from sprintd.hookspecs import hookimpl
 from sprintd.http import Request, Response
-
-from .inprocess import exchange, make_app, make_server
+from sprintd.testing import exchange, make_app, make_server
 
 BIG = 8 * 1024 * 1024  # far more than a socketpair buffers
 

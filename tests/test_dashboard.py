@@ -25,9 +25,9 @@ from rich.console import Console
 
 from sprintd.plugins.dashboard import top
 from sprintd.plugins.dashboard.plugin import DashboardPlugin
+from sprintd.testing import exchange, make_app, make_server
 
 from .daemons import CLIResult, Daemon, DaemonFactory, clean_environ
-from .inprocess import exchange, make_app, make_server
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 # Runs the CLI with the pty as its controlling terminal, as a shell would:

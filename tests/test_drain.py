@@ -15,6 +15,7 @@ import trio
 
 from sprintd.app import App, SnapshotSpec
 from sprintd.hookspecs import hookimpl
+from sprintd.testing import make_app, make_server
 
 from .daemons import (
     FAST_SERVER_ENV,
@@ -23,7 +24,6 @@ from .daemons import (
     DaemonFactory,
     wait_for,
 )
-from .inprocess import make_app, make_server
 from .test_framed_daemon import _port
 
 SLOW_PLUGIN = {"SPRINTD_PLUGINS": '["sprintd_test_slow"]'}

@@ -23,8 +23,7 @@ from sprintd.app import App, Route, SnapshotSpec
 from sprintd.hookspecs import hookimpl
 from sprintd.http import Request, Response
 from sprintd.server.fastpath import match
-
-from .inprocess import exchange, make_app, make_server
+from sprintd.testing import exchange, make_app, make_server
 
 MAX_HEAD = 16 * 1024
 

@@ -22,8 +22,7 @@ from sprintd.framing import FrameDecoder, decode_payload, encode_frame
 from sprintd.server.connection import HTTPServer
 from sprintd.server.framed import framed_listener
 from sprintd.server.state import NO_BUFFER
-
-from .inprocess import make_app, make_server
+from sprintd.testing import make_app, make_server
 
 TIMEOUTS = {
     "SPRINTD_SERVER__FRAMED_IDLE_TIMEOUT": "0.3",

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from sprintd.app import App, SnapshotSpec
 from sprintd.hookspecs import hookimpl
 from sprintd.server.fastpath import guarded, match
+from sprintd.testing import make_app
 
 from .fuzzing import NOISE_PER_CALL, bounded, corpus, retained_per_call
-from .inprocess import make_app
 
 MAX_HEAD = 16 * 1024
 KEY = b"fuzz-key-0123456789ab"

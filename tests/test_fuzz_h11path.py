@@ -28,9 +28,9 @@ from sprintd.app import App, Route, SnapshotSpec
 from sprintd.hookspecs import hookimpl
 from sprintd.http import Request, Response
 from sprintd.server.listener import open_listener
+from sprintd.testing import make_app, make_server
 
 from .fuzzing import bounded, mutate
-from .inprocess import make_app, make_server
 
 KEY = "fuzz-key-0123456789ab"
 STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3}) ")

@@ -3,7 +3,7 @@ request is answered 2xx or 4xx, and the live state always equals a fresh
 replay of the journal (nothing applied that was not journaled).
 
 The HTTP requests go through the server's real connection loop (socketpairs,
-``inprocess``), the binary frames through the order-entry handler the port
+``sprintd.testing``), the binary frames through the order-entry handler the port
 serves, encoded and decoded as the port does.
 """
 
@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from sprintd.framing import decode_payload, encode_frame
 from sprintd.plugins.orders.engine import MAX_PRICE, MAX_QTY
 from sprintd.plugins.orders.plugin import OrdersPlugin
+from sprintd.testing import exchange, make_app, make_server
 
-from .inprocess import exchange, make_app, make_server
 from .test_orders import _replayed_hash
 
 # BTC-USD's grid (tick 0.01, lot 0.0001) and bounds, as decimals.

@@ -40,9 +40,9 @@ from sprintd.journal import (
     inspect,
 )
 from sprintd.settings import load_settings
+from sprintd.testing import make_app
 
 from .daemons import clean_environ
-from .inprocess import make_app
 
 HEADER = journal_format.SEGMENT_HEADER.size
 

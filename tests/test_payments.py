@@ -1,5 +1,5 @@
 """The payments plugin end to end, one daemon on the memory store: real sockets,
-real processors (``bench.rinha.processor``), and kill -9.
+real processors (``sprintd.plugins.payments.emulator``), and kill -9.
 
 Delivery is checked against what the processors recorded (their admin API),
 never against the daemon's word alone.

@@ -1,27 +1,44 @@
-"""The payment-processor emulator (``bench.rinha.processor``) keeps the challenge's contract.
+"""The payment-processor emulator (``sprintd.plugins.payments.emulator``) keeps the challenge's
+contract.
 
 The payments tests and the bench judge sprintd against it, so its own rules
 are tested here: duplicates, failure, overload, the health rate limit, the
-token, inclusive summaries.
+token, inclusive summaries; and it runs from the installed package, anywhere.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
-from bench.rinha.processor import Processor, ProcessorThread
+from sprintd.plugins.payments.emulator import Processor, ProcessorThread
 
 from .servers import Processors
 
 UUIDS = [f"00000000-0000-4000-8000-{i:012d}" for i in range(10)]
 
 
+class _Address(NamedTuple):
+    """A processor in another process: where it listens."""
+
+    host: str
+    port: int
+
+
 def _call(
-    proc: ProcessorThread, method: str, path: str, body: Any = None, token: str | None = None
+    proc: ProcessorThread | _Address,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str | None = None,
 ) -> tuple[int, Any]:
     conn = http.client.HTTPConnection(proc.host, proc.port, timeout=10)
     try:
@@ -35,7 +52,7 @@ def _call(
     return response.status, (json.loads(raw, parse_float=Decimal) if raw else None)
 
 
-def _pay(proc: ProcessorThread, i: int, at: str, amount: str = "10.50") -> int:
+def _pay(proc: ProcessorThread | _Address, i: int, at: str, amount: str = "10.50") -> int:
     body = f'{{"correlationId":"{UUIDS[i]}","amount":{amount},"requestedAt":"{at}"}}'
     return _call(proc, "POST", "/payments", body.encode())[0]
 
@@ -101,3 +118,33 @@ def test_overload_answers_429() -> None:
         assert sorted(statuses) == [200, 429, 429, 429]
     finally:
         proc.stop()
+
+
+def test_the_emulator_runs_from_the_installed_package(tmp_path: Path) -> None:
+    # Outside the repository, with nothing on PYTHONPATH: only what pip installed.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    argv = [sys.executable, "-m", "sprintd.plugins.payments.emulator", "--port", "0"]
+    argv += ["--fee", "0.15", "--token", "t"]
+    process = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("processor listening on 127.0.0.1:"), line
+        port = int(line.split()[3].rpartition(":")[2])
+        proc = _Address("127.0.0.1", port)
+        assert _pay(proc, 3, "2025-07-15T12:00:00.000Z") == 200
+        summary = _call(proc, "GET", "/admin/payments-summary", token="t")
+        assert summary == (
+            200,
+            {
+                "totalRequests": 1,
+                "totalAmount": Decimal("10.50"),
+                "totalFee": Decimal("1.5750"),
+                "feePerTransaction": Decimal("0.15"),
+            },
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0

@@ -23,15 +23,22 @@ import time
 from pathlib import Path
 
 import trio
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from bench.cli import REPO, Target, finish, positive, say
+from bench.common.cli import add_run_options, positive, say, start
+from bench.common.plotting import DPI, figure
+from bench.common.report import Target, finish
+from sprintd.app import Route, SnapshotSpec
 from sprintd.server.connection import HTTPServer
-from tests.inprocess import make_app, make_server
-from tests.test_budget import GET, _drive, _Plugin
+from sprintd.testing import StaticPlugin, drive, echo, make_app, make_server
 
 KEY = "bench-key-0123456789ab"
+GET = b"GET /bench HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+# A snapshot read with the read scope every key has; the trade-scoped route
+# makes [auth] protect more than the snapshot, as a real deployment does.
+PLUGIN = StaticPlugin(
+    [SnapshotSpec("/bench", b'{"symbol":"BTC-USD","price":"64250.50","ts":1732233600000}')],
+    [Route("POST", "/echo", echo, scope="trade")],
+)
 
 
 def _environ(keys: int) -> dict[str, str]:
@@ -47,9 +54,9 @@ def _environ(keys: int) -> dict[str, str]:
 
 
 async def _per_request_us(server: HTTPServer, request: bytes, count: int) -> float:
-    # The budget test's driver: one connection, request after request.
+    # One connection, request after request.
     start = time.process_time()
-    await _drive(server, request, count, None)
+    await drive(server, request, count)
     return (time.process_time() - start) / count * 1e6
 
 
@@ -58,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=positive, default=20_000)
     parser.add_argument("--keys", type=positive, default=9, help="configured keys")
     parser.add_argument("--rounds", type=positive, default=3)
+    add_run_options(parser, "authpath", pin=None)
     args = parser.parse_args(argv)
-    plain = make_app([_Plugin()])
-    guarded = make_app([_Plugin()], _environ(args.keys))
+    _, out = start("authpath", args.out)
+    plain = make_app([PLUGIN])
+    guarded = make_app([PLUGIN], _environ(args.keys))
     keyed = GET.replace(b"\r\n\r\n", f"\r\nX-API-Key: {KEY}\r\n\r\n".encode())
     ways = {
         "auth off, fast path": (make_server(plain), GET),
@@ -76,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
             f"round {round_}/{args.rounds}: "
             + ", ".join(f"{n} {v:.1f} us" for n, v in best.items())
         )
-    out = REPO / "bench" / "results" / f"authpath-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
     base, fast, slow = best.values()
     targets = [
         Target(
@@ -98,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 def _write(
     out: Path, args: argparse.Namespace, best: dict[str, float], targets: list[Target]
 ) -> None:
-    fig = Figure(figsize=(8, 3.2))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, ax = figure(8, 3.2)
     names = list(best)
     ax.barh(names, [best[n] for n in names], color=["#999999", "#1f77b4", "#d62728"])
     for y, name in enumerate(names):
@@ -109,7 +114,7 @@ def _write(
     ax.invert_yaxis()
     ax.set_xlim(0, max(best.values()) * 1.25)
     fig.tight_layout()
-    fig.savefig(out / "authpath.png", dpi=120)
+    fig.savefig(out / "authpath.png", dpi=DPI)
     lines = [
         "# What API keys cost a request",
         "",

@@ -12,20 +12,21 @@ import argparse
 import hashlib
 import marshal
 import os
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.cli import choices, finish, interrupt, positive, say, short
+from bench.common import facts as machine_facts
+from bench.common.cli import add_run_options, choices, positive, say, start
+from bench.common.paths import short
+from bench.common.pinning import plan
+from bench.common.report import finish
 from bench.engine import loads, report
-from bench.engine.launch import REPO, Launcher
+from bench.engine.launch import Launcher
 from bench.engine.results import LoadFigures, StreamFacts, VariantRun
 from bench.engine.targets import evaluate
 from bench.engine.variants import ENGINES, selected
-from bench.serving import cpus
-from bench.serving import facts as machine_facts
 
 OPS, QUICK_OPS = 1_000_000, 100_000
 REPEAT, QUICK_REPEAT = 5, 1
@@ -35,13 +36,10 @@ PACKAGES = ("sprintd", "liquibook", "lightmatchingengine", "trio", "matplotlib")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    signal.signal(signal.SIGTERM, interrupt)
+    started, out = start("engine", args.out)
     ops = args.ops or (QUICK_OPS if args.quick else OPS)
     repeat = args.repeat or (QUICK_REPEAT if args.quick else REPEAT)
-    pinning = cpus.plan(args.pin)
-    started = time.strftime("%Y%m%d-%H%M%S")
-    out = args.out or REPO / "bench" / "results" / f"engine-{started}"
-    out.mkdir(parents=True, exist_ok=True)
+    pinning = plan(args.pin)
     machine = machine_facts.collect(PACKAGES)
     runs = [VariantRun(v) for v in selected(args.engines)]
     say(
@@ -232,10 +230,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         description="Drive sprintd's matching engine and its peers in process on the same "
         "command streams, and write a Markdown report with plots.",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{QUICK_OPS:,} commands per load, {QUICK_REPEAT} throughput run: a smoke run",
+    add_run_options(
+        parser,
+        "engine",
+        quick=f"{QUICK_OPS:,} commands per load, {QUICK_REPEAT} throughput run: a smoke run",
+        pin="do not pin the runners to a CPU",
     )
     parser.add_argument(
         "--engines",
@@ -251,15 +250,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         type=positive,
         metavar="R",
         help=f"throughput runs per engine and load, median reported (default {REPEAT})",
-    )
-    parser.add_argument(
-        "--no-pin", dest="pin", action="store_false", help="do not pin the runners to a CPU"
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        metavar="DIR",
-        help="results directory (default bench/results/engine-<timestamp>)",
     )
     return parser.parse_args(argv)
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.serving.cpus import pinned
+from bench.common.paths import REPO
+from bench.common.pinning import pinned
 
 __all__ = ["Launcher"]
 
-REPO = Path(__file__).resolve().parents[2]
 # The slowest pass seen (lightmatchingengine's latency pass over a million
 # commands) takes well under a minute; ten is a hung child, not a slow one.
 TIMEOUT_S = 600

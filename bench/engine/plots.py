@@ -7,9 +7,9 @@ from pathlib import Path
 from matplotlib import colormaps
 from matplotlib.ticker import FuncFormatter
 
+from bench.common.plotting import DPI, curve_us, figure, grouped_bars, percentile_axis
 from bench.engine.results import StreamFacts, VariantRun
 from bench.engine.variants import VARIANTS
-from bench.plotting import DPI, curve, figure, percentile_axis
 
 __all__ = ["latency_plot", "throughput_plot"]
 
@@ -25,12 +25,7 @@ def latency_plot(stream: StreamFacts, runs: list[VariantRun], path: Path) -> Non
         figures = run.figures(stream.key)
         if figures is None or figures.latency is None:
             continue
-        latency = figures.latency
-        xs, ys = curve(
-            ((p, ns / 1000) for p, ns in latency["percentiles_ns"]),
-            latency["count"],
-            latency["max_ns"] / 1000,
-        )
+        xs, ys = curve_us(figures.latency)
         widest = max(widest, xs[-1])
         sprintd = run.variant.engine == "sprintd"
         ax.plot(
@@ -65,21 +60,17 @@ def latency_plot(stream: StreamFacts, runs: list[VariantRun], path: Path) -> Non
 def throughput_plot(streams: list[StreamFacts], runs: list[VariantRun], path: Path) -> None:
     """Grouped bars: one group per load, one bar per engine (median of its runs)."""
     fig, ax = figure()
-    shown = [run for run in runs if not run.variant.floor]
-    width = 0.8 / max(len(shown), 1)
-    for i, run in enumerate(shown):
-        xs, heights = [], []
-        for j, stream in enumerate(streams):
-            figures = run.figures(stream.key)
-            if figures is not None:
-                xs.append(j + (i - (len(shown) - 1) / 2) * width)
-                heights.append(figures.ops_s)
-        bars = ax.bar(
-            xs, heights, width * 0.92, color=_COLORS[run.variant.key], label=run.variant.title
+    series = [
+        (
+            run.variant.title,
+            _COLORS[run.variant.key],
+            [f.ops_s if (f := run.figures(stream.key)) else None for stream in streams],
         )
-        ax.bar_label(bars, labels=[_millions(h) for h in heights], fontsize=7, padding=2)
+        for run in runs
+        if not run.variant.floor
+    ]
+    grouped_bars(ax, [s.title for s in streams], series, _millions, 7)
     ax.axhline(1e6, color="crimson", linewidth=0.9, linestyle=":")
-    ax.set_xticks(range(len(streams)), [s.title for s in streams])
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e6:g}M"))
     ax.set_ylabel("commands per second (higher is better)")
     ops = streams[0].ops if streams else 0
@@ -88,8 +79,6 @@ def throughput_plot(streams: list[StreamFacts], runs: list[VariantRun], path: Pa
         "median of the runs; dotted line: the 1.0M ops/s target (exchange-like mix)",
         fontsize=11,
     )
-    ax.grid(True, axis="y", alpha=0.4)
-    ax.set_axisbelow(True)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import shlex
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import facts, report
+from bench.common.report import Target
 from bench.engine.gcregime import BATCH
-from bench.engine.launch import REPO
 from bench.engine.plots import latency_plot, throughput_plot
 from bench.engine.results import LoadFigures, StreamFacts, VariantRun, find
-from bench.engine.targets import Target
-from bench.serving import facts
 
 __all__ = ["Run", "write"]
 
 # The engines every table is compared against: (variant key, column heading).
 _REFERENCES = (("liquibook", "liquibook"), ("lme", "lightmatchingengine"))
-_MET = {True: "**met**", False: "**not met**", None: "not evaluated"}
 
 
 @dataclass(frozen=True)
@@ -48,10 +44,7 @@ def write(run: Run, out: Path) -> Path:
         latency_plot(stream, run.runs, out / f"latency-{stream.key}.png")
     if plotted:
         throughput_plot(plotted, run.runs, out / "throughput.png")
-    (out / "results.json").write_text(json.dumps(_json(run), indent=2) + "\n", "utf-8")
-    report = out / "report.md"
-    report.write_text("\n".join(_markdown(run, plotted)) + "\n", "utf-8")
-    return report
+    return report.write(out, _json(run), _markdown(run, plotted))
 
 
 def _json(run: Run) -> dict[str, Any]:
@@ -82,15 +75,19 @@ def _markdown(run: Run, plotted: list[StreamFacts]) -> list[str]:
         "driven in process with the same command streams. Every figure comes from a process "
         "of its own: one engine, one load, one pass.",
     ]
-    if run.interrupted:
-        lines += ["", "**The run was interrupted: the figures below are partial.**"]
-    lines += ["", "## Targets", ""]
+    lines += report.partial(run.interrupted)
     if run.targets:
-        lines += ["| Target | Measured | |", "|---|---|---|"]
-        lines += [f"| {t.goal} | {t.measured} | {_MET[t.met]} |" for t in run.targets]
+        lines += ["", *report.targets_table(run.targets)]
     else:
-        lines.append("sprintd's engine was not in this run: no target was evaluated.")
-    lines += _failures(run.runs)
+        lines += [
+            "",
+            "## Targets",
+            "",
+            "sprintd's engine was not in this run: no target was evaluated.",
+        ]
+    lines += report.not_measured(
+        (f"{r.variant.title}, {what}", why) for r in run.runs for what, why in r.failures.items()
+    )
     lines += ["", "## Machine", "", *facts.describe(run.facts, run.pinning, load_end=run.load_end)]
     lines += ["", "## Method", "", *_method(run)]
     for stream in run.streams:
@@ -307,15 +304,6 @@ def _memory(run: Run) -> list[str]:
     return lines
 
 
-def _failures(runs: list[VariantRun]) -> list[str]:
-    failed = [(run, what, why) for run in runs for what, why in run.failures.items()]
-    if not failed:
-        return []
-    lines = ["", "## Not measured", ""]
-    lines += [f"- {run.variant.title}, {what}: {why}" for run, what, why in failed]
-    return lines
-
-
 def _commands(run: Run) -> list[str]:
     lines = [
         "The run, from the repository root:",
@@ -326,11 +314,8 @@ def _commands(run: Run) -> list[str]:
         "",
         "Each measurement it made (streams in a scratch directory):",
         "",
-        "```sh",
     ]
-    lines += [_shell(argv) for argv in run.commands]
-    lines.append("```")
-    return lines
+    return lines + report.commands(map(_scratch, run.commands))
 
 
 def _args(run: Run) -> str:
@@ -338,11 +323,6 @@ def _args(run: Run) -> str:
     return f"--ops {run.ops} --repeat {run.repeat} --engines {','.join(engines)}"
 
 
-def _shell(argv: list[str]) -> str:
-    words = []
-    for arg in argv:
-        word = arg.replace(f"{REPO}/", "")
-        if "/bench-engine-" in word:
-            word = "$SCRATCH/" + Path(word).name
-        words.append(shlex.quote(word))
-    return " ".join(words)
+def _scratch(argv: list[str]) -> list[str]:
+    """A runner's command with its scratch files as ``$SCRATCH/name``."""
+    return [f"$SCRATCH/{Path(arg).name}" if "/bench-engine-" in arg else arg for arg in argv]

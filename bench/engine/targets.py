@@ -8,11 +8,11 @@ command that arrives during one waits for it.
 
 from __future__ import annotations
 
-from bench.cli import Target
+from bench.common.report import Target
 from bench.engine.loads import EXCHANGE, LIQUIBOOK, LOADS
 from bench.engine.results import VariantRun, find
 
-__all__ = ["Target", "evaluate"]
+__all__ = ["evaluate"]
 
 SPRINTD = ("sprintd", "sprintd-tier")
 MIN_EXCHANGE_OPS = 1_000_000

@@ -16,21 +16,44 @@ from pathlib import Path
 
 import trio
 
+from sprintd.app import Route, SnapshotSpec
 from sprintd.framing import FrameDecoder, FrameError, PayloadError, decode_payload
 from sprintd.http import JSON, MSGPACK, HTTPError, Request
 from sprintd.journal import JournalError, inspect, read_records
 from sprintd.journal_format import segment_name
-from sprintd.server.fastpath import match
+from sprintd.server.fastpath import guarded, match
 from sprintd.settings import ConfigError, load_settings
-from tests.inprocess import exchange, make_server
-from tests.test_fastpath import APP
-from tests.test_fuzz_fastpath import GUARDED, LINES
+from sprintd.testing import StaticPlugin, echo, exchange, make_app, make_server
 
 __all__ = ["TARGETS"]
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="sprintd-fuzz-"))
-# The test suites' apps: snapshots, routes and keys to aim at.
-SERVER = make_server(APP)
+# What there is to aim at: snapshots of every status, type and scope, and
+# routes on both methods; served as they are (h11path) and behind a key
+# (the guarded matcher).
+KEY = "fuzz-key-0123456789ab"
+PLUGIN = StaticPlugin(
+    [
+        SnapshotSpec("/snap", b'{"price":"64250.50"}'),
+        SnapshotSpec("/down", b'{"status":"fail"}', status=503),
+        SnapshotSpec("/a/b", b"text", content_type=b"text/plain"),
+        SnapshotSpec("/open", b"{}", scope="open"),
+    ],
+    [Route("POST", "/echo", echo), Route("GET", "/dyn", echo)],
+)
+SERVER = make_server(make_app([PLUGIN]))
+KEYED = make_app(
+    [PLUGIN],
+    {
+        "SPRINTD_AUTH__ENABLED": "true",
+        "SPRINTD_AUTH__KEYS__F__KEY": KEY,
+        # Never the limit: a refusal for speed would hide the matcher's answer.
+        "SPRINTD_AUTH__LIMITS__FREE__BURST": "1000000000",
+    },
+)
+assert KEYED.guard is not None
+LINES = KEYED.snapshots.lines
+GUARDED = guarded(KEYED.guard)
 
 
 def fastpath(data: bytes) -> None:

@@ -12,22 +12,21 @@ the largest pause at the maximum tiers stayed within 1 ms.
 from __future__ import annotations
 
 import argparse
-import json
-import time
-import urllib.request
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.serving import cpus, facts
+from bench.common import facts, report
+from bench.common.cli import add_run_options, say, start
+from bench.common.net import call_json, free_port, request, running
+from bench.common.paths import BIN, REPO, short
+from bench.common.pinning import Pinning, pinned, plan
+from bench.common.plotting import DPI, canvas
+from bench.common.report import Target, finish
 from bench.serving.load import Load, Result, Settings, run_load
-from bench.serving.servers import BIN, REPO, free_port, running
 
 HERE = Path(__file__).resolve().parent
 TIERS = ("free", "pro", "enterprise")
@@ -47,12 +46,6 @@ class TierRun:
     buckets: dict[str, list[tuple[float, float]]]
 
 
-def _get(port: int, path: str) -> bytes:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
-        body: bytes = answer.read()
-        return body
-
-
 def _pause_buckets(metrics: str) -> dict[str, list[tuple[float, float]]]:
     out: dict[str, list[tuple[float, float]]] = {}
     for family in text_string_to_metric_families(metrics):
@@ -65,9 +58,9 @@ def _pause_buckets(metrics: str) -> dict[str, list[tuple[float, float]]]:
     return out
 
 
-def _run_tier(tier: str, duration: int, out: Path, pinning: cpus.Pinning) -> TierRun:
+def _run_tier(tier: str, duration: int, out: Path, pinning: Pinning) -> TierRun:
     port = free_port()
-    argv = cpus.pinned(
+    argv = pinned(
         [
             f"{BIN}/sprintd",
             "run",
@@ -84,23 +77,17 @@ def _run_tier(tier: str, duration: int, out: Path, pinning: cpus.Pinning) -> Tie
     )
     settings = Settings(duration, 50, 0, 0)
     url = f"http://127.0.0.1:{port}{LOAD.path}"
-    with running(
-        argv,
-        port,
-        (HERE, REPO),
-        out / f"sprintd-{tier}.log",
-        ready_path="/livez",
-        check=lambda _: None,
-    ):
+    with running(argv, port, (HERE, REPO), out / f"sprintd-{tier}.log", ready_path="/livez"):
         run_load(LOAD, url, WARMUP_S, settings, out / f"{tier}.warmup.txt", cpus=pinning.tools)
         result = run_load(LOAD, url, duration, settings, out / f"{tier}.txt", cpus=pinning.tools)
-        health = json.loads(_get(port, "/health"))
-        metrics = _get(port, "/metrics").decode()
+        health = call_json(port, "GET", "/health")
+        metrics = request(port, "GET", "/metrics", timeout=10.0)[1].decode()
     return TierRun(tier, result, health["runtime"]["gc"], _pause_buckets(metrics))
 
 
 def _plot(runs: list[TierRun], path: Path) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    fig = canvas(12, 4.5)
+    left, right = fig.subplots(1, 2)
     names = [run.tier for run in runs]
     worst = [run.gc["max_pause_ms"] for run in runs]
     bars = left.bar(names, worst, color=["#999999", "#4c78a8", "#e45756"][: len(runs)])
@@ -132,22 +119,44 @@ def _plot(runs: list[TierRun], path: Path) -> None:
     right.axvline(TARGET_MS, color="black", linestyle="--", linewidth=1)
     right.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fig.savefig(path, dpi=DPI)
 
 
-def _report(runs: list[TierRun], duration: int, out: Path, pinning: cpus.Pinning) -> Path:
-    machine = facts.collect(("sprintd", "trio", "h11"))
+def _targets(runs: list[TierRun]) -> list[Target]:
+    """The largest pause at the maximum tiers, within 1 ms."""
+    return [
+        Target(
+            f"{run.tier}: largest GC pause <= {TARGET_MS:g} ms",
+            f"{run.gc['max_pause_ms']:.3f} ms",
+            run.gc["max_pause_ms"] <= TARGET_MS,
+        )
+        for run in runs
+        if run.tier in ("turbo", "enterprise")
+    ]
+
+
+def _markdown(
+    runs: list[TierRun],
+    targets: list[Target],
+    duration: int,
+    machine: dict[str, Any],
+    pinning: Pinning,
+    *,
+    started: str,
+    interrupted: bool,
+) -> list[str]:
     lines = [
-        f"# GC pauses by tier, {out.name}",
+        f"# GC pauses by tier, {started}",
         "",
         f"Each tier runs alone, pinned as: {pinning.describe()}. The daemon holds 300,000 "
         "resting orders; each request rests one, removes the oldest and leaves one reference "
         f"cycle. wrk: one thread, 50 connections, {duration} s after a {WARMUP_S} s warm-up. "
         "Pauses are timed inside the daemon with `gc.callbacks`, from the end of start-up.",
+        *report.partial(interrupted),
         "",
-        f"Machine: {machine.get('cpu_model', '?')}, {machine.get('nproc', '?')} CPUs, "
-        f"Python {machine.get('python', '?')}, git {machine.get('git', '?')}.",
+        *report.targets_table(targets, none="No maximum tier (turbo, enterprise) was run."),
+        "",
+        "## Pauses",
         "",
         "| tier | GC mode | req/s | p99 ms | largest pause ms | young (count / max ms) "
         "| middle | full | governor full collections |",
@@ -163,53 +172,62 @@ def _report(runs: list[TierRun], duration: int, out: Path, pinning: cpus.Pinning
             + f" | {run.gc['full_collections']} |"
         )
     lines += ["", "![GC pauses](gc-pauses.png)", ""]
-    for run in runs:
-        if run.tier in ("turbo", "enterprise"):
-            met = run.gc["max_pause_ms"] <= TARGET_MS
-            lines.append(
-                f"- {run.tier}: largest pause {run.gc['max_pause_ms']:.3f} ms, target "
-                f"<= {TARGET_MS:g} ms: **{'met' if met else 'not met'}**"
-            )
+    lines += ["## Machine", "", *facts.describe(machine, pinning.describe())]
     lines += [
         "",
         "Command: `python -m bench.gcpause"
         + (f" --duration {duration}" if duration != DURATION_S else "")
         + "`",
     ]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n", "utf-8")
-    return path
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gcpause", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_DURATION_S}s per tier")
+    add_run_options(parser, "gcpause", quick=f"{QUICK_DURATION_S}s per tier", pin="no pinning")
     parser.add_argument("--duration", type=int, help=f"seconds per tier (default {DURATION_S})")
     parser.add_argument("--tiers", default=",".join(TIERS), help="comma-separated tiers")
-    parser.add_argument("--no-pin", dest="pin", action="store_false")
     args = parser.parse_args(argv)
+    started, out = start("gcpause", args.out)
     duration = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
     tiers = [t for t in args.tiers.split(",") if t]
-    out = REPO / "bench" / "results" / time.strftime("gcpause-%Y%m%d-%H%M%S")
-    out.mkdir(parents=True)
-    pinning = cpus.plan(args.pin)
-    print(f"gc bench: {len(tiers)} tiers x {duration}s; results in {out}", flush=True)
-    runs = []
-    for index, tier in enumerate(tiers, 1):
-        print(f"[{index}/{len(tiers)}] {tier}: loading for {duration}s", flush=True)
-        run = _run_tier(tier, duration, out, pinning)
-        pauses = run.gc["pauses"]
-        print(
-            f"[{index}/{len(tiers)}] {tier}: {run.result.rps:,.0f} req/s, largest pause "
-            f"{run.gc['max_pause_ms']:.3f} ms, collections "
-            f"{pauses['0']['count']}/{pauses['1']['count']}/{pauses['2']['count']}",
-            flush=True,
-        )
-        runs.append(run)
-    _plot(runs, out / "gc-pauses.png")
-    print(f"report: {_report(runs, duration, out, pinning)}", flush=True)
-    return 0
+    pinning = plan(args.pin)
+    machine = facts.collect(("sprintd", "trio", "h11"))
+    say(f"gc bench: {len(tiers)} tiers x {duration}s; results in {short(out)}")
+    runs: list[TierRun] = []
+    interrupted = False
+    try:
+        for index, tier in enumerate(tiers, 1):
+            say(f"[{index}/{len(tiers)}] {tier}: loading for {duration}s")
+            run = _run_tier(tier, duration, out, pinning)
+            pauses = run.gc["pauses"]
+            say(
+                f"[{index}/{len(tiers)}] {tier}: {run.result.rps:,.0f} req/s, largest pause "
+                f"{run.gc['max_pause_ms']:.3f} ms, collections "
+                f"{pauses['0']['count']}/{pauses['1']['count']}/{pauses['2']['count']}"
+            )
+            runs.append(run)
+    except KeyboardInterrupt:
+        interrupted = True
+        say("interrupted: the daemon is stopped, writing a partial report")
+    if runs:
+        _plot(runs, out / "gc-pauses.png")
+    targets = _targets(runs)
+    results = {
+        "started": started,
+        "interrupted": interrupted,
+        "duration_s": duration,
+        "pinning": pinning.describe(),
+        "machine": machine,
+        "targets": [asdict(t) for t in targets],
+        "tiers": {run.tier: {"result": asdict(run.result), "gc": run.gc} for run in runs},
+    }
+    markdown = _markdown(
+        runs, targets, duration, machine, pinning, started=started, interrupted=interrupted
+    )
+    path = report.write(out, results, markdown)
+    return finish(targets, path, interrupted=interrupted, failed=False)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from bench.cli import choices, finish, interrupt, positive, say, short
+from bench.common import facts
+from bench.common.cli import add_run_options, choices, positive, say, start
+from bench.common.net import ServerError, free_port, request, running
+from bench.common.paths import BIN, REPO, short
+from bench.common.pinning import Pinning, on_cpus, pinned, plan
+from bench.common.report import finish
 from bench.orders import entry_load, journal_load, report
 from bench.orders.results import PortRun, Run
-from bench.serving import cpus, facts
 from bench.serving.load import Load, LoadError, Settings, run_load
-from bench.serving.servers import BIN, REPO, ServerError, free_port, request, running
 from sprintd.journal import FsyncPolicy
 from sprintd.tiers import TIERS
 
@@ -51,15 +49,11 @@ ENTRY_LOADS = (
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    signal.signal(signal.SIGTERM, interrupt)
+    started, out = start("orders", args.out, "logs", "raw")
     seconds = args.duration or (2 if args.quick else 10)
     records = 50_000 if args.quick else 200_000
     replayed = 200_000 if args.quick else 1_000_000
-    pinning = cpus.plan(args.pin)
-    started = time.strftime("%Y%m%d-%H%M%S")
-    out = args.out or REPO / "bench" / "results" / f"orders-{started}"
-    for sub in ("logs", "raw"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    pinning = plan(args.pin)
     run = Run(
         started=started,
         seconds=seconds,
@@ -71,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"pinning: {pinning.describe()}; results in {short(out)}")
     interrupted = False
     try:
-        with _on_cpu(pinning.server):
+        with on_cpus(pinning.server):
             _journal(run, records, replayed, out)
         for tier in args.tiers:
             _daemon(run, tier, seconds, out, pinning)
@@ -81,18 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     targets = report.targets(run)
     path = report.write(run, targets, out)
     return finish(targets, path, interrupted=interrupted, failed=bool(run.failures))
-
-
-@contextmanager
-def _on_cpu(cpu_list: str | None) -> Iterator[None]:
-    """This process on ``cpu_list`` for a while (the journal bench, the entry client)."""
-    before = os.sched_getaffinity(0)
-    if cpu_list is not None:
-        os.sched_setaffinity(0, {int(c) for c in cpu_list.split(",")})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def _journal(run: Run, records: int, replayed: int, out: Path) -> None:
@@ -113,10 +95,10 @@ def _journal(run: Run, records: int, replayed: int, out: Path) -> None:
     base.rmdir()
 
 
-def _daemon(run: Run, tier: str, seconds: int, out: Path, pinning: cpus.Pinning) -> None:
+def _daemon(run: Run, tier: str, seconds: int, out: Path, pinning: Pinning) -> None:
     port, entry_port = free_port(), free_port()
     data = out / f"data-{tier}"
-    argv = cpus.pinned(
+    argv = pinned(
         [f"{BIN}/sprintd", "run", "--tier", tier, "--port", str(port), "--data-dir", str(data)],
         pinning.server,
     )
@@ -129,7 +111,7 @@ def _daemon(run: Run, tier: str, seconds: int, out: Path, pinning: cpus.Pinning)
         with running(argv, port, (REPO,), log, ready_path="/readyz", check=_ready, env=env):
             for key, title, per_frame, window in ENTRY_LOADS:
                 frames = entry_load.order_frames(SYMBOL, per_frame, max(1, 20_000 // per_frame))
-                with _on_cpu(pinning.tools):
+                with on_cpus(pinning.tools):
                     result = entry_load.drive(
                         "127.0.0.1", entry_port, frames, per_frame, window, seconds
                     )
@@ -172,7 +154,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         description="Measure the journal, then the orders plugin through its binary port and "
         "over HTTP, per tier, and write a Markdown report with plots.",
     )
-    parser.add_argument("--quick", action="store_true", help="2 s loads, smaller journal runs")
+    add_run_options(parser, "orders", quick="2 s loads, smaller journal runs", pin="do not pin")
     parser.add_argument(
         "--tiers",
         type=lambda v: choices(v, TIERS),
@@ -185,8 +167,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--connections", type=positive, default=50, help="wrk connections")
     parser.add_argument("--vus", type=positive, default=100, help="k6 pre-allocated VUs")
-    parser.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin")
-    parser.add_argument("--out", type=Path, help="results directory")
     return parser.parse_args(argv)
 
 

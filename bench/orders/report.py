@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from array import array
 from dataclasses import asdict
 from pathlib import Path
@@ -10,11 +9,11 @@ from typing import Any
 
 from matplotlib import colormaps
 
-from bench.cli import Target
+from bench.common import facts, report
+from bench.common.plotting import DPI, curve, figure, percentile_axis
+from bench.common.report import Target
 from bench.orders.entry_load import EntryResult
 from bench.orders.results import PortRun, Run
-from bench.plotting import DPI, curve, figure, percentile_axis
-from bench.serving import facts
 
 __all__ = ["targets", "write"]
 
@@ -68,10 +67,7 @@ def _rate(goal: str, result: EntryResult | None, rate: int) -> Target:
 def write(run: Run, verdicts: list[Target], out: Path) -> Path:
     _throughput_plot(run, out / "throughput.png")
     _latency_plot(run, out / "latency.png")
-    (out / "results.json").write_text(json.dumps(_json(run, verdicts), indent=1) + "\n", "utf-8")
-    path = out / "report.md"
-    path.write_text("\n".join(_markdown(run, verdicts)) + "\n", "utf-8")
-    return path
+    return report.write(out, _json(run, verdicts), _markdown(run, verdicts))
 
 
 def _percentiles_us(samples: array[int]) -> dict[float, float]:
@@ -91,13 +87,8 @@ def _markdown(run: Run, verdicts: list[Target]) -> list[str]:
         "The orders plugin through its two ports with the journal on, at each tier's fsync "
         "policy, and the core journal by itself. Command: `python -m bench.orders`.",
         "",
-        "## Targets",
-        "",
-        "| Target | Measured | Verdict |",
-        "|---|---|---|",
+        *report.targets_table(verdicts),
     ]
-    names = {True: "met", False: "**NOT MET**", None: "not evaluated"}
-    lines += [f"| {t.goal} | {t.measured} | {names[t.met]} |" for t in verdicts]
     lines += ["", "![orders/s](throughput.png)", "", "![latency](latency.png)", ""]
     lines += _journal_section(run)
     for port in run.ports:
@@ -239,16 +230,7 @@ def _json(run: Run, verdicts: list[Target]) -> dict[str, Any]:
             {
                 "tier": p.tier,
                 "argv": p.argv,
-                "entry": {
-                    k: {
-                        "orders": e.orders,
-                        "seconds": e.seconds,
-                        "per_second": e.per_second,
-                        "refused": e.refused,
-                        "latency_us": _percentiles_us(e.latency_us),
-                    }
-                    for k, e in p.entry.items()
-                },
+                "entry": {k: _entry_json(e) for k, e in p.entry.items()},
                 "http": {k: asdict(h) for k, h in p.http.items()},
                 "failures": p.failures,
             }

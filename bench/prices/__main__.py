@@ -24,21 +24,23 @@ import argparse
 import functools
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from bench.cli import Target, choices, finish, interrupt, positive, say, short
+from bench.common import facts
+from bench.common.cli import add_run_options, choices, positive, say, start
+from bench.common.net import ServerError, call_json, free_port, running
+from bench.common.paths import BIN, REPO, short
+from bench.common.pinning import Pinning, on_cpus, pinned, plan
+from bench.common.processes import cpu_seconds
+from bench.common.report import Target, finish
 from bench.prices import feed, inprocess, report
 from bench.prices.results import Figures, at, from_samples, from_tool
-from bench.serving import cpus, facts
 from bench.serving.load import Load, LoadError, Settings, command, run_load
-from bench.serving.servers import BIN, REPO, ServerError, free_port, running
 
 PARTS = ("inprocess", "http", "feed")
 DURATION_S, QUICK_DURATION_S = 10, 3
@@ -55,14 +57,10 @@ _FeedLoad = tuple[str, str, Callable[[], feed.FeedResult], int | None]
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    signal.signal(signal.SIGTERM, interrupt)
+    started, out = start("prices", args.out, "logs", "raw")
     duration = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
     count = args.count or (QUICK_COUNT if args.quick else COUNT)
-    pinning = cpus.plan(args.pin)
-    started = time.strftime("%Y%m%d-%H%M%S")
-    out = args.out or REPO / "bench" / "results" / f"prices-{started}"
-    for sub in ("logs", "raw"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    pinning = plan(args.pin)
     machine = facts.collect(PACKAGES)
     machine["client_nice"] = _raise_priority()
     say(f"prices bench: {', '.join(args.parts)}; {duration}s per load; results in {short(out)}")
@@ -88,11 +86,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _inprocess(
-    run: report.Run, args: argparse.Namespace, count: int, pinning: cpus.Pinning, out: Path
+    run: report.Run, args: argparse.Namespace, count: int, pinning: Pinning, out: Path
 ) -> None:
     for regime in ("defaults", "tier"):
         result_path = out / "raw" / f"inprocess-{regime}.json"
-        argv = cpus.pinned(
+        argv = pinned(
             [
                 sys.executable,
                 "-m",
@@ -134,10 +132,10 @@ def _inprocess(
 
 
 def _daemon(
-    run: report.Run, args: argparse.Namespace, duration: int, pinning: cpus.Pinning, out: Path
+    run: report.Run, args: argparse.Namespace, duration: int, pinning: Pinning, out: Path
 ) -> None:
     port, feed_port = free_port(), free_port()
-    argv = cpus.pinned(
+    argv = pinned(
         [
             "/usr/bin/env",
             f"SPRINTD_PRICES__FEED_PORT={feed_port}",
@@ -162,10 +160,9 @@ def _daemon(
     )
     run.commands.append(argv)
     names = inprocess.symbols(args.symbols)
-    base = f"http://127.0.0.1:{port}"
 
     def seed(_: int) -> None:
-        answer = _post(base, "/v1/prices", [{"symbol": s, "price": 1} for s in names])
+        answer = call_json(port, "POST", _PATH, [{"symbol": s, "price": 1} for s in names])
         if answer.get("applied") != len(names):
             raise ServerError(f"seeding {len(names)} symbols answered {answer}")
 
@@ -176,9 +173,9 @@ def _daemon(
         ) as daemon:
             # taskset and env exec the daemon: its pid is the one started.
             if "http" in args.parts:
-                _http(run, args, duration, base, daemon.pid, pinning, out)
+                _http(run, args, duration, port, daemon.pid, pinning, out)
             if "feed" in args.parts:
-                _feed(run, args, duration, base, daemon.pid, feed_port, names, pinning)
+                _feed(run, args, duration, port, daemon.pid, feed_port, names, pinning)
     except ServerError as exc:
         run.failures["daemon"] = str(exc)
         say(f"daemon NOT MEASURED: {exc}")
@@ -188,11 +185,12 @@ def _http(
     run: report.Run,
     args: argparse.Namespace,
     duration: int,
-    base: str,
+    port: int,
     pid: int,
-    pinning: cpus.Pinning,
+    pinning: Pinning,
     out: Path,
 ) -> None:
+    base = f"http://127.0.0.1:{port}"
     batch = args.http_batch
     batched = json.dumps(
         [{"symbol": f"SYM-{n}", "price": 64000.5 + n, "volume": 1.25} for n in range(batch)]
@@ -234,7 +232,7 @@ def _http(
                     raw.with_suffix(".warmup.txt"),
                     cpus=pinning.tools,
                 )
-            _post(base, "/v1/price-engine/reset", {})
+            call_json(port, "POST", "/v1/price-engine/reset", {})
             result, cpu = _with_cpu(
                 pid,
                 functools.partial(
@@ -254,14 +252,14 @@ def _http(
             offered=None if load.closed else args.rate,
             dropped=result.dropped,
             errors=result.errors,
-            engine=_get(base, "/v1/price-engine/metrics"),
+            engine=call_json(port, "GET", "/v1/price-engine/metrics"),
             daemon_cpu=cpu,
         )
         if load.closed:
             measured.notes.append(f"{args.connections} connections")
         run.figures.append(measured)
         argv = command(load, base + load.path, duration, settings, raw.with_suffix(".summary.json"))
-        run.commands.append(cpus.pinned(argv, pinning.tools))
+        run.commands.append(pinned(argv, pinning.tools))
         say(_line(measured))
 
 
@@ -269,15 +267,12 @@ def _feed(
     run: report.Run,
     args: argparse.Namespace,
     duration: int,
-    base: str,
+    port: int,
     pid: int,
     feed_port: int,
     names: list[str],
-    pinning: cpus.Pinning,
+    pinning: Pinning,
 ) -> None:
-    if pinning.tools is not None:
-        # This process is the feed's client: off the daemon's CPU.
-        os.sched_setaffinity(0, {int(c) for c in pinning.tools.split(",")})
     loads: list[_FeedLoad] = []
     for batch in dict.fromkeys((1, args.feed_batch)):
         pool = feed.frames(names, batch)
@@ -302,51 +297,48 @@ def _feed(
             None,
         )
     )
-    for key, title, measure, offered in loads:
-        _post(base, "/v1/price-engine/reset", {})
-        try:
-            result, cpu = _with_cpu(pid, measure)
-        except (feed.FeedError, OSError) as exc:
-            run.failures[key] = str(exc)
-            say(f"{key} FAILED: {exc}")
-            continue
-        measured = Figures(
-            key,
-            title,
-            "feed",
-            result.updates_s,
-            from_samples(result.latency_ns),
-            offered=offered,
-            dropped=result.late_frames,
-            engine=_get(base, "/v1/price-engine/metrics"),
-            daemon_cpu=cpu,
-        )
-        if offered is None:
-            measured.notes.append("latency: a frame's send to its ack, in a closed loop")
-        if result.from_send_ns is not None:
-            sent = from_samples(result.from_send_ns)
-            measured.notes.append(
-                "from the real send (the client's lateness left out): "
-                + " / ".join(f"p{p:g} {(at(sent, p) or 0) / 1e3:,.1f}" for p in (50.0, 95.0, 99.0))
-                + " us"
+    # This process is the feed's client: off the daemon's CPU.
+    with on_cpus(pinning.tools):
+        for key, title, measure, offered in loads:
+            call_json(port, "POST", "/v1/price-engine/reset", {})
+            try:
+                result, cpu = _with_cpu(pid, measure)
+            except (feed.FeedError, OSError) as exc:
+                run.failures[key] = str(exc)
+                say(f"{key} FAILED: {exc}")
+                continue
+            measured = Figures(
+                key,
+                title,
+                "feed",
+                result.updates_s,
+                from_samples(result.latency_ns),
+                offered=offered,
+                dropped=result.late_frames,
+                engine=call_json(port, "GET", "/v1/price-engine/metrics"),
+                daemon_cpu=cpu,
             )
-        run.figures.append(measured)
-        say(_line(measured))
+            if offered is None:
+                measured.notes.append("latency: a frame's send to its ack, in a closed loop")
+            if result.from_send_ns is not None:
+                sent = from_samples(result.from_send_ns)
+                points = " / ".join(
+                    f"p{p:g} {(at(sent, p) or 0) / 1e3:,.1f}" for p in (50.0, 95.0, 99.0)
+                )
+                measured.notes.append(
+                    f"from the real send (the client's lateness left out): {points} us"
+                )
+            run.figures.append(measured)
+            say(_line(measured))
 
 
 def _with_cpu(pid: int, measure: Callable[[], _T]) -> tuple[_T, float]:
     """``measure()``, and the daemon's CPU time over it as a share of one core:
     near 1.0 it was saturated; well under 1.0 with updates waiting, it was
     kept off its CPU (by other work on the machine)."""
-    began, cpu = time.monotonic(), _cpu_seconds(pid)
+    began, cpu = time.monotonic(), cpu_seconds(pid)
     result = measure()
-    return result, (_cpu_seconds(pid) - cpu) / (time.monotonic() - began)
-
-
-def _cpu_seconds(pid: int) -> float:
-    # /proc/PID/stat: utime and stime are fields 14 and 15, after "(comm)".
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return result, (cpu_seconds(pid) - cpu) / (time.monotonic() - began)
 
 
 def _raise_priority() -> str:
@@ -358,22 +350,6 @@ def _raise_priority() -> str:
     except OSError as exc:
         return f"{os.getpriority(os.PRIO_PROCESS, 0)} (nice {CLIENT_NICE} refused: {exc})"
     return str(CLIENT_NICE)
-
-
-def _post(base: str, path: str, body: Any) -> Any:
-    request = urllib.request.Request(
-        base + path,
-        json.dumps(body).encode(),
-        {"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return json.loads(answer.read())
-
-
-def _get(base: str, path: str) -> Any:
-    with urllib.request.urlopen(base + path, timeout=30) as answer:
-        return json.loads(answer.read())
 
 
 def _line(figures: Figures) -> str:
@@ -454,10 +430,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         description="Measure the price engine in process, over HTTP and over the binary feed, "
         "and write a Markdown report with latency plots.",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{QUICK_DURATION_S}s loads, {QUICK_COUNT:,} updates in process",
+    add_run_options(
+        parser,
+        "prices",
+        quick=f"{QUICK_DURATION_S}s loads, {QUICK_COUNT:,} updates in process",
+        pin="do not pin the daemon and the clients to separate CPUs",
     )
     parser.add_argument(
         "--parts",
@@ -515,18 +492,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         type=positive,
         default=16,
         help="frames in flight at the maximum rate (default 16)",
-    )
-    parser.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="do not pin the daemon and the clients to separate CPUs",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        metavar="DIR",
-        help="results directory (default bench/results/prices-<timestamp>)",
     )
     return parser.parse_args(argv)
 

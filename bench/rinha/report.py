@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.ticker import FuncFormatter
 
-from bench.cli import Target
-from bench.plotting import DPI, curve, figure, percentile_axis
+from bench.common import facts as machine_facts
+from bench.common import report
+from bench.common.plotting import DPI, curve, figure, percentile_axis
+from bench.common.report import Target
 from bench.rinha.runner import ModeResult, Options, score
 
 __all__ = ["targets", "write"]
 
 _TITLES = {"one": "one sprintd (memory store, journaled)", "two": "two sprintd on Redis, nginx"}
-_MET = {True: "**met**", False: "**not met**", None: "not evaluated"}
 P99_TARGET_MS = 5.0
 
 
@@ -129,26 +129,19 @@ def write(
         _time_plot(result, options, out / f"latency-time-{result.mode}.png")
     if results:
         _percentile_plot(results, out / "latency-percentiles.png")
-    (out / "results.json").write_text(
-        json.dumps(
-            {
-                "started": started,
-                "options": options.__dict__,
-                "facts": facts,
-                "rows": rows,
-                "daemons": {r.mode: r.daemons for r in results},
-                "checks": {r.mode: r.checks for r in results},
-                "cpu": {r.mode: r.cpu for r in results},
-            },
-            indent=2,
-            default=str,
-        )
-        + "\n"
-    )
+    raw = {
+        "started": started,
+        "options": options.__dict__,
+        "facts": facts,
+        "rows": rows,
+        "daemons": {r.mode: r.daemons for r in results},
+        "checks": {r.mode: r.checks for r in results},
+        "cpu": {r.mode: r.cpu for r in results},
+    }
     lines = [
         f"# Rinha de Backend 2025 load: sprintd payments ({started})",
         "",
-        "Two processors (`bench/rinha/processor.py`), the load of `bench/rinha/rinha.js`:",
+        "Two processors (`sprintd.plugins.payments.emulator`), the load of `bench/rinha/rinha.js`:",
         f"virtual users ramp from 1 to {options.vus} over {options.duration} s, each posting a",
         "payment and sleeping 1 s; the processors' delay and failure change every",
         f"{options.phase} s through the final run's schedule; the summary is checked against",
@@ -159,8 +152,7 @@ def write(
     ]
     if interrupted:
         lines += ["**Interrupted**: only the modes below finished.", ""]
-    lines += ["## Targets", "", "| goal | measured | verdict |", "|---|---|---|"]
-    lines += [f"| {t.goal} | {t.measured} | {_MET[t.met]} |" for t in targets(results)]
+    lines += report.targets_table(targets(results))
     lines += [
         "",
         "## Results",
@@ -224,10 +216,7 @@ def write(
                 k: daemon.get(k) for k in ("store", "delivered", "retries", "queued", "inflight")
             }
             lines.append(f"- {result.mode}, instance {i}: `{json.dumps(keep)}`")
-    lines += ["", "## Machine", ""]
-    lines += [f"- {key}: {value}" for key, value in facts.items() if key != "packages"]
-    lines += ["", "## Commands", ""]
-    lines += [f"```\n{shlex.join(r.command)}\n```" for r in results]
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    return report
+    pinning = "each sprintd instance on a core of its own" if options.pin else "none"
+    lines += ["", "## Machine", "", *machine_facts.describe(facts, pinning)]
+    lines += ["", "## Commands", "", *report.commands(r.command for r in results)]
+    return report.write(out, raw, lines)

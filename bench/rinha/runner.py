@@ -16,9 +16,7 @@ the backend's summary over the whole run:
 from __future__ import annotations
 
 import gzip
-import http.client
 import json
-import os
 import re
 import resource
 import subprocess
@@ -29,9 +27,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench.cli import say
+from bench.common.cli import say
+from bench.common.net import call_json
+from bench.common.paths import K6
+from bench.common.processes import group_cpu_seconds
 from bench.rinha.stack import TOKEN, Stack, down, up
-from bench.serving.load import K6
 
 __all__ = ["MODES", "ModeResult", "Options", "run_mode", "score"]
 
@@ -120,42 +120,16 @@ def score(result: ModeResult) -> dict[str, float]:
     }
 
 
-def _get(url: str, path: str, admin: bool = False) -> Any:
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        conn.request("GET", path, headers={"X-Rinha-Token": TOKEN} if admin else {})
-        response = conn.getresponse()
-        body = response.read()
-    finally:
-        conn.close()
-    if response.status != 200:
-        raise RuntimeError(f"GET {url}{path}: {response.status} {body[:200]!r}")
-    return json.loads(body, parse_float=Decimal)
+def _get(port: int, path: str, admin: bool = False) -> Any:
+    headers = {"X-Rinha-Token": TOKEN} if admin else None
+    return call_json(port, "GET", path, headers=headers, parse_float=Decimal)
 
 
 def _processed(stack: Stack) -> dict[str, dict[str, Any]]:
     return {
-        name: _get(stack.processor_url(name), "/admin/payments-summary", admin=True)
+        name: _get(stack.processors[name], "/admin/payments-summary", admin=True)
         for name in ("default", "fallback")
     }
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _group_cpu(pgid: int) -> float:
-    """CPU seconds (user + system) of every live process in a process group."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the command: state, ppid, pgrp, ... utime (12th), stime (13th).
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / _TICK
 
 
 def _instant(text: str) -> float:
@@ -228,7 +202,7 @@ def run_mode(mode: str, options: Options, out: Path) -> ModeResult:
             f"[{mode}] k6: {options.duration} s, 1 -> {options.vus} VUs, "
             f"phases of {options.phase} s"
         )
-        cpu_before = {name: _group_cpu(pid) for name, pid in stack.pids.items()}
+        cpu_before = {name: group_cpu_seconds(pid) for name, pid in stack.pids.items()}
         k6_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(raw / f"k6-{mode}.log", "wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -248,7 +222,8 @@ def run_mode(mode: str, options: Options, out: Path) -> ModeResult:
                     process.wait()
         k6_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         result.cpu = {
-            name: round(_group_cpu(pid) - cpu_before[name], 1) for name, pid in stack.pids.items()
+            name: round(group_cpu_seconds(pid) - cpu_before[name], 1)
+            for name, pid in stack.pids.items()
         }
         result.cpu["k6"] = round(
             k6_after.ru_utime + k6_after.ru_stime - k6_before.ru_utime - k6_before.ru_stime, 1
@@ -264,11 +239,8 @@ def run_mode(mode: str, options: Options, out: Path) -> ModeResult:
         time.sleep(LAG_AFTER_S)
         result.processors = _processed(stack)
         result.lag = result.accepted - sum(p["totalRequests"] for p in result.processors.values())
-        result.backend = _get(stack.backend, "/payments-summary")
-        result.daemons = [
-            _get(f"http://127.0.0.1:{port}", "/health")["checks"]["payments"][0]
-            for port in stack.sprintd
-        ]
+        result.backend = _get(stack.front, "/payments-summary")
+        result.daemons = [_get(port, "/health")["checks"]["payments"][0] for port in stack.sprintd]
         _read_points(points, result)
         say(
             f"[{mode}] p99 {result.p99:.2f} ms, {result.accepted} accepted, "

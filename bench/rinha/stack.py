@@ -7,7 +7,7 @@ grace period). So the set-up survives the command that started it, and any
 later command can stop it.
 
 =============  ==============================================================
-processors     ``python -m bench.rinha.processor`` (default fee 5%, fallback 15%)
+processors     ``python -m sprintd.plugins.payments.emulator`` (fees 5% and 15%)
 one instance   sprintd on the front port, payments in memory, journaled
 two instances  sprintd twice on free ports, payments in Redis; Debian's nginx
                on the front port balancing between them (``nginx.conf``)
@@ -21,11 +21,9 @@ redis          Debian's ``redis-server`` (two instances only), no persistence
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,7 +31,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.cli import REPO
+from bench.common.net import ServerError, free_port, port_free, wait_http
+from bench.common.pinning import TASKSET, pinned
+from bench.common.processes import alive, stop_group
 
 __all__ = ["TOKEN", "Stack", "StackError", "down", "up"]
 
@@ -77,23 +77,6 @@ class Stack:
         return cls(**json.loads((directory / "stack.json").read_text()))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def nginx_binary() -> str:
     found = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
@@ -120,20 +103,15 @@ def _spawn(name: str, argv: list[str], directory: Path, env: dict[str, str] | No
 
 
 def _wait_http(port: int, path: str, name: str, pid: int) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            try:
-                conn.request("GET", path)
-                if conn.getresponse().status < 500:
-                    return
-            finally:
-                conn.close()
-        if not _alive(pid):
-            raise StackError(f"{name} exited before it answered on {port}; see its log")
-        time.sleep(0.05)
-    raise StackError(f"{name} did not answer on {port} within {READY_TIMEOUT_S} s")
+    def gone() -> str | None:
+        return None if alive(pid) else "exited before it answered; see its log"
+
+    try:
+        # Any answer but a server error: the processors' admin API may refuse
+        # the token-less probe, and that is an answer.
+        wait_http(port, path, gone, ready=lambda status: status < 500)
+    except ServerError as exc:
+        raise StackError(f"{name}: {exc}") from None
 
 
 def _wait_redis(port: int, pid: int) -> None:
@@ -143,31 +121,17 @@ def _wait_redis(port: int, pid: int) -> None:
             s.sendall(b"PING\r\n")
             if s.recv(64).startswith(b"+PONG"):
                 return
-        if not _alive(pid):
+        if not alive(pid):
             raise StackError("redis-server exited before it answered; see its log")
         time.sleep(0.05)
     raise StackError(f"redis-server did not answer on {port}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A child of ours that exited is a zombie until reaped: reap it.
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    return True
-
-
-def _core_of(instance: int) -> list[str]:
-    """``taskset`` for instance i: a core each. (The maximum tiers pin worker
+def _core_of(instance: int) -> str:
+    """The core for instance i: a core each. (The maximum tiers pin worker
     i to core i, and every instance's only worker is worker 0.)"""
     cores = sorted(os.sched_getaffinity(0))
-    if shutil.which("taskset") is None:
-        return []
-    return ["taskset", "-c", str(cores[(instance - 1) % len(cores)])]
+    return str(cores[(instance - 1) % len(cores)])
 
 
 def _nginx_conf(stack: Stack, directory: Path) -> Path:
@@ -191,7 +155,9 @@ def up(directory: Path, *, instances: int, front: int, tier: str, pin: bool = Fa
     """
     if instances not in (1, 2):
         raise StackError("instances: 1 (memory store) or 2 (Redis, behind nginx)")
-    if not _port_free(front):
+    if pin and not os.access(TASKSET, os.X_OK):
+        raise StackError(f"--pin needs {TASKSET} (util-linux)")
+    if not port_free(front):
         raise StackError(f"port {front} is taken (a set-up already up? python -m bench.rinha down)")
     redis_bin = shutil.which("redis-server")
     if instances == 2:
@@ -203,16 +169,15 @@ def up(directory: Path, *, instances: int, front: int, tier: str, pin: bool = Fa
         directory=str(directory),
         instances=instances,
         front=front,
-        processors={"default": _free_port(), "fallback": _free_port()},
-        sprintd=[front] if instances == 1 else [_free_port(), _free_port()],
-        redis=_free_port() if instances == 2 else None,
+        processors={"default": free_port(), "fallback": free_port()},
+        sprintd=[front] if instances == 1 else [free_port(), free_port()],
+        redis=free_port() if instances == 2 else None,
     )
-    env = {"PYTHONPATH": str(REPO)}
     try:
         for name, port in stack.processors.items():
-            argv = [sys.executable, "-m", "bench.rinha.processor", "--port", str(port)]
+            argv = [sys.executable, "-m", "sprintd.plugins.payments.emulator", "--port", str(port)]
             argv += ["--fee", FEES[name], "--token", TOKEN]
-            stack.pids[f"processor-{name}"] = _spawn(f"processor-{name}", argv, directory, env)
+            stack.pids[f"processor-{name}"] = _spawn(f"processor-{name}", argv, directory)
             stack.save()
         if stack.redis is not None:
             assert redis_bin is not None
@@ -236,16 +201,9 @@ def up(directory: Path, *, instances: int, front: int, tier: str, pin: bool = Fa
             if stack.redis is not None:
                 settings["SPRINTD_PAYMENTS__STORE"] = "redis"
                 settings["SPRINTD_REDIS__URL"] = f"redis://127.0.0.1:{stack.redis}/0"
-            taskset = _core_of(i) if pin else []
-            argv = [*taskset, sys.executable, "-m", "sprintd", "run"]
-            argv += [
-                "--port",
-                str(port),
-                "--tier",
-                tier,
-                "--data-dir",
-                str(directory / f"sprintd{i}"),
-            ]
+            argv = [sys.executable, "-m", "sprintd", "run", "--port", str(port), "--tier", tier]
+            argv += ["--data-dir", str(directory / f"sprintd{i}")]
+            argv = pinned(argv, _core_of(i) if pin else None)
             stack.pids[f"sprintd{i}"] = _spawn(f"sprintd{i}", argv, directory, settings)
             stack.save()
         for i, port in enumerate(stack.sprintd, 1):
@@ -271,14 +229,7 @@ def down(directory: Path) -> list[str]:
     order = sorted(stack.pids, key=lambda name: STOP_ORDER.index(name.split("-")[0].rstrip("12")))
     stopped = []
     for name in order:
-        pid = stack.pids[name]
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+        stop_group(stack.pids[name], STOP_TIMEOUT_S)
         stopped.append(name)
     (directory / "stack.json").unlink(missing_ok=True)
     return stopped

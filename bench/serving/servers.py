@@ -1,39 +1,25 @@
-"""How to start each server under test, check it answers right, and stop it for sure.
+"""How to start each server under test, and check it answers right.
 
 Every server runs as one worker process (plus the supervisor some of them
-always keep) in a session of its own, so stopping it is one signal to its
-process group and nothing it forked can outlive the bench.
+always keep), started and stopped by ``bench.common.net.running``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.serving.payload import CONTENT_TYPE, ECHO_BODY, ECHO_PATH, GET_BODY, GET_PATH
+from bench.common.net import ServerError, request, running
+from bench.common.paths import BIN, REPO
+from bench.serving.payload import ECHO_BODY, ECHO_PATH, GET_BODY, GET_PATH
 
-__all__ = ["REPO", "SERVERS", "Server", "ServerError", "free_port", "request", "running"]
+__all__ = ["SERVERS", "Server", "serving"]
 
-REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-# The venv's console scripts sit beside its interpreter.
-BIN = Path(sys.executable).parent
-
-READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 5.0
-
-
-class ServerError(Exception):
-    """A server that did not start, or answered something other than the payload."""
 
 
 @dataclass(frozen=True)
@@ -161,68 +147,19 @@ SERVERS: tuple[Server, ...] = (
 )
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on; the server binds it a moment later."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
-def running(
-    argv: list[str],
-    port: int,
-    pythonpath: tuple[Path, ...],
-    log_path: Path,
-    *,
-    ready_path: str = GET_PATH,
-    check: Callable[[int], None] | None = None,
-    env: Mapping[str, str] | None = None,
+def serving(
+    server: Server, argv: list[str], port: int, log_path: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server (``env`` added to this process's environment), wait until
-    ``ready_path`` answers 200, run ``check`` (by default: it serves the
-    payload), and stop it on the way out.
+    """``server`` started with ``argv``, ready and checked to serve the payload.
 
     Raises:
-        ServerError: it exited, never answered 200, or answered other bytes.
+        ServerError: it did not start, or answered other bytes.
     """
-    environ = dict(os.environ, **(env or {}))
-    environ["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv,
-            cwd=REPO,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            _wait_ready(process, port, log_path, ready_path)
-            (check or _check_payload)(port)
-            yield process
-        finally:
-            _stop(process)
-
-
-def _wait_ready(process: subprocess.Popen[bytes], port: int, log_path: Path, path: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    last = "no answer"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise ServerError(f"exited with {process.returncode}: {_tail(log_path)}")
-        try:
-            status, _ = request(port, "GET", path)
-        except (OSError, http.client.HTTPException) as exc:
-            last = repr(exc)
-        else:
-            if status == 200:
-                return
-            last = f"HTTP {status}"
-        time.sleep(0.1)
-    raise ServerError(f"not serving GET {path} after {READY_TIMEOUT_S:.0f}s ({last})")
+    with running(
+        argv, port, server.pythonpath, log_path, ready_path=GET_PATH, check=_check_payload
+    ) as process:
+        yield process
 
 
 def _check_payload(port: int) -> None:
@@ -238,38 +175,3 @@ def _check_payload(port: int) -> None:
             raise ServerError(f"{method} {path} failed: {exc!r}") from None
         if (status, answer) != (200, expected):
             raise ServerError(f"{method} {path} answered {status} {answer[:80]!r}")
-
-
-def request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-    """One request to 127.0.0.1:``port`` (a body goes as JSON): status and body."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        headers = {"Content-Type": CONTENT_TYPE.decode()} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    # A second Ctrl-C must not cut this short and leave a server running; it
-    # is delivered once the server is gone.
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        # The session's process group is the server's pid: SIGTERM lets it
-        # drain, SIGKILL then takes whatever is left, workers included.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=STOP_TIMEOUT_S)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _tail(log_path: Path, lines: int = 5) -> str:
-    text = log_path.read_text("utf-8", "replace").strip().splitlines()
-    return " | ".join(text[-lines:]) or "no output"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from bench.cli import Target
+from bench.common.report import Target
 from bench.serving.load import ECHO_CLOSED, GET_CLOSED, Load
 from bench.serving.results import ServerRun, find
 
-__all__ = ["Target", "evaluate"]
+__all__ = ["evaluate"]
 
 
 def evaluate(runs: list[ServerRun], connections: int) -> list[Target]:

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
-from bench.cli import Target, finish, interrupt, positive, say, short
-from bench.serving import cpus
+from bench.common.cli import add_run_options, positive, say, start
+from bench.common.net import ServerError, free_port
+from bench.common.paths import short
+from bench.common.pinning import Pinning, pinned, plan
+from bench.common.report import Target, finish
 from bench.serving.load import ECHO_RATE, GET_RATE, Load, LoadError, Result, Settings, run_load
-from bench.serving.servers import REPO, SERVERS, ServerError, free_port, running
+from bench.serving.servers import SERVERS, serving
 from bench.soak import report
 from bench.soak.sampler import Sample, Sampler, Trend, trend
 
@@ -44,24 +46,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tier", default=None, help="sprintd's tier (its default otherwise)")
     parser.add_argument("--rss-tolerance", type=float, default=RSS_TOLERANCE_MIB_PER_MIN)
     parser.add_argument("--fds-tolerance", type=float, default=FDS_TOLERANCE_PER_MIN)
-    parser.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU pinning")
-    parser.add_argument("--out", type=Path, default=None)
+    add_run_options(parser, "soak", pin="no CPU pinning")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    signal.signal(signal.SIGTERM, interrupt)
-    started = time.strftime("%Y%m%d-%H%M%S")
-    out = args.out or REPO / "bench" / "results" / f"soak-{started}"
-    (out / "raw").mkdir(parents=True, exist_ok=True)
+    started, out = start("soak", args.out, "raw")
     seconds = max(10, round(args.minutes * 60))
     warmup = min(WARMUP_MAX_S, seconds * WARMUP_FRACTION)
-    pinning = cpus.plan(args.pin)
+    pinning = plan(args.pin)
     server = next(s for s in SERVERS if s.key == "sprintd")
     port = free_port()
     extra = ("--tier", args.tier) if args.tier else ()
-    argv_ = cpus.pinned(server.command(port, out / "data", extra), pinning.server)
+    argv_ = pinned(server.command(port, out / "data", extra), pinning.server)
     loads: list[tuple[Load, int]] = [(GET_RATE, args.get_rate), (ECHO_RATE, args.echo_rate)]
     say(
         f"soak: {seconds}s of GET {args.get_rate}/s + POST {args.echo_rate}/s; "
@@ -72,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupted = False
     sampler: Sampler | None = None
     try:
-        with running(argv_, port, server.pythonpath, out / "sprintd.log") as process:
+        with serving(server, argv_, port, out / "sprintd.log") as process:
             sampler = Sampler(process.pid, port)
             sampler.start()
             threads = [
@@ -123,7 +121,7 @@ def _load(
     seconds: int,
     vus: int,
     out: Path,
-    pinning: cpus.Pinning,
+    pinning: Pinning,
     results: dict[str, Result],
     failures: list[str],
 ) -> None:

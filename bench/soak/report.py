@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-from bench.cli import Target
+from bench.common import report
+from bench.common.plotting import DPI, canvas
+from bench.common.report import Target
 from bench.serving.load import Result
 from bench.soak.sampler import Sample, Trend
 
@@ -34,8 +33,7 @@ class Run:
 
 
 def _plot(run: Run, path: Path) -> None:
-    fig = Figure(figsize=(9, 6))
-    FigureCanvasAgg(fig)
+    fig = canvas(9, 6)
     ts = [s.t_s / 60 for s in run.samples]
     for index, (name, unit, trend, values) in enumerate(
         (
@@ -80,7 +78,7 @@ def _plot(run: Run, path: Path) -> None:
     fig.axes[-1].set_xlabel("minutes since the load started (dotted: end of warm-up)")
     fig.suptitle(f"sprintd soak: {run.daemon}", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=DPI)
 
 
 def _trend_row(name: str, unit: str, trend: Trend | None, tolerance: float) -> str:
@@ -129,10 +127,7 @@ def write(run: Run, out: Path) -> Path:
             f"{result.dropped} | {result.at(50.0):.3f} | {result.at(99.0):.3f} | "
             f"{result.at(99.9):.3f} | {result.max_ms:.3f} |"
         )
-    lines += ["", "## Targets", ""]
-    for target in run.targets:
-        verdict = {True: "met", False: "NOT MET", None: "not evaluated"}[target.met]
-        lines.append(f"- {verdict}: {target.goal}: {target.measured}")
+    lines += ["", *report.targets_table(run.targets)]
     lines += [
         "",
         "The machine is shared: latency figures are noisy; the slopes are what this "

@@ -10,8 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.serving.load import K6, WRK
-from bench.serving.servers import REPO
+from bench.common.paths import K6, REPO, WRK
 
 __all__ = ["collect", "describe"]
 

@@ -1,9 +1,11 @@
 """A payment processor as the Rinha de Backend 2025 describes it, for tests and the bench.
 
 Written from the challenge's spec; it needs nothing of sprintd (trio and h11
-only), so it stands for the processors a real deployment would call::
+only), so it stands for the processors a real deployment would call. It ships
+with the package as a tool: the payments plugin never imports it. Run it from
+any directory once sprintd is installed::
 
-    python -m bench.rinha.processor --port 8001 --fee 0.05 --token 123
+    python -m sprintd.plugins.payments.emulator --port 8001 --fee 0.05 --token 123
 
 The API:
 
@@ -37,7 +39,6 @@ number written from the decimal, never through a float.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -353,7 +354,9 @@ class ProcessorThread:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.rinha.processor", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m sprintd.plugins.payments.emulator", description=__doc__
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--fee", type=Decimal, default=Decimal("0.05"))
@@ -375,8 +378,12 @@ def main(argv: list[str] | None = None) -> None:
             port = await nursery.start(serve, proc, args.host, args.port)
             print(f"processor listening on {args.host}:{port} fee {args.fee}", flush=True)
 
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         trio.run(run)
+    except* KeyboardInterrupt:
+        # Ctrl-C is how it stops; trio hands it up inside the nursery's group,
+        # which contextlib.suppress does not look into before Python 3.12.
+        pass
 
 
 if __name__ == "__main__":

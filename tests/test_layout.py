@@ -1,0 +1,125 @@
+"""The repository's layering: who may import whom.
+
+- ``tests`` and ``bench`` share code only through the installed package
+  (``sprintd.testing``, ``sprintd.plugins.payments.emulator``): a test that
+  imports a bench, or a bench that imports a test, ties one to the other's
+  working-directory layout and makes either unrunnable alone.
+- The daemon and its built-in plugins never import the tools shipped beside
+  them (the in-process test helpers, the payment-processor emulator): they are
+  not on the request path and must not be loaded by ``sprintd run``.
+- A built-in plugin is written as a third party's would be: ``from sprintd
+  import ...`` (the names the README's Plugin API section documents) and its
+  own modules, never the core's submodules; and the core never imports a
+  plugin (the built-ins are registered by name, as pytest's are).
+
+Every import is found with ``ast``, in function bodies too, so a lazy import
+cannot slip past.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import sprintd
+
+REPO = Path(__file__).resolve().parents[1]
+# What the daemon's own modules must not import.
+TOOLS = ("sprintd.testing", "sprintd.plugins.payments.emulator")
+
+
+# The package each top-level folder installs as (``pyproject.toml``'s package-dir).
+PACKAGES = {"daemon": "sprintd", "plugins": "sprintd.plugins"}
+
+
+def _imports(source: str, package: str) -> Iterator[tuple[int, str]]:
+    """(line, absolute module name) of every import in ``source``, a module of
+    ``package``; a relative import is resolved against it."""
+    parts = package.split(".")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = parts[: len(parts) - node.level + 1] if node.level else []
+            module = ".".join([*base, node.module] if node.module else base)
+            yield node.lineno, module
+            for alias in node.names:
+                yield node.lineno, f"{module}.{alias.name}"
+
+
+def _offenders(folder: str, forbidden: tuple[str, ...], *, skip: tuple[str, ...] = ()) -> list[str]:
+    found = []
+    for path in sorted((REPO / folder).rglob("*.py")):
+        name = path.relative_to(REPO).as_posix()
+        if name in skip:
+            continue
+        top, *inner = path.relative_to(REPO).parent.parts
+        package = ".".join([PACKAGES.get(top, top), *inner])
+        for line, module in _imports(path.read_text("utf-8"), package):
+            if any(module == f or module.startswith(f + ".") for f in forbidden):
+                found.append(f"{name}:{line} imports {module}")
+    return found
+
+
+def test_imports_are_found_in_functions_and_resolved_when_relative() -> None:
+    # The scanner itself: a check that cannot see an import cannot fail.
+    source = (
+        "import os\n"
+        "def lazy():\n"
+        "    from bench.common import net\n"
+        "    from ..emulator import Processor\n"
+        "    from . import inprocess\n"
+    )
+    modules = {module for _, module in _imports(source, "sprintd.plugins.payments")}
+    assert {"os", "bench.common", "sprintd.plugins.emulator.Processor"} <= modules
+    assert "sprintd.plugins.payments.inprocess" in modules
+
+
+@pytest.mark.parametrize(("folder", "forbidden"), [("tests", ("bench",)), ("bench", ("tests",))])
+def test_tests_and_bench_do_not_import_each_other(folder: str, forbidden: tuple[str, ...]) -> None:
+    assert _offenders(folder, forbidden) == []
+
+
+@pytest.mark.parametrize("folder", ["daemon", "plugins"])
+def test_the_daemon_does_not_import_the_tools_beside_it(folder: str) -> None:
+    skip = ("daemon/testing.py", "plugins/payments/emulator.py")
+    assert _offenders(folder, TOOLS, skip=skip) == []
+
+
+def _plugin_offenders() -> list[str]:
+    public = set(sprintd.__all__)
+    found = []
+    for path in sorted((REPO / "plugins").rglob("*.py")):
+        name = path.relative_to(REPO).as_posix()
+        inner = path.relative_to(REPO / "plugins").parent.parts
+        own = ".".join(["sprintd.plugins", *inner[:1]])
+        package = ".".join(["sprintd.plugins", *inner])
+        for line, module in _imports(path.read_text("utf-8"), package):
+            first = module.split(".")[1] if module.count(".") else ""
+            if module == "sprintd" or module.startswith(own) or not module.startswith("sprintd."):
+                continue
+            if module.count(".") == 1 and first in public:
+                continue  # from sprintd import <public name>
+            found.append(f"{name}:{line} imports {module}")
+    return found
+
+
+def test_plugins_use_only_the_public_names_of_sprintd() -> None:
+    assert _plugin_offenders() == []
+
+
+def test_every_public_name_is_documented_in_the_readme() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Plugin API", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`(\w+)", section))
+    missing = sorted(set(sprintd.__all__) - documented - {"__version__"})
+    assert not missing, f"README's Plugin API section does not name: {missing}"
+
+
+def test_the_core_imports_no_plugin() -> None:
+    assert _offenders("daemon", ("sprintd.plugins",)) == []
