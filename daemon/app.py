@@ -131,6 +131,11 @@ class App:
         return self._journal
 
     @property
+    def opened_journal(self) -> Journal | None:
+        """The journal if a plugin has opened it (``journal`` opens it), else None."""
+        return self._journal
+
+    @property
     def redis(self) -> Redis:
         """This worker's connection to ``[redis] url``, shared by every plugin.
 
@@ -239,12 +244,21 @@ def _redis_check(redis: Redis) -> tuple[CheckStatus, dict[str, Any]]:
 
 
 def _journal_check(journal: Journal) -> tuple[CheckStatus, dict[str, Any]]:
+    """Fail once the journal failed (for good); warn while it refuses writes for want
+    of space (reads go on, and it recovers by itself)."""
     details: dict[str, Any] = {
         "fsync": journal.policy,
         "last_seq": journal.last_seq,
         "synced_seq": journal.synced_seq,
+        "writable": journal.writable,
+        "disk_bytes": journal.disk_bytes,
+        "segments": journal.segment_count,
+        "last_checkpoint_seq": journal.last_checkpoint_seq,
     }
     if journal.failed is not None:
-        details["output"] = str(journal.failed)
+        details["output"] = journal.unavailable
         return "fail", details
+    if journal.unavailable is not None:
+        details["output"] = journal.unavailable
+        return "warn", details
     return "pass", details

@@ -1296,9 +1296,17 @@ class Journal:
             The snapshot's path, or None if it could not be written (logged).
         """
         async with self._checkpoint_lock:
+            seq = self.last_seq
             path = await self._snapshot_state(stream, state)
             await self._compact()
+        if path is not None:
+            self._checkpointed(seq)
         return path
+
+    def _checkpointed(self, seq: int) -> None:
+        self.checkpoints += 1
+        self.last_checkpoint_seq = seq
+        self.last_checkpoint_time = time.time()
 
     async def _snapshot_state(self, stream: str, state: Callable[[], bytes]) -> Path | None:
         # Taken together, with no await between (see ``register``).
@@ -1316,9 +1324,6 @@ class Journal:
                 exc,
             )
             return None
-        self.checkpoints += 1
-        self.last_checkpoint_seq = seq
-        self.last_checkpoint_time = time.time()
         return path
 
     async def _checkpoint_all(self) -> bool:
@@ -1331,6 +1336,9 @@ class Journal:
                     ok = False
             await self._compact()
         if ok:
+            # Counted once every stream's snapshot is on disk, at the seq all
+            # of them cover.
+            self._checkpointed(seq)
             self._next_checkpoint_seq = seq + self.checkpoint_records
             self._next_checkpoint_bytes = written + self.checkpoint_bytes
         return ok

@@ -13,7 +13,9 @@ from typing import Any
 
 from sprintd.app import App, Route
 from sprintd.http import HTTPError, Request, Response
-from sprintd.journal import Journal
+from sprintd.journal import Journal, JournalError
+from sprintd.ratelimit import retry_after
+from sprintd.server.framed import error_reply
 from sprintd.snapshots import Snapshot
 
 from .service import InvalidOrder, OrderService, Outcome
@@ -32,6 +34,16 @@ def _int(text: str | None, name: str, default: int, upper: int) -> int:
     return int(text)
 
 
+def journal_unavailable(message: str, retry_s: float) -> HTTPError:
+    """503 ``journal_unavailable``: the command was not applied (or not acknowledged)."""
+    return HTTPError(
+        503,
+        "journal_unavailable",
+        f"the journal cannot take commands now: {message}",
+        [(b"retry-after", retry_after(retry_s))],
+    )
+
+
 def _order_id(request: Request) -> int:
     text = request.params["order_id"]
     if not text.isdigit():
@@ -45,7 +57,6 @@ class OrdersAPI:
         self.service = service
         self.journal = journal
         self.books: dict[str, Snapshot] = {}
-        self.unsnapshotted = 0
 
     # --- shared by both ports ----------------------------------------------
 
@@ -60,27 +71,41 @@ class OrdersAPI:
             self.books[symbol].publish(self.book_body(symbol, depth))
         service.dirty.clear()
 
-    async def journaled(self, payloads: list[bytes]) -> None:
-        """Make the commands durable, then the books' snapshots current."""
-        if payloads:
-            if len(payloads) == 1:
-                await self.journal.append(STREAM, payloads[0])
-            else:
-                await self.journal.append_many(STREAM, payloads)
-            self.unsnapshotted += len(payloads)
-            if self.unsnapshotted >= self.service.section.snapshot_every:
-                await self.snapshot()
-        self.publish()
+    def writable(self) -> None:
+        """Refuse a write before anything is applied while the journal cannot take it."""
+        if self.journal.unavailable is not None:
+            raise journal_unavailable(self.journal.unavailable, self.journal.probe_interval)
 
-    async def snapshot(self) -> None:
-        # Taken together, with no await between: every applied command was
-        # appended before anything could await, so the state is the journal's
-        # up to last_seq. Other appends may still be queued, so the journal is
-        # written up to there before the snapshot may claim it.
-        self.unsnapshotted = 0
-        seq, data = self.journal.last_seq, self.service.snapshot()
-        await self.journal.sync()
-        await self.journal.snapshot(STREAM, seq, data)
+    def refuse(self, batch: list[list[Any]]) -> list[Any]:
+        """The order port's replies while the journal is unavailable: reads answered,
+        every other command refused unapplied."""
+        refused = error_reply("journal_unavailable", str(self.journal.unavailable))
+        return [
+            [
+                self._command(command, [])
+                if isinstance(command, list) and command[:1] == ["get"]
+                else refused
+                for command in frame
+            ]
+            for frame in batch
+        ]
+
+    async def journaled(self, payloads: list[bytes]) -> None:
+        """Make the commands durable, then the books' snapshots current.
+
+        Checkpoints are the journal's (``register`` in the plugin). A failed
+        journal answers 503: the commands were applied but are not durable,
+        so they are not acknowledged (and readiness fails with the reason).
+        """
+        if payloads:
+            try:
+                if len(payloads) == 1:
+                    await self.journal.append(STREAM, payloads[0])
+                else:
+                    await self.journal.append_many(STREAM, payloads)
+            except JournalError as exc:
+                raise journal_unavailable(str(exc), self.journal.probe_interval) from None
+        self.publish()
 
     # --- HTTP ------------------------------------------------------------------
 
@@ -100,6 +125,7 @@ class OrdersAPI:
         return Response.data(body, status, msgpack_=request.wants_msgpack())
 
     async def post_order(self, request: Request) -> Response:
+        self.writable()
         try:
             command, account, client_id = self.service.new_command(request.data())
             payload, outcome = self.service.submit(command, account, client_id)
@@ -116,6 +142,7 @@ class OrdersAPI:
         return Response.data(self.service.order_json(state), msgpack_=request.wants_msgpack())
 
     async def delete_order(self, request: Request) -> Response:
+        self.writable()
         try:
             payload, outcome = self.service.cancel(_order_id(request))
         except InvalidOrder as exc:
@@ -124,6 +151,7 @@ class OrdersAPI:
         return self._answer(request, outcome, 200)
 
     async def patch_order(self, request: Request) -> Response:
+        self.writable()
         try:
             payload, outcome = self.service.replace(_order_id(request), request.data())
         except InvalidOrder as exc:
@@ -157,6 +185,8 @@ class OrdersAPI:
     async def entry(self, batch: list[list[Any]]) -> list[Any]:
         """Answer a batch of frames (docs/order-entry.md): each frame is a list of
         commands, answered by a list of replies in the same order."""
+        if self.journal.unavailable is not None:
+            return self.refuse(batch)
         payloads: list[bytes] = []
         replies = [[self._command(command, payloads) for command in frame] for frame in batch]
         await self.journaled(payloads)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from sprintd.app import Route
 from sprintd.http import HTTPError, Request, Response
+from sprintd.ratelimit import retry_after
 
 from .contract import parse_bound, parse_payment, summary_body
 from .dispatcher import Dispatcher
@@ -28,7 +29,8 @@ _PURGED = Response(200, b'{"status":"purged"}')
 
 
 def _unavailable(exc: StoreError) -> HTTPError:
-    return HTTPError(503, "store_unavailable", f"the payment store cannot take it now: {exc}")
+    headers = () if exc.retry_after is None else [(b"retry-after", retry_after(exc.retry_after))]
+    return HTTPError(503, exc.code, f"the payment store cannot take it now: {exc}", headers)
 
 
 class PaymentsAPI:
