@@ -43,11 +43,46 @@ waits, ``Cancelled`` is raised and the record may or may not reach the disk
 (and be replayed): it was not acknowledged. The same holds for a failed write:
 ``JournalError`` means "not acknowledged", not "not written".
 
-Failure: a write or fsync error fails every waiting append with
-``JournalError``, makes every later one fail the same way, and makes ``run()``
-raise. After a failed fsync the kernel may have dropped the dirty pages, so
-there is no safe retry in the same process; restarting reopens the journal and
-cuts whatever is incomplete.
+Space, decided: plugins apply a command to their state and then append it,
+so a record that could not be written for want of space would leave state
+the journal does not hold. That is avoided by construction. Every segment is
+preallocated (``posix_fallocate``) to ``segment_bytes`` when it is made, and
+the next one is held ahead, preallocated, as ``SPARE``: records are written
+(``pwrite`` at the segment's end) into blocks the journal already owns. A
+plugin asks ``admit()`` (or reads ``unavailable``) *before* it applies a
+command; the journal refuses (``JournalUnavailable``, with ``retry_after``)
+when it could not preallocate the next segment, when the file system has less
+than ``reserve_bytes`` free (room for snapshots, and a margin), or when it
+failed. A background probe (``run()``, every ``probe_interval`` on Trio's
+clock) retries the preallocation and reads the free space with ``statvfs``,
+so writes resume by themselves when space returns. Should a batch still find
+no room (a plugin that does not ask), it is held, not failed: its appends
+wait, unacknowledged, and it is written when room comes back. The zeros of a
+preallocated segment are a clean end to the reader (``journal_format``).
+``open()`` needs no space (replay only reads): on a full disk the daemon
+starts, not ready, and does not crash-loop.
+
+Checkpoints: ``restore(stream, load, apply)`` rebuilds a plugin's state at
+start-up; ``register(stream, state)`` has the journal checkpoint it after
+``checkpoint_records`` records or ``checkpoint_bytes`` bytes (in the
+background, no request waits) and at ``close()``: a snapshot of every
+registered stream, then compaction of the segments no stream needs. The data
+directory thus stays about the state (two snapshots) plus two checkpoint
+intervals of records plus the active and spare segments, whatever the uptime.
+A snapshot the disk refuses keeps the previous one and is retried.
+
+Failure: a write or fsync error other than "no space" fails every waiting
+append with ``JournalError``, makes every later one fail the same way and
+``unavailable`` say why; ``run()`` returns (it does not raise), so the daemon
+goes on serving reads while its readiness fails. After a failed fsync the
+kernel may have dropped the dirty pages, so there is no safe retry in the
+same process; restarting reopens the journal and cuts whatever is
+incomplete. ``close()`` writes no snapshot after a failure, nor while a
+record appended (and so applied) is unwritten: it would claim it.
+
+Counters for metrics: ``bytes_written``, ``batches_written``, ``fsyncs``,
+``disk_bytes``, ``segment_count``, ``checkpoints``, ``checkpoint_failures``,
+``last_checkpoint_seq``, ``last_checkpoint_time``.
 """
 
 from __future__ import annotations

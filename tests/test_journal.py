@@ -855,3 +855,122 @@ def test_kill_9_loses_no_acknowledged_record(tmp_path: Path) -> None:
     missing = [seq for seq in acknowledged if replayed.get(seq) != acknowledged[seq]]
     assert missing == [], f"{len(missing)} acknowledged records lost"
     shutil.rmtree(directory)
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+
+class Counter:
+    """A stream's state for checkpoint tests: the records applied, in order."""
+
+    def __init__(self) -> None:
+        self.items: list[bytes] = []
+
+    def load(self, data: bytes) -> None:
+        self.items = msgpack.unpackb(data)
+
+    def apply(self, payload: bytes) -> None:
+        self.items.append(payload)
+
+    def state(self) -> bytes:
+        data: bytes = msgpack.packb(self.items)
+        return data
+
+    def digest(self) -> int:
+        return zlib.crc32(b"".join(self.items))
+
+
+def directory_bytes(directory: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in directory.rglob("*") if p.is_file())
+
+
+async def test_periodic_checkpoints_keep_the_directory_bounded_and_replay_the_same(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "j"
+    options: dict[str, Any] = {
+        "fsync": "os",
+        "segment_bytes": 8192,
+        "checkpoint_records": 50,
+        "reserve_bytes": 0,
+    }
+    journal = Journal(directory, **options)
+    journal.open()
+    live = Counter()
+    journal.register("orders", live.state)
+    sizes = []
+    async with running(journal):
+        for i in range(3000):
+            payload = b"%06d" % i + b"o" * 100
+            live.apply(payload)  # applied, then appended before any await
+            await journal.append("orders", payload)
+            if i % 100 == 99:
+                sizes.append(directory_bytes(directory))
+        with trio.fail_after(10):
+            while journal.last_checkpoint_seq < 2950:
+                await trio.sleep(0.01)
+    assert journal.checkpoints >= 20
+    # 330 KB of records went through; the directory stays at the state, two
+    # snapshots, two intervals of records and the active and spare segments.
+    bound = 4 * 8192 + 2 * 50 * 130 + 3 * len(live.state())
+    assert max(sizes[5:]) < bound, sizes
+    assert len(segment_files(directory)) <= 4
+
+    again = Journal(directory, **options)
+    report = again.open()
+    assert report.first_seq > 2000  # compacted
+    restored = Counter()
+    after, replayed = again.restore("orders", restored.load, restored.apply)
+    again.close()
+    assert after >= 2950 and replayed == 3000 - after
+    assert restored.digest() == live.digest() and len(restored.items) == 3000
+
+
+async def test_close_checkpoints_unless_the_journal_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "j"
+    journal = Journal(directory, fsync="always")
+    journal.open()
+    live = Counter()
+    journal.register("orders", live.state)
+    async with running(journal):
+        live.apply(b"one")
+        await journal.append("orders", b"one")
+    assert [seq for seq, _ in journal_format.snapshot_files(directory, "orders")] == [1]
+
+    journal = Journal(directory, fsync="always")
+    journal.open()
+    journal.restore("orders", live.load, live.apply)
+    journal.register("orders", live.state)
+    spy = FsyncSpy(monkeypatch)
+    spy.error = OSError(5, "Input/output error")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        live.apply(b"two")
+        with pytest.raises(JournalError):
+            await journal.append("orders", b"two")
+    monkeypatch.undo()
+    journal.close()
+    # The state holds a command the journal never made durable: no snapshot claims it.
+    assert [seq for seq, _ in journal_format.snapshot_files(directory, "orders")] == [1]
+
+
+async def test_a_snapshot_the_disk_refuses_keeps_the_previous_one(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    try:
+        journal = Journal(disk / "j", fsync="os", segment_bytes=64 * 1024, reserve_bytes=0)
+        journal.open()
+        async with running(journal):
+            await journal.append("orders", b"x")
+            assert await journal.checkpoint("orders", lambda: b"small") is not None
+            big = b"s" * (2 * 1024 * 1024)  # more than the disk holds
+            assert await journal.checkpoint("orders", lambda: big) is None
+            assert journal.checkpoint_failures == 1
+            assert journal.latest_snapshot("orders") == (1, b"small")
+            assert not list((disk / "j" / "snapshots" / "orders").glob("*.tmp"))
+            assert await journal.append("orders", b"y") == 2  # the journal goes on
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
