@@ -12,11 +12,17 @@ from .app import App, BackgroundTask, CheckStatus, HealthCheck, Listener
 from .framing import FrameDecoder, FrameError, PayloadError, decode_payload, encode_frame
 from .hookspecs import hookimpl, hookspec
 from .http import HTTPError, Request, Response
-from .journal import Journal, JournalError
+from .journal import Journal, JournalError, JournalUnavailable
 from .latency import RING_SIZE, Recorder, Summary, summarize
 from .redis import Redis, RedisError, Script
 from .routing import Route
-from .server.framed import FrameHandler, TimedFrameHandler, framed_listener, timed_framed_listener
+from .server.framed import (
+    FrameHandler,
+    TimedFrameHandler,
+    error_reply,
+    framed_listener,
+    timed_framed_listener,
+)
 from .server.state import Conn
 from .settings import ConfigError, PluginSection, Section
 from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
@@ -37,6 +43,7 @@ __all__ = [
     "HealthCheck",
     "Journal",
     "JournalError",
+    "JournalUnavailable",
     "Listener",
     "PayloadError",
     "PluginSection",
@@ -57,6 +64,7 @@ __all__ = [
     "connect",
     "decode_payload",
     "encode_frame",
+    "error_reply",
     "framed_listener",
     "hookimpl",
     "hookspec",

@@ -98,6 +98,11 @@ class App:
     started_at: float = field(default_factory=time.time)
     pid: int = field(default_factory=os.getpid)
     draining: bool = False
+    # Why this worker must not be sent traffic, by reason code (a journal
+    # that cannot write, a halted plugin): /readyz fails while any is here.
+    unready: dict[str, str] = field(default_factory=dict)
+    # Called when ``unready`` changes (the health plugin republishes /readyz).
+    on_readiness: list[Callable[[], None]] = field(default_factory=list)
     # The worker passes the audit log it started (and wrote the start-up
     # events to); without one the app makes its own, never started, which
     # keeps its events queued for in-process tests to read.
@@ -142,11 +147,26 @@ class App:
             except (JournalError, OSError) as exc:
                 raise ConfigError(f"journal: {exc}") from None
             self._journal = journal
+            journal.on_availability.append(functools.partial(self._journal_changed, journal))
+            self._journal_changed(journal)
             self.background.append(_run_journal)
             self.health_checks.append(
                 HealthCheck("journal", functools.partial(_journal_check, journal))
             )
         return self._journal
+
+    def set_unready(self, reason: str, message: str | None) -> None:
+        """Fail /readyz with ``reason`` (a code) and ``message``; None clears it."""
+        if message is None:
+            if self.unready.pop(reason, None) is None:
+                return
+        else:
+            self.unready[reason] = message
+        for changed in self.on_readiness:
+            changed()
+
+    def _journal_changed(self, journal: Journal) -> None:
+        self.set_unready("journal_unavailable", journal.unavailable)
 
     @property
     def redis(self) -> Redis:
@@ -258,12 +278,21 @@ def _redis_check(redis: Redis) -> tuple[CheckStatus, dict[str, Any]]:
 
 
 def _journal_check(journal: Journal) -> tuple[CheckStatus, dict[str, Any]]:
+    """Fail once the journal failed (for good); warn while it refuses writes for want
+    of space (reads go on, and it recovers by itself)."""
     details: dict[str, Any] = {
         "fsync": journal.policy,
         "last_seq": journal.last_seq,
         "synced_seq": journal.synced_seq,
+        "writable": journal.writable,
+        "disk_bytes": journal.disk_bytes,
+        "segments": journal.segment_count,
+        "last_checkpoint_seq": journal.last_checkpoint_seq,
     }
     if journal.failed is not None:
-        details["output"] = str(journal.failed)
+        details["output"] = journal.unavailable
         return "fail", details
+    if journal.unavailable is not None:
+        details["output"] = journal.unavailable
+        return "warn", details
     return "pass", details

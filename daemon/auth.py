@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import os
 import socket
 import stat
@@ -38,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from .audit import AuditLog
 from .http import HTTPError
-from .ratelimit import Bucket, Limiter, retry_after
+from .ratelimit import Bucket, Limiter
 from .settings import (
     ApiKeySettings,
     AuthSettings,
@@ -219,13 +220,12 @@ class Guard:
         if wait:
             self.denied["rate_limited"] += 1
             self._tripped(key, method, path, sock)
-            after = retry_after(wait)
             return HTTPError(
                 429,
                 "rate_limited",
                 f"over this key's limit of {key.limit.rate:g} requests/s "
-                f"(burst {key.limit.burst}); retry after {after.decode()} s",
-                ((b"retry-after", after),),
+                f"(burst {key.limit.burst}); retry after {math.ceil(wait)} s",
+                retry_after=wait,
             )
         if scope not in key.scopes:
             self.denied["forbidden"] += 1

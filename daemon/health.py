@@ -7,7 +7,10 @@ keyed by component, each a list of observations. Everything under
 state), never from the settings, so it cannot claim what the kernel refused.
 
 /livez and /readyz are fast-path snapshots: a load balancer can poll them at
-any rate for nothing. /readyz turns 503 as soon as the worker drains.
+any rate for nothing. /readyz turns 503 as soon as the worker drains, and
+while the journal refuses writes (``{"status":"fail","reason":
+"journal_unavailable","message":...}``), republished whenever the journal's
+availability changes; /livez stays 200 (restarting would not help).
 """
 
 from __future__ import annotations
@@ -64,6 +67,21 @@ class _LoopProbe:
             "observedUnit": "ms",
             "max_ms": round(self.max_lag_s * 1000, 3),
         }
+
+
+def _readiness(app: App) -> tuple[bytes, int]:
+    """The /readyz body and status as things stand."""
+    if app.draining:
+        return DRAINING, 503
+    for reason, message in app.unready.items():
+        return json.dumps({"status": "fail", "reason": reason, "message": message}).encode(), 503
+    return READY, 200
+
+
+def _publish_readiness(app: App) -> None:
+    ready = app.snapshots.get("/readyz")
+    if ready is not None:
+        ready.publish(*_readiness(app))
 
 
 def _runtime(app: App) -> dict[str, Any]:
@@ -182,9 +200,11 @@ class HealthPlugin:
 
     @hookimpl
     def sprintd_snapshots(self, app: App) -> Sequence[SnapshotSpec]:
+        app.on_readiness.append(functools.partial(_publish_readiness, app))
+        body, status = _readiness(app)
         return [
             SnapshotSpec("/livez", LIVE, scope="open"),
-            SnapshotSpec("/readyz", READY, scope="open"),
+            SnapshotSpec("/readyz", body, scope="open", status=status),
         ]
 
     @hookimpl
@@ -200,6 +220,4 @@ class HealthPlugin:
 
     @hookimpl
     def sprintd_drain(self, app: App) -> None:
-        ready = app.snapshots.get("/readyz")
-        if ready is not None:
-            ready.publish(DRAINING, 503)
+        _publish_readiness(app)

@@ -11,6 +11,7 @@ on a header. Errors are values with a status hint, as in h11: a handler raises
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from email.utils import formatdate
 from http import HTTPStatus
@@ -29,6 +30,7 @@ __all__ = [
     "date_line",
     "encode_response",
     "error_response",
+    "retry_after_header",
     "tick_date",
 ]
 
@@ -65,11 +67,17 @@ def date_line() -> bytes:
 tick_date()
 
 
+def retry_after_header(wait: float) -> bytes:
+    """A ``Retry-After`` value: whole seconds (RFC 9110), rounded up, at least 1."""
+    return b"%d" % max(1, math.ceil(wait))
+
+
 class HTTPError(Exception):
     """A failure that maps to an HTTP status, with a machine-readable code.
 
-    ``headers`` go out with the error (``Allow`` with a 405, ``Retry-After``
-    with a 429); ``allowed`` is the methods a 405 names, empty otherwise.
+    ``headers`` go out with the error (``Allow`` with a 405); ``retry_after``
+    (seconds) adds the ``Retry-After`` a 429 or 503 should carry; ``allowed``
+    is the methods a 405 names, empty otherwise.
     """
 
     def __init__(
@@ -79,11 +87,15 @@ class HTTPError(Exception):
         message: str,
         headers: Sequence[tuple[bytes, bytes]] = (),
         allowed: frozenset[bytes] = frozenset(),
+        *,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        if retry_after is not None:
+            headers = (*headers, (b"retry-after", retry_after_header(retry_after)))
         self.headers = headers
         self.allowed = allowed
 

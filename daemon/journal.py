@@ -43,20 +43,57 @@ waits, ``Cancelled`` is raised and the record may or may not reach the disk
 (and be replayed): it was not acknowledged. The same holds for a failed write:
 ``JournalError`` means "not acknowledged", not "not written".
 
-Failure: a write or fsync error fails every waiting append with
-``JournalError``, makes every later one fail the same way, and makes ``run()``
-raise. After a failed fsync the kernel may have dropped the dirty pages, so
-there is no safe retry in the same process; restarting reopens the journal and
-cuts whatever is incomplete.
+Space, decided: plugins apply a command to their state and then append it,
+so a record that could not be written for want of space would leave state
+the journal does not hold. That is avoided by construction. Every segment is
+preallocated (``posix_fallocate``) to ``segment_bytes`` when it is made, and
+the next one is held ahead, preallocated, as ``SPARE``: records are written
+(``pwrite`` at the segment's end) into blocks the journal already owns. A
+plugin asks ``admit()`` (or reads ``unavailable``) *before* it applies a
+command; the journal refuses (``JournalUnavailable``, with ``retry_after``)
+when it could not preallocate the next segment, when the file system has less
+than ``reserve_bytes`` free (room for snapshots, and a margin), or when it
+failed. A background probe (``run()``, every ``probe_interval`` on Trio's
+clock) retries the preallocation and reads the free space with ``statvfs``,
+so writes resume by themselves when space returns. Should a batch still find
+no room (a plugin that does not ask), it is held, not failed: its appends
+wait, unacknowledged, and it is written when room comes back. The zeros of a
+preallocated segment are a clean end to the reader (``journal_format``).
+``open()`` needs no space (replay only reads): on a full disk the daemon
+starts, not ready, and does not crash-loop.
+
+Checkpoints: ``restore(stream, load, apply)`` rebuilds a plugin's state at
+start-up; ``register(stream, state)`` has the journal checkpoint it after
+``checkpoint_records`` records or ``checkpoint_bytes`` bytes (in the
+background, no request waits) and at ``close()``: a snapshot of every
+registered stream, then compaction of the segments no stream needs. The data
+directory thus stays about the state (two snapshots) plus two checkpoint
+intervals of records plus the active and spare segments, whatever the uptime.
+A snapshot the disk refuses keeps the previous one and is retried.
+
+Failure: a write or fsync error other than "no space" fails every waiting
+append with ``JournalError``, makes every later one fail the same way and
+``unavailable`` say why; ``run()`` returns (it does not raise), so the daemon
+goes on serving reads while its readiness fails. After a failed fsync the
+kernel may have dropped the dirty pages, so there is no safe retry in the
+same process; restarting reopens the journal and cuts whatever is
+incomplete. ``close()`` writes no snapshot after a failure, nor while a
+record appended (and so applied) is unwritten: it would claim it.
+
+Counters for metrics: ``bytes_written``, ``batches_written``, ``fsyncs``,
+``disk_bytes``, ``segment_count``, ``checkpoints``, ``checkpoint_failures``,
+``last_checkpoint_seq``, ``last_checkpoint_time``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import math
 import os
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +111,7 @@ from .journal_format import (
     MAX_PAYLOAD,
     SEGMENT_HEADER,
     SNAPSHOT_DIR,
+    SPARE_FILE,
     JournalCorrupt,
     JournalError,
     JournalReport,
@@ -99,6 +137,7 @@ __all__ = [
     "JournalCorrupt",
     "JournalError",
     "JournalReport",
+    "JournalUnavailable",
     "SegmentInfo",
     "SnapshotInfo",
     "TailCut",
@@ -124,10 +163,42 @@ FSYNC_POLICIES: tuple[FsyncPolicy, ...] = ("always", "interval", "os")
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 # Below this a segment would rotate every few batches.
 MIN_SEGMENT_BYTES = 4096
+# Checkpoint (snapshot every registered stream, then compact) after this many
+# records or bytes written: a restart replays at most about this much, and
+# the directory holds about twice it (compaction keeps the records after the
+# older of the two snapshots kept).
+DEFAULT_CHECKPOINT_RECORDS = 100_000
+DEFAULT_CHECKPOINT_BYTES = DEFAULT_SEGMENT_BYTES
+# Writes are refused while the file system has less free than this, besides
+# the journal's own preallocated segments: room for the snapshots that let
+# compaction free space, and a margin before the disk is full.
+DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
+# How often the journal retries what a full disk refused (the next segment's
+# preallocation, a held batch, a snapshot) and reads the free space; also the
+# Retry-After it suggests.
+DEFAULT_PROBE_INTERVAL_S = 1.0
+# Errors that mean "no room now", which the journal waits out; any other
+# write or fsync error fails it.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class JournalClosed(JournalError):
     """The journal is closed (or was never opened)."""
+
+
+class JournalUnavailable(JournalError):
+    """The journal cannot take new commands now: refuse them before applying them.
+
+    ``retry_after``: seconds after which asking again may succeed.
+    """
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _no_space(exc: OSError) -> bool:
+    return exc.errno in NO_SPACE_ERRNOS
 
 
 def _fsync_dir(path: Path) -> None:
@@ -136,6 +207,29 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Allocate the file's blocks up to ``size`` (zeros), so writes there cannot run out.
+
+    Raises:
+        OSError: ENOSPC (some blocks may be allocated: calling again finishes).
+    """
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        # A file system without fallocate: zeros, written for real.
+        have = os.fstat(fd).st_size
+        while have < size:
+            have += os.pwrite(fd, bytes(min(size - have, 1 << 20)), have)
+
+
+def _unlink_all(paths: Sequence[Path], directory: Path) -> None:
+    for path in paths:
+        path.unlink()
+    _fsync_dir(directory)
 
 
 def _fsync_and_close(fd: int) -> None:
@@ -166,6 +260,8 @@ class _Segment:
     end: int
     # Records per stream.
     streams: dict[str, int] = field(default_factory=dict)
+    # The file's size: its preallocation, or ``end`` if it grew past it.
+    size: int = 0
 
     def info(self) -> SegmentInfo:
         return SegmentInfo(
@@ -174,7 +270,7 @@ class _Segment:
             self.last_seq,
             self.records,
             self.end,
-            self.end,
+            max(self.size, self.end),
             dict(self.streams),
         )
 
@@ -243,6 +339,10 @@ class Journal:
         fsync: FsyncPolicy = "interval",
         fsync_interval_ms: float = 10.0,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        checkpoint_records: int = DEFAULT_CHECKPOINT_RECORDS,
+        checkpoint_bytes: int = DEFAULT_CHECKPOINT_BYTES,
+        reserve_bytes: int = DEFAULT_RESERVE_BYTES,
+        probe_interval: float = DEFAULT_PROBE_INTERVAL_S,
     ) -> None:
         """
         Args:
@@ -250,7 +350,13 @@ class Journal:
             fsync: ``always``, ``interval`` or ``os`` (see the module's table).
             fsync_interval_ms: the period of background fsyncs under ``interval``.
             segment_bytes: a segment is closed and a new one started when the next
-                batch would take it past this size (a batch never spans two).
+                batch would take it past this size (a batch never spans two);
+                each segment is preallocated to it.
+            checkpoint_records: checkpoint the registered streams after this many
+                records written since the last checkpoint...
+            checkpoint_bytes: ...or this many bytes.
+            reserve_bytes: refuse new commands while the file system has less free.
+            probe_interval: seconds between retries of what a full disk refused.
 
         Raises:
             ValueError: an unknown policy, a non-positive interval, a tiny segment size.
@@ -261,10 +367,18 @@ class Journal:
             raise ValueError(f"fsync_interval_ms = {fsync_interval_ms!r}: expected > 0")
         if segment_bytes < MIN_SEGMENT_BYTES:
             raise ValueError(f"segment_bytes = {segment_bytes}: expected >= {MIN_SEGMENT_BYTES}")
+        if not (probe_interval > 0 and math.isfinite(probe_interval)):
+            raise ValueError(f"probe_interval = {probe_interval!r}: expected > 0")
+        if checkpoint_records < 1 or checkpoint_bytes < 1 or reserve_bytes < 0:
+            raise ValueError("checkpoint_records and checkpoint_bytes >= 1, reserve_bytes >= 0")
         self.directory = Path(directory)
         self.policy: FsyncPolicy = fsync
         self.fsync_interval = fsync_interval_ms / 1000.0
         self.segment_bytes = segment_bytes
+        self.checkpoint_records = checkpoint_records
+        self.checkpoint_bytes = checkpoint_bytes
+        self.reserve_bytes = reserve_bytes
+        self.probe_interval = probe_interval
         self.report: JournalReport | None = None
         self._lock_fd = -1
         self._fd = -1
@@ -293,10 +407,38 @@ class Journal:
         self._work = trio.Event()
         self._writer_idle = False
         self._dirty: trio.Event | None = None
+        # A batch taken but not written for want of space: written first,
+        # as soon as there is room (its waiters wait; nothing is dropped).
+        self._held: tuple[bytes, _Batch, int, int, dict[str, int]] | None = None
+        self._space_error: str | None = None
+        # The next segment, preallocated: what makes every admitted command
+        # writable. Its size, 0 while it cannot be had (and why not).
+        self._spare_size = 0
+        self._room_error: str | None = "not opened"
+        self._spare_wanted = trio.Event()
+        self._free_bytes: int | None = None
+        #: Why new commands are refused now, or None: see ``admit``.
+        self.unavailable: str | None = None
+        #: Called (no arguments) whenever ``unavailable`` changes.
+        self.on_availability: list[Callable[[], None]] = []
+        # Registered streams' state getters, checkpointed together.
+        self._states: dict[str, Callable[[], bytes]] = {}
+        self._checkpoint_due = trio.Event()
+        self._checkpoint_lock = trio.Lock()
+        self._next_checkpoint_seq = 0
+        self._next_checkpoint_bytes = 0
         #: Batches written and fsyncs of the active segment made so far: how
         #: well group commit batches (records per batch, per fsync).
         self.batches_written = 0
         self.fsyncs = 0
+        #: Record bytes written since open (for checkpoints and metrics).
+        self.bytes_written = 0
+        #: Checkpoints done and failed (a snapshot the disk refused), the seq
+        #: and wall time of the last one that was written.
+        self.checkpoints = 0
+        self.checkpoint_failures = 0
+        self.last_checkpoint_seq = 0
+        self.last_checkpoint_time: float | None = None
 
     # --- state --------------------------------------------------------------------
 
@@ -323,6 +465,69 @@ class Journal:
     def segments(self) -> list[SegmentInfo]:
         """The segments as they stand now, oldest first."""
         return [segment.info() for segment in self._segments]
+
+    @property
+    def writable(self) -> bool:
+        """Whether new commands may be admitted (``unavailable`` says why not)."""
+        return self.unavailable is None
+
+    def admit(self) -> None:
+        """Refuse a new command, before it is applied, while the journal cannot take it.
+
+        A plugin calls this (or reads ``unavailable``) before it changes its
+        state for a command: an admitted command's record is guaranteed
+        room (the active segment's preallocation, and the next segment held
+        ahead), so it cannot be applied and then fail to be written for
+        want of space.
+
+        Raises:
+            JournalUnavailable: with the reason and ``retry_after``.
+        """
+        if self.unavailable is not None:
+            # A new exception each time: raising one instance again would
+            # grow its traceback with every refusal.
+            raise JournalUnavailable(self.unavailable, self.probe_interval)
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of the journal's files: segments (preallocation included), spare, snapshots."""
+        total = sum(max(s.size, s.end) for s in self._segments) + self._spare_size
+        for path in (self.directory / SNAPSHOT_DIR).glob("*/*"):
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
+
+    def _refresh(self) -> None:
+        """Recompute ``unavailable`` from what the writer and the probe know."""
+        if self._failed is not None:
+            reason = f"journal failed: {self._failed}; restart the daemon once the cause is fixed"
+        elif self._space_error is not None:
+            reason = f"no space to write the journal: {self._space_error}"
+        elif self._room_error is not None:
+            reason = (
+                f"cannot preallocate journal segments ({self.segment_bytes} bytes each): "
+                f"{self._room_error}"
+            )
+        elif self._free_bytes is not None and self._free_bytes < self.reserve_bytes:
+            reason = (
+                f"{self._free_bytes} bytes free on the journal's file system, less than "
+                f"journal.reserve_bytes ({self.reserve_bytes})"
+            )
+        else:
+            reason = None
+        if reason == self.unavailable:
+            return
+        if reason is None:
+            log.info("journal %s: writable again", self.directory)
+        elif self.unavailable is None:
+            log.warning("journal %s: refusing new commands: %s", self.directory, reason)
+        self.unavailable = reason
+        for callback in self.on_availability:
+            callback()
 
     def _check_open(self) -> None:
         if self._closed or self._lock_fd < 0:
@@ -370,19 +575,16 @@ class Journal:
                 self._cut(report.cut)
             self._remove_tmp_snapshots()
             self._segments = [
-                _Segment(s.path, s.base_seq, s.last_seq, s.records, s.end, dict(s.streams))
+                _Segment(s.path, s.base_seq, s.last_seq, s.records, s.end, dict(s.streams), s.size)
                 for s in report.segments
             ]
             if self._segments:
                 active = self._segments[-1]
-                self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+                self._fd = os.open(active.path, os.O_WRONLY | os.O_CLOEXEC)
                 # A process killed under os or interval can leave its last
                 # records in the page cache: make them as durable as new ones
                 # before a snapshot can rely on them.
                 os.fsync(self._fd)
-            else:
-                self._fd = self._create_segment(report.next_seq)
-                self._segments.append(self._new_segment(report.next_seq))
         except BaseException:
             if self._fd >= 0:
                 os.close(self._fd)
@@ -394,8 +596,86 @@ class Journal:
         self._next_seq = report.next_seq
         self._written_seq = self._synced_seq = report.next_seq - 1
         self._sync_target = self._synced_seq
+        with contextlib.suppress(FileNotFoundError):
+            size = os.stat(self.directory / SPARE_FILE).st_size
+            # A spare cut short (a full disk, a smaller segment_bytes
+            # before) is preallocated again: fallocate keeps what is there.
+            self._spare_size = size if size >= self.segment_bytes else 0
+        # With the disk full none of this can be had: the journal opens all
+        # the same (replay only reads) and refuses commands until the probe
+        # in run() gets the room.
+        wanted = self._room_wanted()
+        self._allocated(wanted[0], self._allocate(*wanted))
+        floor = min((infos[0].seq for infos in report.snapshots.values()), default=0)
+        self._next_checkpoint_seq = max(floor, 0) + self.checkpoint_records
+        self._next_checkpoint_bytes = self.checkpoint_bytes
+        self.last_checkpoint_seq = floor
         self.report = report
         return report
+
+    def _room_wanted(self) -> tuple[int | None, int | None, bool]:
+        """What ``_allocate`` should do now: (first segment's seq, active fd dup, spare)."""
+        first = None if self._segments else self._written_seq + 1
+        active = None
+        if self._segments and self._segments[-1].size < self.segment_bytes:
+            active = os.dup(self._fd)
+        return first, active, self._spare_size == 0
+
+    def _allocate(
+        self, first: int | None, active: int | None, spare: bool
+    ) -> tuple[int | None, bool, bool, str | None]:
+        """The blocking half of making room; it touches no journal state (a worker thread).
+
+        Args:
+            first: make the first segment, at this seq (none could be made before).
+            active: a dup of the active segment's fd to preallocate (closed here).
+            spare: preallocate the next segment.
+
+        Returns:
+            (the first segment's fd or None, active done, spare done, the error or None).
+        """
+        made: int | None = None
+        active_done = spare_done = False
+        try:
+            if first is not None:
+                made = self._create_segment(first)
+            if active is not None:
+                _preallocate(active, self.segment_bytes)
+                active_done = True
+            if spare:
+                fd = os.open(self.directory / SPARE_FILE, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC)
+                try:
+                    _preallocate(fd, self.segment_bytes)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                spare_done = True
+        except OSError as exc:
+            return made, active_done, spare_done, exc.strerror or str(exc)
+        finally:
+            if active is not None:
+                os.close(active)
+        return made, active_done, spare_done, None
+
+    def _allocated(
+        self, first: int | None, result: tuple[int | None, bool, bool, str | None]
+    ) -> None:
+        """Take in what ``_allocate`` made, read the free space, recompute availability."""
+        made, active_done, spare_done, error = result
+        if made is not None and first is not None:
+            self._fd = made
+            self._segments.append(self._new_segment(first))
+        elif active_done:
+            self._segments[-1].size = max(self._segments[-1].size, self.segment_bytes)
+        if spare_done:
+            self._spare_size = self.segment_bytes
+        self._room_error = error
+        try:
+            vfs = os.statvfs(self.directory)
+            self._free_bytes = vfs.f_bavail * vfs.f_frsize
+        except OSError:
+            self._free_bytes = None
+        self._refresh()
 
     def _cut(self, cut: TailCut) -> None:
         for path in cut.removed:
@@ -411,26 +691,42 @@ class Journal:
         for tmp in root.glob("*/*.tmp"):
             tmp.unlink(missing_ok=True)
 
-    def _create_segment(self, base_seq: int) -> int:
-        """A new segment file with its header, fsynced into the directory; its fd.
+    def _create_segment(self, base_seq: int, spare: bool = False) -> int:
+        """A new segment with its header, preallocated, fsynced into the directory; its fd.
 
-        Runs in a worker thread on rotation: it touches no journal state.
+        With ``spare`` the preallocated ``SPARE`` becomes the segment (no
+        allocation, so it cannot run out of space); otherwise a new file is
+        made and preallocated, and removed again if that fails. Touches no
+        journal state: it runs in a worker thread on rotation.
+
+        Raises:
+            OSError: ENOSPC when a new file cannot be preallocated.
         """
         path = self.directory / segment_name(base_seq)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-        fd = os.open(path, flags, 0o644)
+        if spare:
+            fd = os.open(self.directory / SPARE_FILE, os.O_WRONLY | os.O_CLOEXEC)
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            os.write(fd, segment_header(base_seq))
+            os.pwrite(fd, segment_header(base_seq), 0)
+            if not spare:
+                _preallocate(fd, self.segment_bytes)
             os.fsync(fd)
+            if spare:
+                os.replace(self.directory / SPARE_FILE, path)
             _fsync_dir(self.directory)
         except BaseException:
             os.close(fd)
+            if not spare:
+                path.unlink(missing_ok=True)
             raise
         return fd
 
     def _new_segment(self, base_seq: int) -> _Segment:
         path = self.directory / segment_name(base_seq)
-        return _Segment(path, base_seq, base_seq - 1, 0, SEGMENT_HEADER.size)
+        return _Segment(
+            path, base_seq, base_seq - 1, 0, SEGMENT_HEADER.size, size=self.segment_bytes
+        )
 
     def replay(
         self, after_seq: int = 0, streams: Collection[str] | None = None
@@ -582,15 +878,20 @@ class Journal:
     # --- the writer ---------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Write batches (group commit) and, under ``interval``, fsync periodically.
+        """Write batches (group commit), keep room ahead, checkpoint; fsync under ``interval``.
 
         Run it as a background task for as long as anything appends; appends
         wait for it. When cancelled, it writes and fsyncs what is pending
         (blocking the loop for one fsync) and answers every waiting append
         before it returns.
 
+        A full disk does not stop it: a batch that finds no room is held
+        (its appends wait) and written when the probe finds room again. A
+        write or fsync error of another kind fails the journal (every
+        waiting and later append gets ``JournalError``, ``unavailable`` says
+        why) and ``run()`` returns: the daemon goes on serving reads.
+
         Raises:
-            JournalError: a write or fsync failed (every waiting append got it too).
             JournalClosed: the journal is not open, or ``run()`` ran before (it runs once).
             RuntimeError: ``run()`` is already running.
         """
@@ -602,18 +903,18 @@ class Journal:
             async with trio.open_nursery() as nursery:
                 if self.policy == "interval":
                     nursery.start_soon(self._guarded, self._interval_fsyncs, nursery)
+                nursery.start_soon(self._probe)
+                nursery.start_soon(self._checkpointer)
                 await self._guarded(self._write_loop, nursery)
         finally:
             self._running = False
             self._stopped = True
             self._usable = False
             self._writer_idle = False
-            self._shutdown_flush()
-        if self._failed is not None:
-            raise JournalError(f"journal {self.directory}: {self._failed}") from self._failed
+            self._flush_now()
 
     async def _guarded(self, loop: Callable[[], Awaitable[None]], nursery: trio.Nursery) -> None:
-        """Run one of ``run()``'s loops; an I/O error fails the journal and stops both."""
+        """Run one of ``run()``'s loops; an I/O error fails the journal and stops run()."""
         try:
             await loop()
         except OSError as exc:
@@ -622,8 +923,18 @@ class Journal:
 
     async def _write_loop(self) -> None:
         while True:
-            if self._chunks:
-                await self._write_batch()
+            if self._held is not None or self._chunks:
+                try:
+                    await self._write_batch()
+                except OSError as exc:
+                    if not _no_space(exc):
+                        raise
+                    # Held, not failed: its waiters wait for room, and the
+                    # probe looks for it.
+                    self._space_error = exc.strerror or str(exc)
+                    self._refresh()
+                    self._spare_wanted.set()
+                    await trio.sleep(self.probe_interval)
             elif self._sync_target > self._synced_seq:
                 await self._fsync_active()
             else:
@@ -641,11 +952,21 @@ class Journal:
         return data, batch, first, last, streams
 
     def _write(self, data: bytes, first: int, last: int, streams: dict[str, int]) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        """Write a batch at the active segment's end; nothing is counted unless all of it is.
+
+        Raises:
+            OSError: ENOSPC past the preallocation, or an I/O error. Part of
+                the batch may be in the file; writing it again at the same
+                offset is what a retry does.
+        """
         segment = self._segments[-1]
-        segment.end += len(data)
+        view = memoryview(data)
+        offset = segment.end
+        while view:
+            done = os.pwrite(self._fd, view, offset)
+            view = view[done:]
+            offset += done
+        segment.end = offset
         segment.records += last - first + 1
         segment.last_seq = last
         counts = segment.streams
@@ -653,39 +974,72 @@ class Journal:
             counts[stream] = counts.get(stream, 0) + count
         self._written_seq = last
         self.batches_written += 1
+        self.bytes_written += len(data)
         if self._dirty is not None:
             self._dirty.set()
             self._dirty = None
+        if self._states and (
+            last >= self._next_checkpoint_seq or self.bytes_written >= self._next_checkpoint_bytes
+        ):
+            self._checkpoint_due.set()
 
     async def _write_batch(self) -> None:
-        active = self._segments[-1]
-        if active.records and active.end + sum(map(len, self._chunks)) > self.segment_bytes:
-            await self._rotate()
-        data, batch, first, last, streams = self._take_batch()
+        if self._held is None:
+            self._held = self._take_batch()
+        data, batch, first, last, streams = self._held
         # In flight until finished, so that a failure or a cancelled run()
         # still answers its waiters.
         self._inflight = batch
+        if not self._segments:
+            raise OSError(errno.ENOSPC, "no segment could be made to write to")
+        active = self._segments[-1]
+        if active.records and active.end + len(data) > self.segment_bytes:
+            await self._rotate(first)
         self._write(data, first, last, streams)
+        self._held = None
+        if self._space_error is not None:
+            self._space_error = None
+            self._refresh()
         if self.policy == "always":
             await self._fsync_active()
         self._inflight = None
         batch.finish()
 
-    async def _rotate(self) -> None:
+    async def _rotate(self, base: int) -> None:
         """Fsync and close the active segment, whatever the policy, and start the next.
 
         Every segment but the active one is therefore on disk whole, and the
         new one's header and directory entry are fsynced before any record
         goes in, so no record sits in a file that a power loss can drop. One
-        rotation per ``segment_bytes`` costs ``os`` little.
+        rotation per ``segment_bytes`` costs ``os`` little. The next segment
+        is the spare when there is one (the probe then makes another).
+
+        Raises:
+            OSError: ENOSPC when there was no spare and no room for a new one.
         """
         old = self._fd
         await trio.to_thread.run_sync(os.fsync, old)
         self._mark_synced(self._written_seq)
-        base = self._batch_first
-        self._fd = await trio.to_thread.run_sync(self._create_segment, base)
+        spare = self._spare_size >= self.segment_bytes
+        if spare:
+            self._spare_size = 0
+        self._fd = await trio.to_thread.run_sync(self._create_segment, base, spare)
         self._segments.append(self._new_segment(base))
         os.close(old)
+        self._spare_wanted.set()
+
+    async def _probe(self) -> None:
+        """Keep the spare made and the free space read; retry what a full disk refused."""
+        while True:
+            with trio.move_on_after(self.probe_interval):
+                await self._spare_wanted.wait()
+            self._spare_wanted = trio.Event()
+            wanted = self._room_wanted()
+            if wanted == (None, None, False):
+                self._allocated(None, (None, False, False, None))
+            else:
+                result = await trio.to_thread.run_sync(self._allocate, *wanted)
+                self._allocated(wanted[0], result)
 
     async def _fsync_active(self) -> None:
         # A dup, so that rotation may close the original while the thread runs.
@@ -721,21 +1075,33 @@ class Journal:
             if batch is not None:
                 batch.finish(exc)
         self._inflight = None
+        self._held = None
         self._chunks = []
         self._synced.set()  # sync() waiters wake and see the failure
+        self._refresh()
 
-    def _shutdown_flush(self) -> None:
-        """Write and fsync what is pending, in the loop, and answer every waiter."""
-        if self._failed is not None or self._fd < 0:
-            self._fail(self._failed or JournalClosed("journal closed"))
+    def _flush_now(self) -> None:
+        """Write what is held and pending and fsync it, in the loop; answer every waiter.
+
+        Any error fails the journal (the process is stopping: there is no
+        later to wait for), and then no final snapshot is written.
+        """
+        if self._failed is not None:
+            self._fail(self._failed)
             return
+        batches: list[_Batch] = []
         try:
+            if not self._segments and (self._held is not None or self._chunks):
+                raise OSError(errno.ENOSPC, "no segment could be made to write to")
+            if self._held is not None:
+                data, batch, first, last, streams = self._held
+                self._write(data, first, last, streams)
+                self._held = None
+                batches.append(batch)
             if self._chunks:
                 data, batch, first, last, streams = self._take_batch()
                 self._write(data, first, last, streams)
-            else:
-                batch = self._batch
-                self._batch = _Batch()
+                batches.append(batch)
             if self._written_seq > self._synced_seq:
                 os.fsync(self._fd)
                 self._mark_synced(self._written_seq)
@@ -745,7 +1111,8 @@ class Journal:
         if self._inflight is not None:
             self._inflight.finish()
             self._inflight = None
-        batch.finish()
+        for batch in batches:
+            batch.finish()
 
     # --- snapshots and compaction ---------------------------------------------------
 
@@ -812,10 +1179,15 @@ class Journal:
         _mkdir_durable(folder)
         final = folder / snapshot_name(seq)
         tmp = final.with_name(final.name + ".tmp")
-        with open(tmp, "wb") as file:
-            file.write(encode_snapshot(seq, bytes(data)))
-            file.flush()
-            os.fsync(file.fileno())
+        try:
+            with open(tmp, "wb") as file:
+                file.write(encode_snapshot(seq, bytes(data)))
+                file.flush()
+                os.fsync(file.fileno())
+        except BaseException:
+            # A full disk: the half-written file goes, the older snapshots stay.
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, final)
         _fsync_dir(folder)
         for _, old in snapshot_files(self.directory, stream)[KEEP_SNAPSHOTS:]:
@@ -857,6 +1229,8 @@ class Journal:
         gapless), and never the active one. A stream without a snapshot keeps
         every segment it has a record in.
 
+        Blocking (unlinks, a directory fsync); ``checkpoint`` does it in a thread.
+
         Returns:
             The deleted segment files, oldest first.
 
@@ -865,8 +1239,15 @@ class Journal:
             OSError: a file cannot be deleted.
         """
         self._check_open()
+        deleted = self._compactable()
+        if deleted:
+            _unlink_all(deleted, self.directory)
+            del self._segments[: len(deleted)]
+        return deleted
+
+    def _compactable(self) -> list[Path]:
         floors: dict[str, int] = {}
-        deleted: list[Path] = []
+        found: list[Path] = []
         for segment in self._segments[:-1]:
             for stream in segment.streams:
                 if stream not in floors:
@@ -874,23 +1255,180 @@ class Journal:
                     floors[stream] = kept[-1][0] if kept else 0
             if any(floors[stream] < segment.last_seq for stream in segment.streams):
                 break
-            segment.path.unlink()
-            deleted.append(segment.path)
-        if deleted:
-            del self._segments[: len(deleted)]
-            _fsync_dir(self.directory)
-        return deleted
+            found.append(segment.path)
+        return found
+
+    async def _compact(self) -> None:
+        deleted = self._compactable()
+        if not deleted:
+            return
+        try:
+            await trio.to_thread.run_sync(_unlink_all, deleted, self.directory)
+        except OSError as exc:
+            log.warning("journal %s: compaction stopped: %s", self.directory, exc)
+        # Only what is gone leaves the list (all of it, but for an error).
+        gone = 0
+        while gone < len(deleted) and not self._segments[gone].path.exists():
+            gone += 1
+        del self._segments[:gone]
+
+    # --- checkpoints: what every stateful plugin uses ---------------------------------
+
+    def restore(
+        self, stream: str, load: Callable[[bytes], None], apply: Callable[[bytes], None]
+    ) -> tuple[int, int]:
+        """Rebuild a stream's state at start-up: its newest snapshot, then the records after it.
+
+        Read-only: it works on a full disk.
+
+        Args:
+            stream: the stream.
+            load: takes the snapshot's data (not called when there is none).
+            apply: takes each later record's payload, in seq order.
+
+        Returns:
+            (the snapshot's seq or 0, the number of records applied).
+
+        Raises:
+            JournalCorrupt: a segment changed on disk since ``open()``.
+            Whatever ``load`` and ``apply`` raise.
+        """
+        after = 0
+        latest = self.latest_snapshot(stream)
+        if latest is not None:
+            after, data = latest
+            load(data)
+        applied = 0
+        for _, _, payload in self.replay(after_seq=after, streams={stream}):
+            apply(payload)
+            applied += 1
+        return after, applied
+
+    def register(self, stream: str, state: Callable[[], bytes]) -> None:
+        """Checkpoint ``stream`` with ``state()`` periodically and when the journal closes.
+
+        ``state`` is called in the Trio thread, with no await between the
+        call and reading ``last_seq``: the state it returns must include
+        every record of the stream appended so far, which holds for a
+        plugin that appends a command before it next awaits (or whose
+        records are idempotent). Periodic: after ``checkpoint_records``
+        records or ``checkpoint_bytes`` bytes. At close: if the journal has
+        not failed and every record appended was written.
+
+        Raises:
+            ValueError: a bad stream name.
+        """
+        check_stream(stream)
+        self._states[stream] = state
+
+    async def checkpoint(self, stream: str, state: Callable[[], bytes]) -> Path | None:
+        """Snapshot one stream's state as of ``last_seq``, then compact.
+
+        A snapshot the disk refuses (ENOSPC) is not an error: the previous
+        one stands, and so do the segments it needs.
+
+        Returns:
+            The snapshot's path, or None if it could not be written (logged).
+        """
+        async with self._checkpoint_lock:
+            seq = self.last_seq
+            path = await self._snapshot_state(stream, state)
+            await self._compact()
+        if path is not None:
+            self._checkpointed(seq)
+        return path
+
+    def _checkpointed(self, seq: int) -> None:
+        self.checkpoints += 1
+        self.last_checkpoint_seq = seq
+        self.last_checkpoint_time = time.time()
+
+    async def _snapshot_state(self, stream: str, state: Callable[[], bytes]) -> Path | None:
+        # Taken together, with no await between (see ``register``).
+        seq, data = self.last_seq, state()
+        try:
+            await self.sync()
+            path = await trio.to_thread.run_sync(self._store_snapshot, stream, seq, data)
+        except (JournalError, OSError) as exc:
+            self.checkpoint_failures += 1
+            log.warning(
+                "journal %s: snapshot of %s at seq %d not written (%s); the previous one stands",
+                self.directory,
+                stream,
+                seq,
+                exc,
+            )
+            return None
+        return path
+
+    async def _checkpoint_all(self) -> bool:
+        """Snapshot every registered stream, then compact; False if a snapshot failed."""
+        async with self._checkpoint_lock:
+            seq, written = self.last_seq, self.bytes_written
+            ok = True
+            for stream, state in list(self._states.items()):
+                if await self._snapshot_state(stream, state) is None:
+                    ok = False
+            await self._compact()
+        if ok:
+            # Counted once every stream's snapshot is on disk, at the seq all
+            # of them cover.
+            self._checkpointed(seq)
+            self._next_checkpoint_seq = seq + self.checkpoint_records
+            self._next_checkpoint_bytes = written + self.checkpoint_bytes
+        return ok
+
+    async def _checkpointer(self) -> None:
+        while True:
+            await self._checkpoint_due.wait()
+            self._checkpoint_due = trio.Event()
+            if not await self._checkpoint_all():
+                # Most likely a full disk: try again once the probe had a go.
+                await trio.sleep(self.probe_interval)
+                self._checkpoint_due.set()
+
+    def _final_checkpoints(self) -> None:
+        """At close: snapshot every registered stream and compact, if that is safe.
+
+        Not after a failure, and not while a record appended (and applied
+        by its plugin) is unwritten: a snapshot would claim it.
+        """
+        if not self._states:
+            return
+        if self._failed is not None or self._written_seq != self._next_seq - 1:
+            log.warning(
+                "journal %s: no snapshot at close (%s)",
+                self.directory,
+                self._failed or "records appended but not written",
+            )
+            return
+        seq = self.last_seq
+        for stream, state in self._states.items():
+            try:
+                self._store_snapshot(stream, seq, state())
+            except Exception as exc:
+                log.warning(
+                    "journal %s: no snapshot of %s at close: %s", self.directory, stream, exc
+                )
+        try:
+            deleted = self._compactable()
+            if deleted:
+                _unlink_all(deleted, self.directory)
+                del self._segments[: len(deleted)]
+        except OSError as exc:
+            log.warning("journal %s: compaction at close stopped: %s", self.directory, exc)
 
     # --- closing ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Write what is pending, fsync, release the file and the lock.
+        """Write what is pending, fsync, take the final checkpoints, release the lock.
 
-        Call it after ``run()`` has returned; closing twice is harmless.
+        Call it after ``run()`` has returned; closing twice is harmless. A
+        final write that fails fails the journal (logged) rather than raise:
+        the daemon is stopping either way.
 
         Raises:
             RuntimeError: ``run()`` is still running.
-            OSError: the final write or fsync failed.
         """
         if self._closed:
             return
@@ -899,14 +1437,9 @@ class Journal:
         self._closed = True
         self._usable = False
         try:
-            if self._fd >= 0 and self._failed is None:
-                if self._chunks:
-                    data, batch, first, last, streams = self._take_batch()
-                    self._write(data, first, last, streams)
-                    batch.finish()
-                if self._written_seq > self._synced_seq:
-                    os.fsync(self._fd)
-                    self._synced_seq = self._written_seq
+            if self._lock_fd >= 0:
+                self._flush_now()
+                self._final_checkpoints()
         finally:
             if self._fd >= 0:
                 os.close(self._fd)
@@ -928,6 +1461,10 @@ def open_daemon_journal(data_dir: Path, settings: JournalSettings) -> Journal:
         fsync=settings.fsync,
         fsync_interval_ms=settings.fsync_interval_ms,
         segment_bytes=settings.segment_bytes,
+        checkpoint_records=settings.checkpoint_records,
+        checkpoint_bytes=settings.checkpoint_bytes,
+        reserve_bytes=settings.reserve_bytes,
+        probe_interval=settings.probe_interval_ms / 1000.0,
     )
     report = journal.open()
     log.info(
@@ -941,6 +1478,8 @@ def open_daemon_journal(data_dir: Path, settings: JournalSettings) -> Journal:
     )
     if report.cut is not None:
         log.warning("journal %s: cut a torn tail: %s", journal.directory, report.cut.describe())
+    if journal.unavailable is not None:
+        log.warning("journal %s: not writable: %s", journal.directory, journal.unavailable)
     return journal
 
 

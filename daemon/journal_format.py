@@ -11,6 +11,7 @@ Layout of ``<data_dir>/journal``::
     00000000000000000001.wal        segments, named by the first seq they hold
     00000000000000500001.wal
     snapshots/<stream>/<seq>.snap   at most KEEP_SNAPSHOTS per stream
+    SPARE                           the next segment, preallocated (no header yet)
     LOCK                            flock()ed by the process that has it open
 
 A segment is a 24-byte header, then records back to back::
@@ -25,8 +26,15 @@ Sequence numbers are global (one counter for every stream) and gapless: each
 record's seq is its predecessor's plus one, across segments too, which is how
 a missing or reordered segment is caught.
 
+Segments are preallocated (``posix_fallocate``) to their full size when they
+are made, so a segment is its records followed by zeros up to its size. A
+record never starts with a zero length, so zeros from a record boundary to
+the end of the file are a **clean end**, not damage: the writer continues
+there. A scan's ``end`` is that boundary, ``size`` the file's length.
+
 What a scan accepts: records that verify, in order, up to the first that does
-not. What comes after that first bad record decides what it is:
+not (or the zeros of a clean end). What comes after that first bad record
+decides what it is:
 
 - nothing that verifies, in this segment or any later one: a **torn tail** (a
   write cut short by a crash, or never written back before a power loss). It
@@ -72,6 +80,7 @@ SEGMENT_SUFFIX = ".wal"
 SNAPSHOT_SUFFIX = ".snap"
 SNAPSHOT_DIR = "snapshots"
 LOCK_FILE = "LOCK"
+SPARE_FILE = "SPARE"
 
 # magic, version, base seq, crc32 of the first 20 bytes.
 SEGMENT_HEADER = struct.Struct("<8sIQI")
@@ -119,9 +128,10 @@ class SegmentInfo:
     # base_seq - 1 when the segment holds no record.
     last_seq: int
     records: int
-    # Bytes that verify, header included: where a torn tail is cut.
+    # Bytes that verify, header included: where a torn tail is cut, and
+    # where the writer goes on (the rest up to ``size`` is zeros).
     end: int
-    # Bytes in the file.
+    # Bytes in the file, preallocation included.
     size: int
     streams: Mapping[str, int] = field(default_factory=dict)
 
@@ -270,9 +280,12 @@ def _scan_records(data: bytes, start: int, expect: int, path: Path) -> _Scan:
     head = RECORD_HEAD.size
     while off < size:
         if size - off < head:
-            problem = (off, f"partial record header ({size - off} of {head} bytes)")
+            if data.count(0, off) != size - off:
+                problem = (off, f"partial record header ({size - off} of {head} bytes)")
             break
         crc, length, rseq, slen = unpack(data, off)
+        if length == 0 and crc == 0 and data.count(0, off) == size - off:
+            break  # the preallocated rest of the segment: a clean end
         end = off + 8 + length
         if length < MIN_LENGTH or length > MAX_LENGTH or not 0 < slen <= length - 9:
             problem = (off, f"impossible record length {length}")

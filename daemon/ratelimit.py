@@ -43,7 +43,6 @@ __all__ = [
     "LocalLimiter",
     "RedisLimiter",
     "TokenBucket",
-    "retry_after",
 ]
 
 log = logging.getLogger("sprintd.ratelimit")
@@ -219,8 +218,3 @@ class RedisLimiter:
             with trio.move_on_after(LEASE_TICK):
                 await self.wanted.wait()
             self.wanted = trio.Event()
-
-
-def retry_after(wait: float) -> bytes:
-    """A ``Retry-After`` value: whole seconds (RFC 9110), rounded up, at least 1."""
-    return b"%d" % max(1, math.ceil(wait))

@@ -200,8 +200,20 @@ class JournalSettings(Section):
     # every fsync_interval_ms. os: once written; the kernel writes it back.
     fsync: Literal["always", "interval", "os"] = "interval"
     fsync_interval_ms: float = Field(10.0, gt=0, le=60_000)
-    # A new segment file starts when the next batch would pass this size.
+    # A new segment file starts when the next batch would pass this size;
+    # each is preallocated, and the next one is held ahead.
     segment_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    # Checkpoint (snapshot every stateful plugin, then delete the segments no
+    # snapshot needs) after this many records or bytes: the data directory
+    # stays about twice this, whatever the uptime.
+    checkpoint_records: int = Field(100_000, ge=1)
+    checkpoint_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
+    # Writes are refused (503 journal_unavailable) while the file system has
+    # less free than this: room for snapshots, and a margin before it is full.
+    reserve_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    # How often a journal that cannot write looks for room again (and the
+    # Retry-After it suggests).
+    probe_interval_ms: float = Field(1000.0, ge=10, le=60_000)
 
 
 # What an API key may be granted, and what a route or snapshot may ask of

@@ -36,6 +36,7 @@ from sprintd.journal import (
     JournalClosed,
     JournalCorrupt,
     JournalError,
+    JournalUnavailable,
     in_use,
     inspect,
 )
@@ -53,6 +54,18 @@ def record_size(stream: str, payload: bytes) -> int:
 
 def segment_files(directory: Path) -> list[Path]:
     return [path for _, path in journal_format.segment_paths(directory)]
+
+
+def data_end(path: Path | str) -> int:
+    """Where a segment's records end: its size but for the preallocated zeros."""
+    path = Path(path)
+    (found,) = [s for s in inspect(path.parent).segments if s.path == path]
+    return found.end
+
+
+def records_only(path: Path) -> bytes:
+    """A segment's bytes without its preallocated zeros, as a crash test cuts them."""
+    return path.read_bytes()[: data_end(path)]
 
 
 def _replay_all(directory: Path) -> list[tuple[int, str, bytes]]:
@@ -86,7 +99,7 @@ class FsyncSpy:
     """``os.fsync`` replaced: counts calls, notes what each one covered, can hold them."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[int] = []  # the file size each fsync covered
+        self.calls: list[int] = []  # the segment data each fsync covered
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
@@ -98,7 +111,8 @@ class FsyncSpy:
             self.gate.wait()
             if self.error is not None:
                 raise self.error
-            self.calls.append(os.fstat(fd).st_size)
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            self.calls.append(data_end(path) if path.endswith(".wal") else -1)
             real(fd)
 
         monkeypatch.setattr(os, "fsync", fsync)
@@ -202,7 +216,7 @@ async def test_always_returns_only_after_the_fsync_that_covers_the_record(
             for _ in range(20):
                 await trio.sleep(0.001)
             assert not done.is_set()
-            assert segment.stat().st_size == end + record_size("orders", b"held")
+            assert data_end(segment) == end + record_size("orders", b"held")
             spy.gate.set()
         assert done.is_set()
 
@@ -221,7 +235,7 @@ async def test_interval_returns_after_write_and_fsyncs_in_the_background(
             await journal.append("orders", b"%d" % i)
             end += record_size("orders", b"%d" % i)
             # Written (a kill -9 keeps it) before append returned.
-            assert segment.stat().st_size == end
+            assert data_end(segment) == end
         await trio.to_thread.run_sync(spy.entered.wait)  # the interval fsync began
         assert journal.synced_seq == 0
         spy.gate.set()
@@ -267,14 +281,14 @@ async def test_group_commit_many_appends_few_fsyncs(
     journal.open()
     spy = FsyncSpy(monkeypatch)
     writes = 0
-    real_write = os.write
+    real_write = os.pwrite
 
-    def counting_write(fd: int, data: Any) -> int:
+    def counting_write(fd: int, data: Any, offset: int) -> int:
         nonlocal writes
         writes += 1
-        return real_write(fd, data)
+        return real_write(fd, data, offset)
 
-    monkeypatch.setattr(os, "write", counting_write)
+    monkeypatch.setattr(os, "pwrite", counting_write)
     seqs: list[int] = []
     async with running(journal):
 
@@ -347,10 +361,13 @@ async def test_a_failed_fsync_fails_the_waiters_and_the_journal(
     async with trio.open_nursery() as nursery:
         for _ in range(5):
             nursery.start_soon(append)
-        with pytest.raises(JournalError, match="Input/output"):
-            await journal.run()
+        # run() returns rather than raise: the daemon around it lives on.
+        await journal.run()
     assert len(failures) == 5
     assert journal.failed is not None
+    assert journal.unavailable is not None and "Input/output" in journal.unavailable
+    with pytest.raises(JournalUnavailable, match="Input/output"):
+        journal.admit()
     with pytest.raises(JournalError, match="failed"):
         await journal.append("orders", b"y")
     journal.close()
@@ -366,9 +383,9 @@ def reference_segment() -> bytes:
     """The bytes of a segment holding RECORDS, made once through the real API."""
     if "segment" not in _reference:
         with tempfile.TemporaryDirectory() as tmp:
-            build(Path(tmp), RECORDS, fsync="os")
+            build(Path(tmp), RECORDS, fsync="os", segment_bytes=4096)
             (path,) = segment_files(Path(tmp))
-            _reference["segment"] = path.read_bytes()
+            _reference["segment"] = path.read_bytes()[: data_end(path)]
     return _reference["segment"]
 
 
@@ -379,12 +396,13 @@ def open_damaged(data: bytes) -> tuple[Any, list[tuple[int, str, bytes]], bytes]
         path.write_bytes(data)
         before = inspect(Path(tmp))
         assert path.read_bytes() == data  # inspect reads only
-        journal = Journal(tmp)
+        journal = Journal(tmp, segment_bytes=4096)
         report = journal.open()
         assert report == before
         records = list(journal.replay())
         journal.close()
-        return report, records, path.read_bytes()
+        # Without the zeros open() preallocated (no payload in RECORDS ends in one).
+        return report, records, path.read_bytes().rstrip(b"\0")
 
 
 def test_every_cut_of_the_last_record_is_cut_and_reported() -> None:
@@ -412,9 +430,11 @@ def test_a_torn_tail_with_any_garbage_is_cut_never_replayed(cut: int, garbage: b
     report, records, after = open_damaged(torn)
     assert records == [(1, *RECORDS[0]), (2, *RECORDS[1])]
     assert after == data[:last]
-    if len(torn) > last:
+    if torn[last:].strip(b"\0"):
         assert report.cut is not None
         assert (report.cut.offset, report.cut.bytes) == (last, len(torn) - last)
+    else:
+        assert report.cut is None  # zeros after a record: a preallocated, clean end
 
 
 def test_a_flipped_byte_in_the_last_record_is_cut() -> None:
@@ -454,8 +474,7 @@ def test_a_record_with_a_good_checksum_and_a_wrong_seq_is_corruption(tmp_path: P
     # A well-formed record for seq 5 where seq 2 belongs.
     head = journal_format.LENGTH_SEQ.pack(9 + 6 + 1, 5, 6) + b"orders"
     crc = journal_format.CRC.pack(zlib.crc32(b"b", zlib.crc32(head)))
-    with open(path, "ab") as file:
-        file.write(crc + head + b"b")
+    path.write_bytes(records_only(path) + crc + head + b"b")
     with pytest.raises(JournalCorrupt, match="seq 5 where 2"):
         Journal(directory).open()
 
@@ -465,8 +484,7 @@ def test_a_torn_segment_before_a_segment_with_records_refuses(tmp_path: Path) ->
     build(directory, [("orders", b"x" * 300)] * 30, segment_bytes=4096)
     first, *rest = segment_files(directory)
     assert rest
-    data = first.read_bytes()
-    first.write_bytes(data[:-5])
+    first.write_bytes(records_only(first)[:-5])
     with pytest.raises(JournalCorrupt, match=f"{rest[0].name} after it holds a record"):
         Journal(directory).open()
 
@@ -750,7 +768,7 @@ def test_cli_verify_reports_a_torn_tail_and_changes_nothing(
     data_dir = tmp_path / "data"
     _write_cli_journal(data_dir)
     (segment,) = segment_files(data_dir / "journal")
-    segment.write_bytes(segment.read_bytes()[:-3])
+    segment.write_bytes(records_only(segment)[:-3])
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (data_dir / "journal").iterdir()}
     verify = sprintd_cli("journal", "verify", "--data-dir", str(data_dir))
     assert verify.returncode == 1
@@ -837,3 +855,122 @@ def test_kill_9_loses_no_acknowledged_record(tmp_path: Path) -> None:
     missing = [seq for seq in acknowledged if replayed.get(seq) != acknowledged[seq]]
     assert missing == [], f"{len(missing)} acknowledged records lost"
     shutil.rmtree(directory)
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+
+class Counter:
+    """A stream's state for checkpoint tests: the records applied, in order."""
+
+    def __init__(self) -> None:
+        self.items: list[bytes] = []
+
+    def load(self, data: bytes) -> None:
+        self.items = msgpack.unpackb(data)
+
+    def apply(self, payload: bytes) -> None:
+        self.items.append(payload)
+
+    def state(self) -> bytes:
+        data: bytes = msgpack.packb(self.items)
+        return data
+
+    def digest(self) -> int:
+        return zlib.crc32(b"".join(self.items))
+
+
+def directory_bytes(directory: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in directory.rglob("*") if p.is_file())
+
+
+async def test_periodic_checkpoints_keep_the_directory_bounded_and_replay_the_same(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "j"
+    options: dict[str, Any] = {
+        "fsync": "os",
+        "segment_bytes": 8192,
+        "checkpoint_records": 50,
+        "reserve_bytes": 0,
+    }
+    journal = Journal(directory, **options)
+    journal.open()
+    live = Counter()
+    journal.register("orders", live.state)
+    sizes = []
+    async with running(journal):
+        for i in range(3000):
+            payload = b"%06d" % i + b"o" * 100
+            live.apply(payload)  # applied, then appended before any await
+            await journal.append("orders", payload)
+            if i % 100 == 99:
+                sizes.append(directory_bytes(directory))
+        with trio.fail_after(10):
+            while journal.last_checkpoint_seq < 2950:
+                await trio.sleep(0.01)
+    assert journal.checkpoints >= 20
+    # 330 KB of records went through; the directory stays at the state, two
+    # snapshots, two intervals of records and the active and spare segments.
+    bound = 4 * 8192 + 2 * 50 * 130 + 3 * len(live.state())
+    assert max(sizes[5:]) < bound, sizes
+    assert len(segment_files(directory)) <= 4
+
+    again = Journal(directory, **options)
+    report = again.open()
+    assert report.first_seq > 2000  # compacted
+    restored = Counter()
+    after, replayed = again.restore("orders", restored.load, restored.apply)
+    again.close()
+    assert after >= 2950 and replayed == 3000 - after
+    assert restored.digest() == live.digest() and len(restored.items) == 3000
+
+
+async def test_close_checkpoints_unless_the_journal_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "j"
+    journal = Journal(directory, fsync="always")
+    journal.open()
+    live = Counter()
+    journal.register("orders", live.state)
+    async with running(journal):
+        live.apply(b"one")
+        await journal.append("orders", b"one")
+    assert [seq for seq, _ in journal_format.snapshot_files(directory, "orders")] == [1]
+
+    journal = Journal(directory, fsync="always")
+    journal.open()
+    journal.restore("orders", live.load, live.apply)
+    journal.register("orders", live.state)
+    spy = FsyncSpy(monkeypatch)
+    spy.error = OSError(5, "Input/output error")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        live.apply(b"two")
+        with pytest.raises(JournalError):
+            await journal.append("orders", b"two")
+    monkeypatch.undo()
+    journal.close()
+    # The state holds a command the journal never made durable: no snapshot claims it.
+    assert [seq for seq, _ in journal_format.snapshot_files(directory, "orders")] == [1]
+
+
+async def test_a_snapshot_the_disk_refuses_keeps_the_previous_one(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    try:
+        journal = Journal(disk / "j", fsync="os", segment_bytes=64 * 1024, reserve_bytes=0)
+        journal.open()
+        async with running(journal):
+            await journal.append("orders", b"x")
+            assert await journal.checkpoint("orders", lambda: b"small") is not None
+            big = b"s" * (2 * 1024 * 1024)  # more than the disk holds
+            assert await journal.checkpoint("orders", lambda: big) is None
+            assert journal.checkpoint_failures == 1
+            assert journal.latest_snapshot("orders") == (1, b"small")
+            assert not list((disk / "j" / "snapshots" / "orders").glob("*.tmp"))
+            assert await journal.append("orders", b"y") == 2  # the journal goes on
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

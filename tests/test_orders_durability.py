@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .daemons import PLUGINS_DIR, Daemon, DaemonFactory
+from .daemons import PLUGINS_DIR, Daemon, DaemonFactory, wait_for
 from .test_orders import _entry, _order, _post, _replayed_hash, _state
 
 # 2**64 - 1 and 2e15 BTC: more lots than the journal's msgpack ints hold.
@@ -205,7 +205,7 @@ def test_client_ids_survive_kill_9_through_snapshot_and_replay(
     daemon: DaemonFactory, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    env = {"SPRINTD_ORDERS__SNAPSHOT_EVERY": "50"}
+    env = {"SPRINTD_JOURNAL__CHECKPOINT_RECORDS": "50"}
     first = daemon(data_dir=data_dir, env=env)
     live = _order("buy", "10.00", "1", client_order_id="live", account="alice")
     done = _order("buy", "11.00", "1", client_order_id="done", account="alice", tif="IOC")
@@ -220,6 +220,7 @@ def test_client_ids_survive_kill_9_through_snapshot_and_replay(
             ]
         )
         assert all(client.receive()[0][0] == "ok" for _ in range(120))
+    wait_for(lambda: first.health()["checks"]["journal"][0]["last_checkpoint_seq"] > 0)
     _kill(first)
     second = daemon(data_dir=data_dir, env=env)
     for name, body in (("live", live), ("done", done)):

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sprintd.ratelimit import LocalLimiter, TokenBucket, retry_after
+from sprintd.http import retry_after_header as retry_after
+from sprintd.ratelimit import LocalLimiter, TokenBucket
 from sprintd.settings import RateLimit
 
 

@@ -14,7 +14,17 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sprintd import App, HTTPError, Journal, Request, Response, Route, Snapshot
+from sprintd import (
+    App,
+    HTTPError,
+    Journal,
+    JournalError,
+    Request,
+    Response,
+    Route,
+    Snapshot,
+    error_reply,
+)
 
 from .service import InvalidOrder, OrderService, Outcome
 
@@ -24,13 +34,12 @@ log = logging.getLogger("sprintd.orders")
 STREAM = "orders"
 MAX_LIMIT = 1000
 # A halted service stays halted until a restart: let clients go elsewhere.
-HALTED_RETRY_AFTER = ((b"Retry-After", b"30"),)
-NOT_READY = b'{"status":"fail","reason":"orders_halted"}'
+HALTED_RETRY_AFTER_S = 30
 
 
 def _refused(exc: InvalidOrder) -> HTTPError:
-    headers = HALTED_RETRY_AFTER if exc.status == 503 else ()
-    return HTTPError(exc.status, exc.code, str(exc), headers)
+    retry = HALTED_RETRY_AFTER_S if exc.status == 503 else None
+    return HTTPError(exc.status, exc.code, str(exc), retry_after=retry)
 
 
 def _int(text: str | None, name: str, default: int, upper: int) -> int:
@@ -39,6 +48,16 @@ def _int(text: str | None, name: str, default: int, upper: int) -> int:
     if not text.isdigit() or not 0 < int(text) <= upper:
         raise HTTPError(400, f"invalid_{name}", f"{name} must be an integer from 1 to {upper}")
     return int(text)
+
+
+def journal_unavailable(message: str, retry_s: float) -> HTTPError:
+    """503 ``journal_unavailable``: the command was not applied (or not acknowledged)."""
+    return HTTPError(
+        503,
+        "journal_unavailable",
+        f"the journal cannot take commands now: {message}",
+        retry_after=retry_s,
+    )
 
 
 def _order_id(request: Request) -> int:
@@ -54,14 +73,11 @@ class OrdersAPI:
         self.service = service
         self.journal = journal
         self.books: dict[str, Snapshot] = {}
-        self.unsnapshotted = 0
         service.on_halt = self._halted
 
     def _halted(self, reason: str) -> None:
         log.critical("orders: halted, changes refused until a restart: %s", reason)
-        ready = self.app.snapshots.get("/readyz")
-        if ready is not None:
-            ready.publish(NOT_READY, 503)
+        self.app.set_unready("orders_halted", reason)
 
     # --- shared by both ports ----------------------------------------------
 
@@ -79,27 +95,41 @@ class OrdersAPI:
             self.books[symbol].publish(self.book_body(symbol, depth))
         service.dirty.clear()
 
-    async def journaled(self, payloads: list[bytes]) -> None:
-        """Make the commands durable, then the books' snapshots current."""
-        if payloads:
-            if len(payloads) == 1:
-                await self.journal.append(STREAM, payloads[0])
-            else:
-                await self.journal.append_many(STREAM, payloads)
-            self.unsnapshotted += len(payloads)
-            if self.unsnapshotted >= self.service.section.snapshot_every:
-                await self.snapshot()
-        self.publish()
+    def writable(self) -> None:
+        """Refuse a write before anything is applied while the journal cannot take it."""
+        if self.journal.unavailable is not None:
+            raise journal_unavailable(self.journal.unavailable, self.journal.probe_interval)
 
-    async def snapshot(self) -> None:
-        # Taken together, with no await between: every applied command was
-        # appended before anything could await, so the state is the journal's
-        # up to last_seq. Other appends may still be queued, so the journal is
-        # written up to there before the snapshot may claim it.
-        self.unsnapshotted = 0
-        seq, data = self.journal.last_seq, self.service.snapshot()
-        await self.journal.sync()
-        await self.journal.snapshot(STREAM, seq, data)
+    def refuse(self, batch: list[list[Any]]) -> list[Any]:
+        """The order port's replies while the journal is unavailable: reads answered,
+        every other command refused unapplied."""
+        refused = error_reply("journal_unavailable", str(self.journal.unavailable))
+        return [
+            [
+                self._command(command, [])
+                if isinstance(command, list) and command[:1] == ["get"]
+                else refused
+                for command in frame
+            ]
+            for frame in batch
+        ]
+
+    async def journaled(self, payloads: list[bytes]) -> None:
+        """Make the commands durable, then the books' snapshots current.
+
+        Checkpoints are the journal's (``register`` in the plugin). A failed
+        journal answers 503: the commands were applied but are not durable,
+        so they are not acknowledged (and readiness fails with the reason).
+        """
+        if payloads:
+            try:
+                if len(payloads) == 1:
+                    await self.journal.append(STREAM, payloads[0])
+                else:
+                    await self.journal.append_many(STREAM, payloads)
+            except JournalError as exc:
+                raise journal_unavailable(str(exc), self.journal.probe_interval) from None
+        self.publish()
 
     # --- HTTP ------------------------------------------------------------------
 
@@ -119,6 +149,7 @@ class OrdersAPI:
         return Response.data(body, status, msgpack_=request.wants_msgpack())
 
     async def post_order(self, request: Request) -> Response:
+        self.writable()
         try:
             command, account, client_id = self.service.new_command(request.data())
             payload, outcome = self.service.submit(command, account, client_id)
@@ -135,6 +166,7 @@ class OrdersAPI:
         return Response.data(self.service.order_json(state), msgpack_=request.wants_msgpack())
 
     async def delete_order(self, request: Request) -> Response:
+        self.writable()
         try:
             payload, outcome = self.service.cancel(_order_id(request))
         except InvalidOrder as exc:
@@ -143,6 +175,7 @@ class OrdersAPI:
         return self._answer(request, outcome, 200)
 
     async def patch_order(self, request: Request) -> Response:
+        self.writable()
         try:
             payload, outcome = self.service.replace(_order_id(request), request.data())
         except InvalidOrder as exc:
@@ -176,6 +209,8 @@ class OrdersAPI:
     async def entry(self, batch: list[list[Any]]) -> list[Any]:
         """Answer a batch of frames (docs/order-entry.md): each frame is a list of
         commands, answered by a list of replies in the same order."""
+        if self.journal.unavailable is not None:
+            return self.refuse(batch)
         payloads: list[bytes] = []
         replies = [[self._command(command, payloads) for command in frame] for frame in batch]
         await self.journaled(payloads)

@@ -60,11 +60,9 @@ class OrdersSection(PluginSection):
     # Levels in the /v1/book/{symbol} snapshot; ?depth=N asks for more.
     book_depth: int = Field(20, ge=1, le=10_000)
     trades_kept: int = Field(1000, ge=1)
-    # A snapshot of every book after this many journaled commands (and at
-    # shutdown), so a restart replays at most this many.
-    snapshot_every: int = Field(100_000, ge=1)
-    # Done orders GET /v1/orders/{id} still finds, per symbol. More makes
-    # full collections longer: 100k done orders made one take 7 ms.
+    # Done orders GET /v1/orders/{id} still finds, per symbol (and client
+    # order ids remembered). More makes full collections longer: 100k done
+    # orders made one take 7 ms.
     done_capacity: int = Field(16_384, ge=1)
     # How long a done order's client_order_id still finds it, from the time
     # it was done (a time journaled with the command that ended it): seconds,

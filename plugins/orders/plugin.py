@@ -4,7 +4,8 @@ Start-up (``sprintd_configure``): the engines are made from the
 ``sprintd_order_engines`` hook per ``[orders.symbols]``, the latest snapshot
 is loaded and the journal's ``orders`` records after it are replayed, so the
 books are as they were when the last acknowledged command was answered.
-Shutdown writes a snapshot, so the next start replays little.
+The journal checkpoints the books (``register``): periodically, per
+``[journal] checkpoint_records``/``checkpoint_bytes``, and at shutdown.
 """
 
 from __future__ import annotations
@@ -97,18 +98,14 @@ class OrdersPlugin:
             {name: kind.restore for name, kind in kinds.items()},
         )
         journal = app.journal
-        after = 0
-        latest = journal.latest_snapshot(STREAM)
-        if latest is not None:
-            after, data = latest
-            try:
-                service.restore(data)
-            except ValueError as exc:
-                raise ConfigError(f"orders snapshot at seq {after}: {exc}") from None
-        replayed = 0
-        for _, _, payload in journal.replay(after_seq=after, streams={STREAM}):
-            service.replay(payload)
-            replayed += 1
+        try:
+            after, replayed = journal.restore(STREAM, service.restore, service.replay)
+        except ValueError as exc:
+            raise ConfigError(f"orders snapshot: {exc}") from None
+        # Every command is appended before the handler next awaits, so the
+        # service's state is the journal's up to last_seq whenever the
+        # journal asks for it (periodically, and at close).
+        journal.register(STREAM, service.snapshot)
         log.info(
             "orders: snapshot at seq %d, %d commands replayed, state %s",
             after,
@@ -172,14 +169,3 @@ class OrdersPlugin:
             return "pass", details
 
         return [HealthCheck("orders", check)]
-
-    @hookimpl
-    def sprintd_unconfigure(self, app: App) -> None:
-        # A snapshot at shutdown shortens the next start's replay. It may only
-        # claim what is written: a command cancelled mid-append (never
-        # acknowledged) leaves last_seq ahead, and then the replay does it.
-        # A halted service's books may hold what the journal does not: none.
-        if self.api is not None and self.api.service.halted is None:
-            journal = self.api.journal
-            if journal.written_seq == journal.last_seq:
-                journal.write_snapshot(STREAM, journal.last_seq, self.api.service.snapshot())

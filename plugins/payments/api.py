@@ -27,7 +27,8 @@ _PURGED = Response(200, b'{"status":"purged"}')
 
 
 def _unavailable(exc: StoreError) -> HTTPError:
-    return HTTPError(503, "store_unavailable", f"the payment store cannot take it now: {exc}")
+    message = f"the payment store cannot take it now: {exc}"
+    return HTTPError(503, exc.code, message, retry_after=exc.retry_after)
 
 
 class PaymentsAPI:

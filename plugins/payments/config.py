@@ -43,9 +43,6 @@ class PaymentsSection(PluginSection):
     # A processor that answered 500 or timed out is avoided this long (the
     # health result may be up to health_interval old).
     suspect_s: float = Field(1.0, ge=0)
-    # memory store: a snapshot of the payments after this many journal
-    # records (and at shutdown), so a restart replays at most this many.
-    snapshot_every: int = Field(100_000, ge=1)
     # redis store: key prefix, and how long an instance's heartbeat lives; the
     # payments of an instance silent this long are taken over by another.
     redis_prefix: str = "sprintd:payments"

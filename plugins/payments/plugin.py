@@ -25,7 +25,7 @@ from .dispatcher import Dispatcher
 from .health import HealthMonitor
 from .processors import Processor
 from .redis_store import RedisStore
-from .store import STREAM, MemoryStore, Pending
+from .store import MemoryStore, Pending
 
 __all__ = ["PaymentsPlugin"]
 
@@ -70,7 +70,7 @@ class PaymentsPlugin:
         store: MemoryStore | RedisStore
         recovered: list[Pending] = []
         if section.store == "memory":
-            memory = MemoryStore(app.journal, section.snapshot_every)
+            memory = MemoryStore(app.journal)
             try:
                 after, replayed = memory.load()
             except ValueError as exc:
@@ -134,16 +134,3 @@ class PaymentsPlugin:
             return ("warn" if down or details.get("last_error") else "pass"), details
 
         return [HealthCheck("payments", check)]
-
-    @hookimpl
-    def sprintd_unconfigure(self, app: App) -> None:
-        parts = self.parts
-        if parts is None:
-            return
-        # As the orders plugin does: a snapshot shortens the next start's
-        # replay, and may only claim what is written.
-        store = parts.store
-        if isinstance(store, MemoryStore):
-            journal = store.journal
-            if journal.written_seq == journal.last_seq and journal.failed is None:
-                journal.write_snapshot(STREAM, journal.last_seq, store.snapshot())

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from sprintd import Journal, JournalError
+from sprintd import Journal, JournalError, JournalUnavailable
 
 from .contract import PROCESSORS, Totals, amount_text, bound_ms
 
@@ -50,7 +50,18 @@ _SNAPSHOT_VERSION = 1
 
 
 class StoreError(Exception):
-    """The store cannot take the step now (journal failed, Redis unreachable)."""
+    """The store cannot take the step now (journal failed, Redis unreachable).
+
+    ``code`` is the API's error code; ``retry_after`` (seconds) is set when
+    asking again later may succeed.
+    """
+
+    def __init__(
+        self, message: str, code: str = "store_unavailable", retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
 
 
 class Accepted(enum.Enum):
@@ -160,16 +171,14 @@ class MemoryStore:
 
     kind = "memory"
 
-    def __init__(self, journal: Journal, snapshot_every: int) -> None:
+    def __init__(self, journal: Journal) -> None:
         self.journal = journal
-        self.snapshot_every = snapshot_every
         self.generation = 0
         self.accepted: dict[str, Decimal] = {}
         # Accepted and not done: cid -> the payment (with its pin, if any).
         self.pending: dict[str, Pending] = {}
         # Per processor: the done payments by requestedAt (ms).
         self.done_by = {name: _Done() for name in PROCESSORS}
-        self._unsnapshotted = 0
 
     # --- replay ------------------------------------------------------------------
 
@@ -182,16 +191,13 @@ class MemoryStore:
         Raises:
             ValueError: a snapshot or record this version cannot read.
         """
-        after = 0
-        latest = self.journal.latest_snapshot(STREAM)
-        if latest is not None:
-            after, data = latest
-            self._restore(data)
-        replayed = 0
-        for _, _, payload in self.journal.replay(after_seq=after, streams={STREAM}):
-            self._apply(msgpack.unpackb(payload))
-            replayed += 1
-        return after, replayed
+        restored = self.journal.restore(
+            STREAM, self._restore, lambda payload: self._apply(msgpack.unpackb(payload))
+        )
+        # Replaying a record twice changes nothing, so the state may be
+        # taken whenever the journal asks (periodically, and at close).
+        self.journal.register(STREAM, self.snapshot)
+        return restored
 
     def recovered(self) -> list[Pending]:
         """The payments to send after a restart, pinned where they were committed."""
@@ -264,27 +270,25 @@ class MemoryStore:
             for at, text in items:
                 self.done_by[name].add(at, Decimal(text))
 
+    def _admit(self) -> None:
+        """Refuse a client's step before it changes anything while the journal cannot take it."""
+        try:
+            self.journal.admit()
+        except JournalUnavailable as exc:
+            raise StoreError(str(exc), "journal_unavailable", exc.retry_after) from None
+
     async def _journal(self, record: Iterable[Any]) -> None:
         try:
             await self.journal.append(STREAM, msgpack.packb(list(record)))
         except JournalError as exc:
-            raise StoreError(str(exc)) from None
-        self._unsnapshotted += 1
-        if self._unsnapshotted >= self.snapshot_every:
-            self._unsnapshotted = 0
-            # Taken with no await in between: the state is the journal's up
-            # to last_seq (replay is idempotent for anything appended since).
-            seq, data = self.journal.last_seq, self.snapshot()
-            try:
-                await self.journal.snapshot(STREAM, seq, data)
-            except (JournalError, OSError) as exc:
-                raise StoreError(str(exc)) from None
+            raise StoreError(str(exc), "journal_unavailable", self.journal.probe_interval) from None
 
     # --- the steps ------------------------------------------------------------------
 
     async def accept(
         self, cid: str, amount: Decimal, processor: str, at: int
     ) -> tuple[Accepted, Pending | None]:
+        self._admit()
         text = amount_text(amount)
         known = self.accepted.get(cid)
         if known is not None:
@@ -330,6 +334,7 @@ class MemoryStore:
         return {name: done.between(low, high) for name, done in self.done_by.items()}
 
     async def purge(self) -> None:
+        self._admit()
         self._clear()
         await self._journal((PURGE,))
 
