@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sprintd.plugins.orders.engine import (
+from sprintd.plugins.orders.events import (
     BUY,
     C_STP,
     C_USER,

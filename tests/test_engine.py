@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sprintd.plugins.orders.engine import (
+from sprintd.plugins.orders.engine import DONE_GENERATION, PriceTimeEngine, SnapshotError
+from sprintd.plugins.orders.events import (
     BUY,
     C_STP,
     C_USER,
-    DONE_GENERATION,
     E_FOK,
     E_IOC,
     E_MARKET,
@@ -59,8 +59,6 @@ from sprintd.plugins.orders.engine import (
     STP_NONE,
     CancelledEvent,
     Event,
-    PriceTimeEngine,
-    SnapshotError,
     TradeEvent,
     named_event,
 )

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sprintd.framing import decode_payload, encode_frame
-from sprintd.plugins.orders.engine import MAX_PRICE, MAX_QTY
+from sprintd.plugins.orders.events import MAX_PRICE, MAX_QTY
 from sprintd.plugins.orders.plugin import OrdersPlugin
 from sprintd.testing import exchange, make_app, make_server
 

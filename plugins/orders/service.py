@@ -56,7 +56,7 @@ from typing import Any, Protocol
 import msgpack
 
 from .config import OrdersSection
-from .engine import (
+from .events import (
     EV_CANCELLED,
     EV_REJECTED,
     EV_TRADE,

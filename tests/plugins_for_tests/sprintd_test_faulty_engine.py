@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from sprintd import App, hookimpl
-from sprintd.plugins.orders.engine import Event, PriceTimeEngine
+from sprintd.plugins.orders.engine import PriceTimeEngine
+from sprintd.plugins.orders.events import Event
 
 FAULT_LOTS = 13
 
