@@ -12,7 +12,7 @@ import trio
 
 from .app import App
 from .audit import AuditLog
-from .server import serve
+from .server.serve import serve
 from .server.listener import Binder
 from .settings import ConfigError, LoadedSettings
 from .tuning import Tuner

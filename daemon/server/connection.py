@@ -6,7 +6,7 @@ cancel scope is made per request.
 
 The loop tries the fast path first on each complete head (``fastpath.match``)
 and hands everything else, from the first byte it declined, to the h11 path
-(``h11path.handle``), which reads until its request is whole and gives back
+(``H11Path.handle``), which reads until its request is whole and gives back
 what followed it (a pipelined request, perhaps a fast one).
 
 A plugin's port (``Listener``) is served the same way: its connections are
@@ -44,8 +44,8 @@ from ..http import error_response
 from ..settings import ServerSettings
 from ..sockio import linger, send_now, send_rest
 from ..tuning import BufferPool
-from . import h11path
 from .fastpath import Matcher, guarded, match
+from .h11path import H11Path
 from .limits import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SLEEP, DRAIN_LINGER, LINGER_BYTES, REAPER_TICK
 from .state import BODY, FRAME, HEAD, IDLE, LINGER, NO_BUFFER, RESTING, SEND, SESSION, Conn
 
@@ -61,9 +61,9 @@ class HTTPServer:
         self.connections: set[Conn] = set()
         self.draining = False
         self._accepting: list[trio.CancelScope] = []
-        self.configure(app.settings.server)
         self.malformed = app.recorder("<malformed>")
         self.unmatched = app.recorder("<unmatched>")
+        self.configure(app.settings.server)
         # With auth off, the plain matcher: not a call more on the hot path.
         self.matcher: Matcher = match if app.guard is None else guarded(app.guard)
 
@@ -75,6 +75,7 @@ class HTTPServer:
         self.fast_path = server.fast_path
         self.max_head = server.max_header_bytes
         self.max_body = server.max_body_bytes
+        self.h11 = H11Path(self.app, self.max_head, self.max_body, self.malformed, self.unmatched)
         ns = 1_000_000_000
         self._timeouts = {
             IDLE: int(server.keepalive_timeout * ns),
@@ -211,7 +212,7 @@ class HTTPServer:
                     if conn.closing:
                         return
                     continue
-            rest = await h11path.handle(self, conn, data[pos:], t0)
+            rest = await self.h11.handle(conn, data[pos:], t0)
             if rest is None or conn.closing:
                 return
             pending = rest

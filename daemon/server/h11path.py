@@ -29,30 +29,22 @@ rather than a reset.
 
 from __future__ import annotations
 
-import logging
 import re
 import socket
-from collections.abc import Awaitable, Coroutine
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any, cast
 
 import h11
 
-from ..http import HTTPError, Request, Response, encode_response, error_response
+from ..app import App
+from ..http import error_response
 from ..latency import Recorder
-from ..routing import BoundRoute, method_not_allowed
 from ..sockio import linger, recv, send_all, send_now, send_rest
+from .dispatch import dispatch
 from .limits import LINGER_BYTES, LINGER_TIME, LINGER_TIMEOUT, MAX_EMPTY_LINES
 from .state import BODY, BUSY, HEAD, LINGER, SEND, Conn
 
-if TYPE_CHECKING:
-    from ..app import App
-    from ..auth import Key
-    from .connection import HTTPServer
+__all__ = ["H11Path"]
 
-__all__ = ["dispatch", "handle"]
-
-log = logging.getLogger("sprintd.server")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # A control character other than HTAB, and other than CR and LF, which end
@@ -61,140 +53,152 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _EMPTY_LINE = re.compile(rb"\r?\n")
 _ABSOLUTE = re.compile(rb"(?i:https?)://[^/?#]*")
 
-# What a handler may raise, or cause by what it returns, that costs only its
-# request (a 500) and not the connection or the worker. SystemExit is one:
-# in a handler it is a plugin calling sys.exit(), a bug, since the daemon
-# itself stops by signals. Other BaseExceptions are left to propagate:
-# trio's Cancelled (and groups of it) is how drain and the timeouts stop a
-# handler, and KeyboardInterrupt is the operator's.
-_PLUGIN_FAULTS = (Exception, SystemExit)
 
+class H11Path:
+    """The h11 path of one server: its limits, and where its requests go.
 
-async def handle(server: HTTPServer, conn: Conn, data: bytes, t0: int) -> bytes | None:
-    """Serve one request starting at ``data``; return what followed it, or None to close."""
-    sock = conn.sock
-    view = memoryview(conn.buf)
-    conn.state = HEAD
-    if data[0] in b"\r\n":
-        data = await _skip_empty_lines(sock, view, data)
-        if not data:
+    ``max_head`` and ``max_body`` are the server's limits (a reload makes a
+    new ``H11Path``); ``malformed`` records the requests refused before they
+    reached dispatch, ``unmatched`` those no route or snapshot took.
+    """
+
+    __slots__ = ("app", "malformed", "max_body", "max_head", "unmatched")
+
+    def __init__(
+        self, app: App, max_head: int, max_body: int, malformed: Recorder, unmatched: Recorder
+    ) -> None:
+        self.app = app
+        self.max_head = max_head
+        self.max_body = max_body
+        self.malformed = malformed
+        self.unmatched = unmatched
+
+    async def handle(self, conn: Conn, data: bytes, t0: int) -> bytes | None:
+        """Serve one request starting at ``data``; return what followed it, or None to close."""
+        sock = conn.sock
+        view = memoryview(conn.buf)
+        conn.state = HEAD
+        if data[0] in b"\r\n":
+            data = await _skip_empty_lines(sock, view, data)
+            if not data:
+                return None
+        parser = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
+        parser.receive_data(data)
+        fed = len(data)
+        try:
+            event = parser.next_event()
+            if event is h11.NEED_DATA:
+                # The head in pieces: kept, to be searched whole below.
+                parts = [data]
+                while event is h11.NEED_DATA:
+                    more = await recv(sock, view)
+                    parts.append(more)
+                    parser.receive_data(more)
+                    fed += len(more)
+                    event = parser.next_event()
+                data = b"".join(parts)
+            if type(event) is h11.ConnectionClosed:
+                return None
+            request = event
+            if type(request) is not h11.Request:  # h11 yields nothing else at IDLE
+                return None
+            version = request.http_version
+            if version not in {b"1.1", b"1.0"}:
+                message = f"HTTP/{version.decode()} is not spoken here; HTTP/1.1 is"
+                await _refuse(self, conn, 505, "http_version_not_supported", message, t0=t0)
+                return None
+            rest = parser.trailing_data[0]
+            size = fed - len(rest)
+            # h11 limits only a head still arriving; one that came whole is
+            # measured here, so the limit does not depend on how it was sent.
+            if size > self.max_head:
+                message = f"request head over {self.max_head} bytes"
+                await _refuse(self, conn, 431, "header_too_large", message, t0=t0)
+                return None
+            # h11 admits any byte but NUL and whitespace in a field value; RFC
+            # 9110 section 5.5 admits no control but HTAB. The request line and
+            # the field names are h11's tokens, so a control found in the head
+            # is in a value: one search of the head, not one per field.
+            if _CONTROL.search(data, 0, size) is not None:
+                message = "a control character in a header field value"
+                await _refuse(self, conn, 400, "bad_request", message, t0=t0)
+                return None
+            # h11's Headers is a Python-level sequence: read it once, in one pass.
+            headers = list(request.headers)
+            keep_alive = version == b"1.1"
+            length = -1  # no Content-Length
+            chunked = expect = False
+            for name, value in headers:
+                if name == b"content-length":
+                    length = int(value)  # h11 has validated it
+                elif name == b"transfer-encoding":
+                    chunked = True  # h11 admits chunked alone
+                elif name == b"connection":
+                    keep_alive = keep_alive and b"close" not in _tokens(value)
+                elif name == b"expect":
+                    expect = value.lower() == b"100-continue"
+            if chunked:
+                # Both framings (RFC 9112 section 6.1): Transfer-Encoding frames
+                # the body, and the connection closes after the response, since
+                # a proxy in front that went by Content-Length reads the bytes
+                # after it differently (request smuggling).
+                keep_alive = keep_alive and length < 0
+            elif length > self.max_body:
+                await _refuse_body(self, conn, t0=t0)
+                return None
+            conn.state = BODY
+            conn.since_ns = perf_counter_ns()
+            if chunked:
+                if expect:
+                    await send_all(sock, _CONTINUE)
+                read = await _read_chunked(self, parser, sock, view)
+            else:
+                read = await _read_length(rest, length if length > 0 else 0, sock, view, expect)
+            if read is None:
+                await _refuse_body(self, conn, t0=t0)
+                return None
+            if not read:  # the peer closed before its body ended
+                return None
+            body, rest = read
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            code = "not_implemented" if status == 501 else "bad_request"
+            await _refuse(self, conn, status, code, str(exc), t0=t0)
             return None
-    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=server.max_head)
-    parser.receive_data(data)
-    fed = len(data)
-    try:
-        event = parser.next_event()
-        if event is h11.NEED_DATA:
-            # The head in pieces: kept, to be searched whole below.
-            parts = [data]
-            while event is h11.NEED_DATA:
-                more = await recv(sock, view)
-                parts.append(more)
-                parser.receive_data(more)
-                fed += len(more)
-                event = parser.next_event()
-            data = b"".join(parts)
-        if type(event) is h11.ConnectionClosed:
-            return None
-        request = event
-        if type(request) is not h11.Request:  # h11 yields nothing else at IDLE
-            return None
-        version = request.http_version
-        if version not in {b"1.1", b"1.0"}:
-            message = f"HTTP/{version.decode()} is not spoken here; HTTP/1.1 is"
-            await _refuse(server, conn, 505, "http_version_not_supported", message, t0=t0)
-            return None
-        rest = parser.trailing_data[0]
-        size = fed - len(rest)
-        # h11 limits only a head still arriving; one that came whole is
-        # measured here, so the limit does not depend on how it was sent.
-        if size > server.max_head:
-            message = f"request head over {server.max_head} bytes"
-            await _refuse(server, conn, 431, "header_too_large", message, t0=t0)
-            return None
-        # h11 admits any byte but NUL and whitespace in a field value; RFC
-        # 9110 section 5.5 admits no control but HTAB. The request line and
-        # the field names are h11's tokens, so a control found in the head
-        # is in a value: one search of the head, not one per field.
-        if _CONTROL.search(data, 0, size) is not None:
-            message = "a control character in a header field value"
-            await _refuse(server, conn, 400, "bad_request", message, t0=t0)
-            return None
-        # h11's Headers is a Python-level sequence: read it once, in one pass.
-        headers = list(request.headers)
-        keep_alive = version == b"1.1"
-        length = -1  # no Content-Length
-        chunked = expect = False
-        for name, value in headers:
-            if name == b"content-length":
-                length = int(value)  # h11 has validated it
-            elif name == b"transfer-encoding":
-                chunked = True  # h11 admits chunked alone
-            elif name == b"connection":
-                keep_alive = keep_alive and b"close" not in _tokens(value)
-            elif name == b"expect":
-                expect = value.lower() == b"100-continue"
-        if chunked:
-            # Both framings (RFC 9112 section 6.1): Transfer-Encoding frames
-            # the body, and the connection closes after the response, since
-            # a proxy in front that went by Content-Length reads the bytes
-            # after it differently (request smuggling).
-            keep_alive = keep_alive and length < 0
-        elif length > server.max_body:
-            await _refuse_body(server, conn, t0=t0)
-            return None
-        conn.state = BODY
-        conn.since_ns = perf_counter_ns()
-        if chunked:
-            if expect:
-                await send_all(sock, _CONTINUE)
-            read = await _read_chunked(server, parser, sock, view)
-        else:
-            read = await _read_length(rest, length if length > 0 else 0, sock, view, expect)
-        if read is None:
-            await _refuse_body(server, conn, t0=t0)
-            return None
-        if not read:  # the peer closed before its body ended
-            return None
-        body, rest = read
-    except h11.RemoteProtocolError as exc:
-        status = exc.error_status_hint
-        code = "not_implemented" if status == 501 else "bad_request"
-        await _refuse(server, conn, status, code, str(exc), t0=t0)
+
+        target = request.target
+        if target[:1] != b"/":
+            target = _origin_form(target)
+        conn.state = BUSY
+        response, recorder = dispatch(
+            self.app,
+            self.unmatched,
+            request.method,
+            target,
+            headers,
+            body,
+            keep_alive=keep_alive,
+            sock=sock,
+            received_ns=t0,
+        )
+        if not isinstance(response, bytes):
+            response = await response
+        if keep_alive and conn.closing:
+            # The worker began to drain while this request was under way: this is
+            # the connection's last response, and it says so.
+            keep_alive = False
+            response = _closing(response)
+        sent = send_now(sock, response)
+        if sent != len(response):
+            conn.state = SEND
+            conn.since_ns = perf_counter_ns()
+            await send_rest(sock, response, sent)
+        recorder.record(perf_counter_ns() - t0)
+        if keep_alive:
+            return rest
+        if rest:  # a request after the last one: closing on it would be a reset
+            await _linger(conn)
         return None
-
-    target = request.target
-    if target[:1] != b"/":
-        target = _origin_form(target)
-    conn.state = BUSY
-    response, recorder = dispatch(
-        server,
-        request.method,
-        target,
-        headers,
-        body,
-        keep_alive=keep_alive,
-        sock=sock,
-        received_ns=t0,
-    )
-    if not isinstance(response, bytes):
-        response = await response
-    if keep_alive and conn.closing:
-        # The worker began to drain while this request was under way: this is
-        # the connection's last response, and it says so.
-        keep_alive = False
-        response = _closing(response)
-    sent = send_now(sock, response)
-    if sent != len(response):
-        conn.state = SEND
-        conn.since_ns = perf_counter_ns()
-        await send_rest(sock, response, sent)
-    recorder.record(perf_counter_ns() - t0)
-    if keep_alive:
-        return rest
-    if rest:  # a request after the last one: closing on it would be a reset
-        await _linger(conn)
-    return None
 
 
 # A body read: (body, what followed it); () when the peer closed first; None
@@ -224,7 +228,7 @@ async def _read_length(
 
 
 async def _read_chunked(
-    server: HTTPServer, parser: h11.Connection, sock: socket.socket, view: memoryview
+    path: H11Path, parser: h11.Connection, sock: socket.socket, view: memoryview
 ) -> _Read:
     """A chunked body, through h11's events; its size is counted as it comes."""
     chunks: list[bytes] = []
@@ -235,7 +239,7 @@ async def _read_chunked(
             parser.receive_data(await recv(sock, view))
         elif type(event) is h11.Data:
             size += len(event.data)
-            if size > server.max_body:
+            if size > path.max_body:
                 return None
             chunks.append(event.data)
         elif type(event) is h11.EndOfMessage:
@@ -291,20 +295,20 @@ def _origin_form(target: bytes) -> bytes:
     return rest if rest[:1] == b"/" else b"/" + rest
 
 
-async def _refuse_body(server: HTTPServer, conn: Conn, *, t0: int) -> None:
-    message = f"body over {server.max_body} bytes"
-    await _refuse(server, conn, 413, "body_too_large", message, t0=t0)
+async def _refuse_body(path: H11Path, conn: Conn, *, t0: int) -> None:
+    message = f"body over {path.max_body} bytes"
+    await _refuse(path, conn, 413, "body_too_large", message, t0=t0)
 
 
 async def _refuse(
-    server: HTTPServer, conn: Conn, status: int, code: str, message: str, *, t0: int
+    path: H11Path, conn: Conn, status: int, code: str, message: str, *, t0: int
 ) -> None:
     """Answer an error that ends the connection, and linger before the close:
     the peer may be sending still (a body refused, garbage), and input
     left unread when the socket closes becomes a reset."""
     await send_all(conn.sock, error_response(status, code, message, keep_alive=False))
-    server.malformed.record(perf_counter_ns() - t0)
-    server.malformed.count_status(status)
+    path.malformed.record(perf_counter_ns() - t0)
+    path.malformed.count_status(status)
     await _linger(conn)
 
 
@@ -317,182 +321,3 @@ async def _linger(conn: Conn) -> None:
     conn.state = LINGER
     conn.since_ns = perf_counter_ns()
     await linger(conn.sock, seconds=LINGER_TIME, quiet=LINGER_TIMEOUT, most=LINGER_BYTES)
-
-
-def dispatch(
-    server: HTTPServer,
-    method: bytes,
-    target: bytes,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    *,
-    keep_alive: bool,
-    sock: socket.socket | None = None,
-    received_ns: int = 0,
-) -> tuple[bytes | Coroutine[Any, Any, bytes], Recorder]:
-    """The encoded response to a parsed request, and the recorder it counts in.
-
-    A synchronous handler is answered here; an async one comes back as a
-    coroutine that gives the encoded response, so a sync route pays for no
-    coroutine at all. With auth enabled, whatever is not open is answered
-    only once the guard admits it (``sock`` names the peer in audit lines).
-    ``received_ns`` becomes the request's ``received_ns``.
-    """
-    path, _, query = target.partition(b"?")
-    head = method == b"HEAD"
-    app = server.app
-    guard = app.guard
-    if head or method == b"GET":
-        snap = app.snapshots.get(path.decode("latin-1"))
-        # A snapshot answers its exact path; with a query, a route for the
-        # path (GET /v1/book/X?depth=50) is asked instead.
-        if snap is not None and not (query and app.router.has_route(method, path)):
-            if guard is not None and snap.scope != "open":
-                admitted = guard.admit(headers, snap.scope, method, path, sock)
-                if isinstance(admitted, HTTPError):
-                    refused = Request(method, path, query, headers, body)
-                    return _error(
-                        admitted, refused, snap.recorder, keep_alive=keep_alive
-                    ), snap.recorder
-            snap.recorder.count_status(snap.status)
-            if keep_alive:
-                return snap.response(head=head), snap.recorder
-            return encode_response(
-                snap.status, snap.body, snap.content_type, head=head, keep_alive=False
-            ), snap.recorder
-    request = Request(method, path, query, headers, body, received_ns)
-    try:
-        bound = app.router.resolve(method, path, request)
-    except HTTPError as exc:
-        if app.snapshots.get(path.decode("latin-1")) is not None:
-            # A snapshot path without a route for this method: the router
-            # knows only routes, so it said 404 or left GET and HEAD out.
-            exc = method_not_allowed(exc.allowed | {b"GET", b"HEAD"})
-        return _error(exc, request, server.unmatched, keep_alive=keep_alive), server.unmatched
-    recorder = bound.recorder
-    key = None
-    if guard is not None and bound.scope != "open":
-        admitted = guard.admit(headers, bound.scope, method, path, sock)
-        if isinstance(admitted, HTTPError):
-            return _error(admitted, request, recorder, keep_alive=keep_alive), recorder
-        key = admitted
-    if bound.scope == "admin":
-        action = _admin_action(app, bound, request, key, head=head, keep_alive=keep_alive)
-        return action, recorder
-    if bound.is_async:
-        return _respond_later(bound, request, head=head, keep_alive=keep_alive), recorder
-    try:
-        encoded = _encode(bound.handler(request), recorder, head=head, keep_alive=keep_alive)
-    except _PLUGIN_FAULTS as exc:
-        return _failed(exc, request, bound, keep_alive=keep_alive), recorder
-    return encoded, recorder
-
-
-async def _respond_later(
-    bound: BoundRoute, request: Request, *, head: bool, keep_alive: bool
-) -> bytes:
-    recorder = bound.recorder
-    try:
-        response = await cast(Awaitable[object], bound.handler(request))
-        return _encode(response, recorder, head=head, keep_alive=keep_alive)
-    except _PLUGIN_FAULTS as exc:
-        return _failed(exc, request, bound, keep_alive=keep_alive)
-
-
-async def _admin_action(
-    app: App, bound: BoundRoute, request: Request, key: Key | None, *, head: bool, keep_alive: bool
-) -> bytes:
-    """Run an admin route's handler and write the action, with its outcome, to the audit log."""
-    status = 500
-    try:
-        response: object = bound.handler(request)
-        if bound.is_async:
-            response = await cast(Awaitable[object], response)
-        encoded = _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
-        status = cast(Response, response).status  # _encode has checked it is one
-    except _PLUGIN_FAULTS as exc:
-        if isinstance(exc, HTTPError):
-            status = exc.status
-        encoded = _failed(exc, request, bound, keep_alive=keep_alive)
-    app.audit.emit(
-        "admin_action",
-        key=None if key is None else key.name,
-        method=request.method.decode("latin-1"),
-        path=request.path.decode("latin-1"),
-        status=status,
-    )
-    return encoded
-
-
-def _encode(response: object, recorder: Recorder, *, head: bool, keep_alive: bool) -> bytes:
-    """A handler's result as bytes.
-
-    Raises:
-        TypeError: the handler returned something other than a ``Response``, or
-            one whose fields do not encode (a str body or header set after it
-            was made).
-        ValueError: its status is not a final one (200-599): a 1xx would leave
-            the client waiting for the response that never comes.
-    """
-    # ``type() is`` first, so the usual Response costs no call to check.
-    if type(response) is not Response and not isinstance(response, Response):
-        raise TypeError(f"the handler returned {type(response).__name__}, not a Response")
-    status = response.status
-    if not 200 <= status <= 599:
-        raise ValueError(f"the handler's status {status} is not a final one (200-599)")
-    encoded = encode_response(
-        status,
-        response.body,
-        response.content_type,
-        response.headers,
-        head=head,
-        keep_alive=keep_alive,
-    )
-    recorder.count_status(status)
-    return encoded
-
-
-def _error(exc: HTTPError, request: Request, recorder: Recorder, *, keep_alive: bool) -> bytes:
-    encoded = error_response(
-        exc.status,
-        exc.code,
-        exc.message,
-        exc.headers,
-        keep_alive=keep_alive,
-        msgpack_=request.wants_msgpack(),
-        head=request.method == b"HEAD",
-    )
-    recorder.count_status(exc.status)
-    return encoded
-
-
-def _failed(exc: BaseException, request: Request, bound: BoundRoute, *, keep_alive: bool) -> bytes:
-    """What a handler raised, or its result caused, as a response.
-
-    An ``HTTPError`` is answered as it says. Anything else is the route's
-    fault: one log line names the route by method and pattern, with the path
-    asked and the exception (its traceback after), and the request is a 500.
-    """
-    if isinstance(exc, HTTPError):
-        try:
-            return _error(exc, request, bound.recorder, keep_alive=keep_alive)
-        except Exception as bad:  # a plugin's HTTPError that does not encode
-            exc = bad
-    route = bound.route
-    log.error(
-        "handler failed: %s %s (%s): %r",
-        route.method.upper(),
-        route.path,
-        request.path.decode("latin-1"),
-        exc,
-        exc_info=exc,
-    )
-    bound.recorder.count_status(500)
-    return error_response(
-        500,
-        "internal_error",
-        "the handler failed; see the daemon's log",
-        keep_alive=keep_alive,
-        msgpack_=request.wants_msgpack(),
-        head=request.method == b"HEAD",
-    )

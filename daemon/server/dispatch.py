@@ -1,0 +1,220 @@
+"""Dispatch: a parsed request to its encoded response, whichever parser read it.
+
+Strategy: everything after parsing is here and nowhere else: the snapshot
+answer for a GET or HEAD of a snapshot's path (the h11 path's way to a
+snapshot the fast path declined), routing (404 and 405 with ``Allow``), the
+guard's 401/403/429, the admin audit line, the handler, and the encoding of
+its result or its error. A parser hands over method, target, headers and
+body and gets bytes to send: no socket is read or written here, so any
+parser (h11 today) can call it and it can be tested without one.
+
+Errors are values with a status, as in h11: a handler raises ``HTTPError``
+and is answered as it says; anything else a handler raises, or returns that
+is not a ``Response`` with a final status, is that request's 500 and one log
+line naming the route; never the connection's or the worker's end.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Awaitable, Coroutine
+from typing import Any, cast
+
+from ..app import App
+from ..auth import Key
+from ..http import HTTPError, Request, Response, encode_response, error_response
+from ..latency import Recorder
+from ..routing import BoundRoute, method_not_allowed
+
+__all__ = ["dispatch"]
+
+log = logging.getLogger("sprintd.server")
+
+# What a handler may raise, or cause by what it returns, that costs only its
+# request (a 500) and not the connection or the worker. SystemExit is one:
+# in a handler it is a plugin calling sys.exit(), a bug, since the daemon
+# itself stops by signals. Other BaseExceptions are left to propagate:
+# trio's Cancelled (and groups of it) is how drain and the timeouts stop a
+# handler, and KeyboardInterrupt is the operator's.
+_PLUGIN_FAULTS = (Exception, SystemExit)
+
+
+def dispatch(
+    app: App,
+    unmatched: Recorder,
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    *,
+    keep_alive: bool,
+    sock: socket.socket | None = None,
+    received_ns: int = 0,
+) -> tuple[bytes | Coroutine[Any, Any, bytes], Recorder]:
+    """The encoded response to a parsed request, and the recorder it counts in
+    (``unmatched`` for a request no route or snapshot takes).
+
+    A synchronous handler is answered here; an async one comes back as a
+    coroutine that gives the encoded response, so a sync route pays for no
+    coroutine at all. With auth enabled, whatever is not open is answered
+    only once the guard admits it (``sock`` names the peer in audit lines).
+    ``received_ns`` becomes the request's ``received_ns``.
+    """
+    path, _, query = target.partition(b"?")
+    head = method == b"HEAD"
+    guard = app.guard
+    if head or method == b"GET":
+        snap = app.snapshots.get(path.decode("latin-1"))
+        # A snapshot answers its exact path; with a query, a route for the
+        # path (GET /v1/book/X?depth=50) is asked instead.
+        if snap is not None and not (query and app.router.has_route(method, path)):
+            if guard is not None and snap.scope != "open":
+                admitted = guard.admit(headers, snap.scope, method, path, sock)
+                if isinstance(admitted, HTTPError):
+                    refused = Request(method, path, query, headers, body)
+                    return _error(
+                        admitted, refused, snap.recorder, keep_alive=keep_alive
+                    ), snap.recorder
+            snap.recorder.count_status(snap.status)
+            if keep_alive:
+                return snap.response(head=head), snap.recorder
+            return encode_response(
+                snap.status, snap.body, snap.content_type, head=head, keep_alive=False
+            ), snap.recorder
+    request = Request(method, path, query, headers, body, received_ns)
+    try:
+        bound = app.router.resolve(method, path, request)
+    except HTTPError as exc:
+        if app.snapshots.get(path.decode("latin-1")) is not None:
+            # A snapshot path without a route for this method: the router
+            # knows only routes, so it said 404 or left GET and HEAD out.
+            exc = method_not_allowed(exc.allowed | {b"GET", b"HEAD"})
+        return _error(exc, request, unmatched, keep_alive=keep_alive), unmatched
+    recorder = bound.recorder
+    key = None
+    if guard is not None and bound.scope != "open":
+        admitted = guard.admit(headers, bound.scope, method, path, sock)
+        if isinstance(admitted, HTTPError):
+            return _error(admitted, request, recorder, keep_alive=keep_alive), recorder
+        key = admitted
+    if bound.scope == "admin":
+        action = _admin_action(app, bound, request, key, head=head, keep_alive=keep_alive)
+        return action, recorder
+    if bound.is_async:
+        return _respond_later(bound, request, head=head, keep_alive=keep_alive), recorder
+    try:
+        encoded = _encode(bound.handler(request), recorder, head=head, keep_alive=keep_alive)
+    except _PLUGIN_FAULTS as exc:
+        return _failed(exc, request, bound, keep_alive=keep_alive), recorder
+    return encoded, recorder
+
+
+async def _respond_later(
+    bound: BoundRoute, request: Request, *, head: bool, keep_alive: bool
+) -> bytes:
+    recorder = bound.recorder
+    try:
+        response = await cast(Awaitable[object], bound.handler(request))
+        return _encode(response, recorder, head=head, keep_alive=keep_alive)
+    except _PLUGIN_FAULTS as exc:
+        return _failed(exc, request, bound, keep_alive=keep_alive)
+
+
+async def _admin_action(
+    app: App, bound: BoundRoute, request: Request, key: Key | None, *, head: bool, keep_alive: bool
+) -> bytes:
+    """Run an admin route's handler and write the action, with its outcome, to the audit log."""
+    status = 500
+    try:
+        response: object = bound.handler(request)
+        if bound.is_async:
+            response = await cast(Awaitable[object], response)
+        encoded = _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
+        status = cast(Response, response).status  # _encode has checked it is one
+    except _PLUGIN_FAULTS as exc:
+        if isinstance(exc, HTTPError):
+            status = exc.status
+        encoded = _failed(exc, request, bound, keep_alive=keep_alive)
+    app.audit.emit(
+        "admin_action",
+        key=None if key is None else key.name,
+        method=request.method.decode("latin-1"),
+        path=request.path.decode("latin-1"),
+        status=status,
+    )
+    return encoded
+
+
+def _encode(response: object, recorder: Recorder, *, head: bool, keep_alive: bool) -> bytes:
+    """A handler's result as bytes.
+
+    Raises:
+        TypeError: the handler returned something other than a ``Response``, or
+            one whose fields do not encode (a str body or header set after it
+            was made).
+        ValueError: its status is not a final one (200-599): a 1xx would leave
+            the client waiting for the response that never comes.
+    """
+    # ``type() is`` first, so the usual Response costs no call to check.
+    if type(response) is not Response and not isinstance(response, Response):
+        raise TypeError(f"the handler returned {type(response).__name__}, not a Response")
+    status = response.status
+    if not 200 <= status <= 599:
+        raise ValueError(f"the handler's status {status} is not a final one (200-599)")
+    encoded = encode_response(
+        status,
+        response.body,
+        response.content_type,
+        response.headers,
+        head=head,
+        keep_alive=keep_alive,
+    )
+    recorder.count_status(status)
+    return encoded
+
+
+def _error(exc: HTTPError, request: Request, recorder: Recorder, *, keep_alive: bool) -> bytes:
+    encoded = error_response(
+        exc.status,
+        exc.code,
+        exc.message,
+        exc.headers,
+        keep_alive=keep_alive,
+        msgpack_=request.wants_msgpack(),
+        head=request.method == b"HEAD",
+    )
+    recorder.count_status(exc.status)
+    return encoded
+
+
+def _failed(exc: BaseException, request: Request, bound: BoundRoute, *, keep_alive: bool) -> bytes:
+    """What a handler raised, or its result caused, as a response.
+
+    An ``HTTPError`` is answered as it says. Anything else is the route's
+    fault: one log line names the route by method and pattern, with the path
+    asked and the exception (its traceback after), and the request is a 500.
+    """
+    if isinstance(exc, HTTPError):
+        try:
+            return _error(exc, request, bound.recorder, keep_alive=keep_alive)
+        except Exception as bad:  # a plugin's HTTPError that does not encode
+            exc = bad
+    route = bound.route
+    log.error(
+        "handler failed: %s %s (%s): %r",
+        route.method.upper(),
+        route.path,
+        request.path.decode("latin-1"),
+        exc,
+        exc_info=exc,
+    )
+    bound.recorder.count_status(500)
+    return error_response(
+        500,
+        "internal_error",
+        "the handler failed; see the daemon's log",
+        keep_alive=keep_alive,
+        msgpack_=request.wants_msgpack(),
+        head=request.method == b"HEAD",
+    )
