@@ -13,10 +13,11 @@ A plugin's port (``Listener``) is served the same way: its connections are
 tracked, reaped and drained like HTTP ones (``listener_connection``), its
 loop (``framed``) keeps the state, and a fault in it closes that connection.
 
-Timeouts: each connection records when its state last changed; the reaper
-task wakes every ``REAPER_TICK`` and cancels connections that are idle past
-the keep-alive timeout or stuck in a head or body past theirs. The hot path
-pays one store per read for this. A response is SEND while the peer is slow
+Timeouts: each connection stores its state and a progress mark; the reaper
+task wakes every ``REAPER_TICK`` of trio's clock and cancels connections that
+stayed in one state without progress past its timeout (``state`` has the
+states, their timeouts and the rule). The hot path pays one store per read
+for this. A response is SEND while the peer is slow
 to take it, from whichever path it comes.
 
 Shutdown (``drain``): the listeners close, resting connections (nothing
@@ -47,7 +48,7 @@ from ..tuning import BufferPool
 from .fastpath import Matcher, guarded, match
 from .h11path import H11Path
 from .limits import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SLEEP, DRAIN_LINGER, LINGER_BYTES, REAPER_TICK
-from .state import BODY, FRAME, HEAD, IDLE, LINGER, NO_BUFFER, RESTING, SEND, SESSION, Conn
+from .state import BODY, HEAD, IDLE, LINGER, NO_BUFFER, RESTING, SEND, SESSION, TIMEOUTS, Conn
 
 __all__ = ["HTTPServer"]
 
@@ -76,14 +77,8 @@ class HTTPServer:
         self.max_head = server.max_header_bytes
         self.max_body = server.max_body_bytes
         self.h11 = H11Path(self.app, self.max_head, self.max_body, self.malformed, self.unmatched)
-        ns = 1_000_000_000
-        self._timeouts = {
-            IDLE: int(server.keepalive_timeout * ns),
-            HEAD: int(server.header_timeout * ns),
-            BODY: int(server.body_timeout * ns),
-            SEND: int(server.body_timeout * ns),
-            SESSION: int(server.framed_idle_timeout * ns),
-            FRAME: int(server.body_timeout * ns),
+        self._timeouts: dict[int, float] = {
+            state: getattr(server, setting) for state, setting in TIMEOUTS.items()
         }
 
     # --- accepting ---------------------------------------------------------
@@ -184,8 +179,7 @@ class HTTPServer:
                 if not n:
                     return
                 data = bytes(view[:n])
-            t0 = perf_counter_ns()
-            conn.since_ns = t0
+            conn.mark = t0 = perf_counter_ns()
             pos = 0
             end = len(data)
             # Draining, the h11 path answers: the last response says
@@ -201,7 +195,6 @@ class HTTPServer:
                     # Under way, whichever path it came from: drain lets it
                     # finish and the reaper gives it the send timeout.
                     conn.state = SEND
-                    conn.since_ns = perf_counter_ns()
                     await send_rest(sock, response, sent)
                     conn.state = IDLE
                 entry.recorder.record(perf_counter_ns() - t0)
@@ -217,17 +210,24 @@ class HTTPServer:
                 return
             pending = rest
             conn.state = IDLE
-            conn.since_ns = perf_counter_ns()
 
     # --- timeouts and shutdown ---------------------------------------------
 
     async def reap(self) -> None:
         while True:
             await trio.sleep(REAPER_TICK)
-            now = perf_counter_ns()
+            now = trio.current_time()
+            timeouts = self._timeouts
             for conn in list(self.connections):
-                limit = self._timeouts.get(conn.state)
-                if limit is None or now - conn.since_ns <= limit:
+                state = conn.state
+                if state != conn.seen_state or conn.mark != conn.seen_mark:
+                    # Progress since the last look (``state`` module doc).
+                    conn.seen_state = state
+                    conn.seen_mark = conn.mark
+                    conn.since = now
+                    continue
+                limit = timeouts.get(state)
+                if limit is None or now - conn.since <= limit:
                     continue
                 if conn.state in (HEAD, BODY):
                     # Best effort: a slow client may read this before we close.

@@ -83,7 +83,7 @@ def timed_framed_listener(
         decoder = FrameDecoder(max_frame)
         view = memoryview(conn.buf)
         while data := await recv(sock, view):
-            received_ns = perf_counter_ns()
+            received_ns = conn.mark = perf_counter_ns()
             decoder.feed(data)
             # For each frame in order: its index in the handler's batch, or
             # its error reply already encoded.
@@ -116,16 +116,11 @@ def timed_framed_listener(
                 sent = send_now(sock, reply)
                 if sent != len(reply):
                     conn.state = SEND
-                    conn.since_ns = perf_counter_ns()
                     await send_rest(sock, reply, sent)
             if fatal is not None or conn.closing:
                 return
-            if not decoder.buffered:
-                conn.state = SESSION
-                conn.since_ns = perf_counter_ns()
-            elif order or conn.state != FRAME:
-                # A frame begun in this read: its time runs from the read.
-                conn.state = FRAME
-                conn.since_ns = received_ns
+            # A frame begun in this read (its time runs from the read: the
+            # mark) or still under way; or none.
+            conn.state = FRAME if decoder.buffered else SESSION
 
     return serve

@@ -147,7 +147,6 @@ class H11Path:
                 await _refuse_body(self, conn, t0=t0)
                 return None
             conn.state = BODY
-            conn.since_ns = perf_counter_ns()
             if chunked:
                 if expect:
                     await send_all(sock, _CONTINUE)
@@ -191,7 +190,6 @@ class H11Path:
         sent = send_now(sock, response)
         if sent != len(response):
             conn.state = SEND
-            conn.since_ns = perf_counter_ns()
             await send_rest(sock, response, sent)
         recorder.record(perf_counter_ns() - t0)
         if keep_alive:
@@ -319,5 +317,4 @@ async def _linger(conn: Conn) -> None:
     The connection is in LINGER meanwhile: a drain ends it at once.
     """
     conn.state = LINGER
-    conn.since_ns = perf_counter_ns()
     await linger(conn.sock, seconds=LINGER_TIME, quiet=LINGER_TIMEOUT, most=LINGER_BYTES)

@@ -24,7 +24,8 @@ ACCEPT_SLEEP = 0.100
 
 # One task checks every connection's deadline this often, instead of a cancel
 # scope per request: a deadline is then a field store on the hot path, and a
-# timeout fires at most this late.
+# timeout fires up to two ticks late (``state``: timed from the tick that
+# first saw the connection's state).
 REAPER_TICK = 0.1
 
 # A lingering close (after a response that ends the connection while the
