@@ -12,8 +12,8 @@ import trio
 
 from .app import App
 from .audit import AuditLog
-from .server.serve import serve
 from .server.listener import Binder
+from .server.serve import serve
 from .settings import ConfigError, LoadedSettings
 from .tuning import Tuner
 

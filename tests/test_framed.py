@@ -1,8 +1,8 @@
 """The framed ports' connection loop under the server: timeouts, buffers, faults.
 
 In-process over socketpairs, with the server's real per-listener connection
-wrapper and its real reaper: the timeouts are small settings and every wait
-is bounded by ``trio.fail_after``, never asserted on.
+wrapper and its real reaper, on trio's autojump clock: a timeout takes no
+real time, and every wait is bounded by ``trio.fail_after`` on that clock.
 """
 
 from __future__ import annotations
@@ -134,7 +134,9 @@ async def test_a_handler_that_raises_closes_only_its_connection(
     assert "the handler broke" in caplog.text
 
 
-async def test_an_idle_connection_is_closed_after_the_idle_timeout() -> None:
+async def test_an_idle_connection_is_closed_after_the_idle_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     server = _server(TIMEOUTS)
     async with _port(server) as connect:
         with connect() as client:
@@ -147,7 +149,9 @@ async def test_an_idle_connection_is_closed_after_the_idle_timeout() -> None:
     assert not server.connections
 
 
-async def test_a_partial_frame_is_closed_after_the_body_timeout() -> None:
+async def test_a_partial_frame_is_closed_after_the_body_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     # The idle timeout is long: only the partial frame's own timeout can close it.
     server = _server(TIMEOUTS | {"SPRINTD_SERVER__FRAMED_IDLE_TIMEOUT": "600"})
     async with _port(server) as connect:
@@ -158,7 +162,9 @@ async def test_a_partial_frame_is_closed_after_the_body_timeout() -> None:
     assert not server.connections
 
 
-async def test_a_peer_that_never_reads_its_replies_is_closed() -> None:
+async def test_a_peer_that_never_reads_its_replies_is_closed(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     server = _server(TIMEOUTS | {"SPRINTD_SERVER__FRAMED_IDLE_TIMEOUT": "600"})
     async with _port(server) as connect:
         with connect() as client:

@@ -278,54 +278,8 @@ def test_chunked_body_under_the_limit_is_accepted(served: Daemon) -> None:
         assert response.json()["length"] == 1000
 
 
-# --- timeouts ------------------------------------------------------------------
-
-
-def test_slow_head_is_cut_off_after_the_header_timeout(served: Daemon) -> None:
-    with served.connect() as conn:
-        start = time.monotonic()
-        conn.send(b"GET /livez HTTP/1.1\r\nHost: t\r\n")  # and never the empty line
-        rest = conn.wait_closed(CLOSE_BOUND)
-        elapsed = time.monotonic() - start
-    assert elapsed >= HEADER_TIMEOUT * 0.8
-    # Best effort: a 408 before the close.
-    assert rest == b"" or rest.startswith(b"HTTP/1.1 408 ")
-    assert_still_healthy(served)
-
-
-def test_slow_body_is_cut_off_after_the_body_timeout(served: Daemon) -> None:
-    with served.connect() as conn:
-        start = time.monotonic()
-        conn.send(b"POST /test/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
-        rest = conn.wait_closed(CLOSE_BOUND)
-        elapsed = time.monotonic() - start
-    assert elapsed >= 0.4
-    assert rest == b"" or rest.startswith(b"HTTP/1.1 408 ")
-
-
-def test_idle_keep_alive_connection_is_closed(served: Daemon) -> None:
-    with served.connect() as conn:
-        conn.send(request("GET", "/livez"))
-        assert conn.read_response().status == 200
-        start = time.monotonic()
-        # Nothing is sent to an idle connection: it is just closed.
-        assert conn.wait_closed(CLOSE_BOUND) == b""
-        elapsed = time.monotonic() - start
-    assert elapsed >= KEEPALIVE_TIMEOUT * 0.8
-
-
-def test_connection_that_never_sends_is_closed(served: Daemon) -> None:
-    with served.connect() as conn:
-        assert conn.wait_closed(CLOSE_BOUND) == b""
-
-
-def test_a_connection_busy_in_a_handler_is_not_timed_out(served: Daemon) -> None:
-    """The keep-alive and header timeouts do not apply while a handler runs."""
-    with served.connect() as conn:
-        conn.send(request("GET", "/test/slow?seconds=1.6"))
-        response = conn.read_response()
-        assert response.status == 200
-        assert response.json() == {"slept": 1.6}
+# The timeouts (header, body, keep-alive, a busy handler's none) are tested in
+# process on trio's autojump clock: tests/test_connection.py.
 
 
 # --- routing errors ------------------------------------------------------------
