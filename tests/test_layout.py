@@ -123,3 +123,55 @@ def test_every_public_name_is_documented_in_the_readme() -> None:
 
 def test_the_core_imports_no_plugin() -> None:
     assert _offenders("daemon", ("sprintd.plugins",)) == []
+
+
+def _layers() -> dict[str, int]:
+    """The README's layers of the core: module -> its layer, lowest 1."""
+    layout = (REPO / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    layers = {}
+    for number, line in re.findall(r"^(\d+)\. (.*)$", layout, re.M):
+        for name in re.findall(r"`([\w.]+)`", line.split(":")[0]):
+            layers["sprintd" if name == "sprintd" else f"sprintd.{name}"] = int(number)
+    return layers
+
+
+def _core_modules() -> dict[str, Path]:
+    modules = {}
+    for path in sorted((REPO / "daemon").rglob("*.py")):
+        parts = path.relative_to(REPO / "daemon").with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(("sprintd", *parts))] = path
+    return modules
+
+
+def test_every_core_module_has_a_layer() -> None:
+    layers = _layers()
+    packages = {"sprintd.server"}  # a package's __init__ with no code
+    assert sorted(set(_core_modules()) - set(layers) - packages) == []
+    assert sorted(set(layers) - set(_core_modules())) == []
+
+
+def test_the_core_imports_only_from_lower_layers() -> None:
+    """Every import, at the top, in a function or under TYPE_CHECKING: none
+    reaches its own layer or one above, so none can close a cycle."""
+    layers = _layers()
+    modules = _core_modules()
+    wrong = []
+    for name, path in modules.items():
+        if name not in layers:
+            continue
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for line, module in _imports(path.read_text("utf-8"), package):
+            if module == "sprintd":
+                continue  # ``from . import x``: x, yielded next, is what counts
+            # A module, or a name from one (``from sprintd import App``: the API).
+            target = module if module in modules else module.rsplit(".", 1)[0]
+            if target == name or target not in layers:
+                continue
+            if layers[target] >= layers[name]:
+                wrong.append(
+                    f"{path.relative_to(REPO)}:{line} ({layers[name]}) imports "
+                    f"{target} ({layers[target]})"
+                )
+    assert not wrong, "\n".join(wrong)
