@@ -148,7 +148,9 @@ class Tuner:
     def finish(self) -> None:
         """Start-up is over: freeze the heap and record the GC state."""
         self.gc.started()
-        self.report.knobs["gc"].applied = self.gc.state()
+        knob = self.report.knobs.get("gc")
+        if knob is not None:  # None: built but never applied (``sprintd.testing``)
+            knob.applied = self.gc.state()
 
     # --- the knobs ---------------------------------------------------------
 

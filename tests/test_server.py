@@ -21,7 +21,6 @@ from .daemons import (
     FAST_SERVER_ENV,
     NO_ORDERS,
     PLUGINS_DIR,
-    ConnectionClosed,
     Daemon,
     DaemonFactory,
     RawConn,
@@ -503,60 +502,8 @@ def test_signal_stops_an_idle_daemon_with_status_0(daemon: DaemonFactory, signum
     assert f"{signal.Signals(signum).name}: draining" in served.stderr()
 
 
-def _refused(served: Daemon) -> bool:
-    try:
-        socket.create_connection((served.host, served.port), timeout=1).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
-def test_sigterm_drains_in_flight_requests(daemon: DaemonFactory) -> None:
-    env = dict(FAST_SERVER_ENV) | {"SPRINTD_SERVER__DRAIN_TIMEOUT": "8", **SLOW_PLUGIN}
-    served = daemon(env=env, pythonpath=[PLUGINS_DIR])
-    with served.connect() as idle, served.connect() as busy:
-        idle.send(request("GET", "/readyz"))
-        assert idle.read_response().status == 200
-        busy.send(request("GET", "/test/slow?seconds=3"))
-        time.sleep(0.3)  # the handler is asleep now
-        served.signal(signal.SIGTERM)
-
-        # Draining: no new connections, while the old request is still under way.
-        wait_for(lambda: _refused(served), timeout=2.5)
-        assert served.process.poll() is None
-        assert not busy.readable(0)
-
-        # An existing keep-alive connection hears "not ready", or is closed; never 200.
-        try:
-            idle.send(request("GET", "/readyz"))
-            ready = idle.read_response()
-        except (ConnectionClosed, BrokenPipeError, ConnectionResetError):
-            pass
-        else:
-            assert ready.status == 503
-            assert ready.json()["status"] == "fail"
-
-        # The request in flight completes, then its connection closes.
-        response = busy.read_response()
-        assert response.status == 200
-        assert response.json() == {"slept": 3.0}
-        busy.wait_closed(CLOSE_BOUND)
-    assert served.wait() == 0
-    assert "SIGTERM: draining" in served.stderr()
-
-
-def test_requests_past_the_drain_timeout_are_cancelled(daemon: DaemonFactory) -> None:
-    env = dict(FAST_SERVER_ENV) | {"SPRINTD_SERVER__DRAIN_TIMEOUT": "0.3", **SLOW_PLUGIN}
-    served = daemon(env=env, pythonpath=[PLUGINS_DIR])
-    with served.connect() as busy:
-        busy.send(request("GET", "/test/slow?seconds=30"))
-        time.sleep(0.3)
-        start = time.monotonic()
-        served.signal(signal.SIGTERM)
-        # Closed without an answer, long before the handler would have finished.
-        assert busy.wait_closed(CLOSE_BOUND) == b""
-        assert served.wait() == 0
-        assert time.monotonic() - start < 20
+# The drain's delay, timeout and in-flight requests: in process on the autojump
+# clock, tests/test_serve.py; clean closes and last answers: tests/test_drain.py.
 
 
 # --- Expect: 100-continue, SIGHUP ----------------------------------------------
