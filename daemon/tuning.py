@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .gcpolicy import GCPolicy
+from .server.buffers import BufferPool
 from .settings import TuningSettings
 
-__all__ = ["BufferPool", "Knob", "Tuner", "TuningReport", "vm_locked_kib"]
+__all__ = ["Knob", "Tuner", "TuningReport", "vm_locked_kib"]
 
 # mlockall flags from <sys/mman.h>.
 MCL_CURRENT = 1
@@ -53,35 +54,6 @@ class TuningReport:
     @property
     def refused(self) -> list[str]:
         return [name for name, knob in self.knobs.items() if not knob.ok]
-
-
-class BufferPool:
-    """Fixed-size receive buffers, reused across connections.
-
-    With preallocation the buffers are made (and their pages touched) at
-    start-up; without it each connection makes its own. Either way a released
-    buffer goes back to the pool while there is room.
-    """
-
-    def __init__(self, count: int, size: int, *, preallocate: bool) -> None:
-        self.size = size
-        self.capacity = count
-        self._free = [bytearray(size) for _ in range(count if preallocate else 0)]
-        self.misses = 0
-
-    def acquire(self) -> bytearray:
-        if self._free:
-            return self._free.pop()
-        self.misses += 1
-        return bytearray(self.size)
-
-    def release(self, buf: bytearray) -> None:
-        if len(self._free) < self.capacity:
-            self._free.append(buf)
-
-    @property
-    def available(self) -> int:
-        return len(self._free)
 
 
 def vm_locked_kib() -> int:

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from sprintd import tuning
+from sprintd.server.buffers import BufferPool
 from sprintd.settings import TuningSettings
-from sprintd.tuning import BufferPool, Knob, Tuner, TuningReport
+from sprintd.tuning import Knob, Tuner, TuningReport
 
 from .daemons import Daemon, DaemonFactory
 

@@ -44,7 +44,7 @@ from ..app import App, Listener
 from ..http import error_response
 from ..settings import ServerSettings
 from ..sockio import linger, send_now, send_rest
-from ..tuning import BufferPool
+from .buffers import BufferPool
 from .fastpath import Matcher, guarded, match
 from .h11path import H11Path
 from .limits import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SLEEP, DRAIN_LINGER, LINGER_BYTES, REAPER_TICK
