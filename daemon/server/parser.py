@@ -64,8 +64,8 @@ def parse(data: bytes, pos: int, max_head: int) -> Head | None:
     lengths = 0
     keep_alive = True
     connections = 0
-    for name, value in _FIELD.findall(data, found.start(3), found.end(3)):
-        name = name.lower()
+    for raw_name, value in _FIELD.findall(data, found.start(3), found.end(3)):
+        name = raw_name.lower()
         if name in _FRAMING:
             if name == b"host":
                 hosts += 1
