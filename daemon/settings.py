@@ -140,6 +140,9 @@ class ServerSettings(Section):
     # Off sends every request through h11: to rule the fast path out, or to
     # measure what it saves.
     fast_path: bool = True
+    # Off sends every request the fast path declines through h11, which the
+    # strict byte-level parser (server.parser) otherwise takes when it is sure.
+    strict_parser: bool = True
 
     def plugin_port(self, given: int | None, offset: int, field: str) -> int:
         """A plugin's port: ``given`` (its ``field``) if set, else this HTTP
@@ -696,6 +699,7 @@ RELOADABLE_SERVER = frozenset(
         "drain_delay",
         "drain_timeout",
         "fast_path",
+        "strict_parser",
     }
 )
 

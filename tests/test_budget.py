@@ -21,6 +21,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import pytest
+
 import sprintd
 import sprintd.testing
 from sprintd.app import Route, SnapshotSpec
@@ -33,18 +35,25 @@ WARM_UP = 200
 # recv_into, two perf_counter_ns, match() (regex, group, end, dict lookup),
 # send_now and its send, len twice, Recorder.record and its bit_length.
 FAST_PATH_CALLS = 19
-# h11 path (a small JSON POST echoed): what sprintd calls around h11's parser
-# (h11's own calls are not counted): the header pass, dispatch, the route,
-# the handler, encode_response, the send and the recorder.
+# h11 path (a small JSON POST echoed, the strict parser off): what sprintd
+# calls around h11's parser (h11's own calls are not counted, and are most of
+# its cost): the header pass, dispatch, the route, the handler,
+# encode_response, the send and the recorder.
 H11_PATH_CALLS = 60
+# The same POST through the strict parser (56 when written): parse() (the
+# head's match, the field lines' findall, a lower() per field), respond(),
+# dispatch and what follows it as above. Every call is counted here, so this
+# is the whole parse, where the h11 path's count leaves h11's out.
+STRICT_PATH_CALLS = 56
 # With [auth] enabled and nine keys configured, a keyed GET of a protected
 # snapshot on the fast path (40 when written): the plain matcher's calls, the
 # guard's wrapper, the credential search and its two groups, rstrip, lower,
 # presented() and its partition, sha256 and digest, compare_digest once per
 # key, and the bucket's take() with its clock. The h11 path would cost ~2x.
 GUARDED_FAST_PATH_CALLS = 40
-# The echo POST with a trade key (76 when written): the h11 budget plus the
-# guard's header scan, identify() and take().
+# The echo POST with a trade key (76 when written, 77 through the strict
+# parser): the h11 or strict budget plus the guard's header scan, identify()
+# and take().
 GUARDED_H11_PATH_CALLS = 80
 # Blocks retained per request: nothing should stay behind.
 RETAINED_BLOCKS_PER_REQUEST = 0.01
@@ -126,10 +135,20 @@ async def test_fast_path_budget() -> None:
     assert retained <= RETAINED_BLOCKS_PER_REQUEST, f"{retained:.3f} blocks kept a request"
 
 
+H11_ONLY = {"SPRINTD_SERVER__STRICT_PARSER": "false"}
+
+
 async def test_h11_path_budget() -> None:
-    calls, retained = await _measure(POST)
+    calls, retained = await _measure(POST, H11_ONLY)
     assert calls > FAST_PATH_CALLS, "the POST should have gone through h11"
     assert calls <= H11_PATH_CALLS, f"{calls:.1f} calls a request, budget {H11_PATH_CALLS}"
+    assert retained <= RETAINED_BLOCKS_PER_REQUEST, f"{retained:.3f} blocks kept a request"
+
+
+async def test_strict_path_budget() -> None:
+    calls, retained = await _measure(POST)
+    assert calls > FAST_PATH_CALLS, "the POST should have gone through the strict parser"
+    assert calls <= STRICT_PATH_CALLS, f"{calls:.1f} calls a request, budget {STRICT_PATH_CALLS}"
     assert retained <= RETAINED_BLOCKS_PER_REQUEST, f"{retained:.3f} blocks kept a request"
 
 
@@ -140,8 +159,9 @@ async def test_guarded_fast_path_budget() -> None:
     assert retained <= RETAINED_BLOCKS_PER_REQUEST, f"{retained:.3f} blocks kept a request"
 
 
-async def test_guarded_h11_path_budget() -> None:
-    calls, retained = await _measure(KEYED_POST, AUTH_ENV)
-    assert calls > H11_PATH_CALLS, "the guard should have run"
+@pytest.mark.parametrize("environ", [{}, H11_ONLY], ids=["strict", "h11"])
+async def test_guarded_h11_path_budget(environ: dict[str, str]) -> None:
+    calls, retained = await _measure(KEYED_POST, AUTH_ENV | environ)
+    assert calls > STRICT_PATH_CALLS, "the guard should have run"
     assert calls <= GUARDED_H11_PATH_CALLS, f"{calls:.1f} calls, budget {GUARDED_H11_PATH_CALLS}"
     assert retained <= RETAINED_BLOCKS_PER_REQUEST, f"{retained:.3f} blocks kept a request"

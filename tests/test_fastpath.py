@@ -4,8 +4,9 @@ Two layers:
 - the matcher: wherever ``match`` accepts a head, h11 parses the same bytes to
   a body-less GET/HEAD of that path, HTTP/1.1, keep-alive, ending where the
   matcher said it ends;
-- the server: the same bytes sent to a server with the fast path and to one
-  without it (everything through h11) produce the same bytes back,
+- the server: the same bytes sent to a server with the fast path (and the
+  strict parser behind it), to one with the strict parser alone, and to one
+  with neither (everything through h11) produce the same bytes back,
   pipelining, errors and closes included.
 """
 
@@ -224,7 +225,8 @@ def test_the_good_request_is_taken_by_the_fast_path() -> None:
 # --- the whole server, with and without the fast path ---------------------------
 
 FAST = make_server(APP, fast_path=True)
-SLOW = make_server(APP, fast_path=False)
+STRICT = make_server(APP, fast_path=False)
+SLOW = make_server(APP, fast_path=False, strict=False)
 
 
 @given(_inputs)
@@ -233,9 +235,9 @@ SLOW = make_server(APP, fast_path=False)
 @example(b"HEAD /snap HTTP/1.1\r\nHost: x\r\n\r\n" + _GOOD[:10])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 async def test_fast_and_h11_paths_answer_the_same_bytes(data: bytes) -> None:
-    fast = await exchange(FAST, data)
     slow = await exchange(SLOW, data)
-    assert fast == slow
+    assert await exchange(FAST, data) == slow
+    assert await exchange(STRICT, data) == slow
 
 
 # The conformance cases (RFC 9110, 9112), each with the status both paths
@@ -264,6 +266,7 @@ async def test_conformance_cases_are_answered_alike_by_both_paths(
 ) -> None:
     fast = await exchange(FAST, data)
     assert fast == await exchange(SLOW, data)
+    assert fast == await exchange(STRICT, data)
     assert [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", fast)] == statuses, fast
 
 
@@ -308,7 +311,7 @@ AUTH_APP = make_app(
     },
 )
 AUTH_FAST = make_server(AUTH_APP, fast_path=True)
-AUTH_SLOW = make_server(AUTH_APP, fast_path=False)
+AUTH_SLOW = make_server(AUTH_APP, fast_path=False, strict=False)
 _credentials = _mostly(
     st.sampled_from(
         [

@@ -4,7 +4,9 @@ Heads are generated from the grammar's pieces, good and bad, then damaged at
 random; for each one the parser either declines or gives exactly the
 request h11 gives (method, target, every header, the body's framing, and
 whether the connection stays open), and h11 never refuses a head the parser
-took.
+took. Then the whole server: the same bytes to a server with the strict
+parser and to one without it (h11 for everything the fast path declines)
+give the same bytes back, pipelining, errors and closes included.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from sprintd.app import Route, SnapshotSpec
 from sprintd.server.parser import parse
+from sprintd.testing import StaticPlugin, echo, exchange, make_app, make_server
 
 from .fuzzing import bounded
 
@@ -218,3 +222,28 @@ PATHOLOGICAL = [
 def test_hostile_heads_cost_bounded_time(data: bytes) -> None:
     with bounded(1):
         assert parse(data, 0, 64 * 1024) is None
+
+
+# --- the whole server, with and without the strict parser ---------------------
+
+_ROUTES = [
+    Route(method, path, echo)
+    for method in ("POST", "PUT", "PATCH", "DELETE", "GET")
+    for path in ("/echo", "/v1/orders/{order_id}")
+]
+_APP = make_app([StaticPlugin([SnapshotSpec("/", b'{"root":true}')], _ROUTES)])
+STRICT = make_server(_APP, fast_path=False)
+H11 = make_server(_APP, fast_path=False, strict=False)
+_pipelined = st.lists(st.one_of(_heads(), _damaged()), min_size=1, max_size=3).map(b"".join)
+
+
+@given(_pipelined)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc" * 2)
+@example(
+    b"PUT /echo HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx"
+    b"GET / HTTP/1.1\r\n"
+)
+@example(b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 99999\r\n\r\nabc")
+async def test_the_server_answers_the_same_bytes_with_and_without_it(data: bytes) -> None:
+    assert await exchange(STRICT, data) == await exchange(H11, data)

@@ -48,7 +48,9 @@ from .buffers import BufferPool
 from .fastpath import Matcher, guarded, match
 from .h11path import H11Path
 from .limits import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SLEEP, DRAIN_LINGER, LINGER_BYTES, REAPER_TICK
-from .state import BODY, HEAD, IDLE, LINGER, NO_BUFFER, RESTING, SEND, SESSION, TIMEOUTS, Conn
+from .parser import parse
+from .respond import close_lingering, respond
+from .state import BODY, BUSY, HEAD, IDLE, LINGER, NO_BUFFER, RESTING, SEND, SESSION, TIMEOUTS, Conn
 
 __all__ = ["HTTPServer"]
 
@@ -74,6 +76,7 @@ class HTTPServer:
         Connections read ``fast_path`` when they start, the rest per request.
         """
         self.fast_path = server.fast_path
+        self.strict = server.strict_parser
         self.max_head = server.max_header_bytes
         self.max_body = server.max_body_bytes
         self.h11 = H11Path(self.app, self.max_head, self.max_body, self.malformed, self.unmatched)
@@ -187,7 +190,36 @@ class HTTPServer:
             while pos < end and not conn.closing:
                 found = matcher(lines, data, pos, self.max_head)
                 if found is None:
-                    break
+                    # Not a snapshot: the strict parser, if it is sure of the
+                    # head and the whole body is here; else h11.
+                    head = parse(data, pos, self.max_head) if self.strict else None
+                    if head is None:
+                        break
+                    method, target, headers, length, keep_alive, head_end = head
+                    if length > self.max_body or head_end + length > end:
+                        # From the head on: h11 reads the rest of the body (or
+                        # refuses it, 413), as it would have without this.
+                        break
+                    pos = head_end + length
+                    body = data[head_end:pos]
+                    conn.state = BUSY
+                    keep_alive = await respond(
+                        self.app,
+                        self.unmatched,
+                        conn,
+                        method,
+                        target,
+                        headers,
+                        body,
+                        keep_alive,
+                        t0,
+                    )
+                    conn.state = IDLE
+                    if not keep_alive:
+                        if pos < end:
+                            await close_lingering(conn)
+                        return
+                    continue
                 entry, pos = found
                 response = entry.response
                 sent = send_now(sock, response)

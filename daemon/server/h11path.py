@@ -38,10 +38,10 @@ import h11
 from ..app import App
 from ..http import error_response
 from ..latency import Recorder
-from ..sockio import linger, recv, send_all, send_now, send_rest
-from .dispatch import dispatch
-from .limits import LINGER_BYTES, LINGER_TIME, LINGER_TIMEOUT, MAX_EMPTY_LINES
-from .state import BODY, BUSY, HEAD, LINGER, SEND, Conn
+from ..sockio import recv, send_all
+from .limits import MAX_EMPTY_LINES
+from .respond import close_lingering, respond
+from .state import BODY, BUSY, HEAD, Conn
 
 __all__ = ["H11Path"]
 
@@ -169,33 +169,12 @@ class H11Path:
         if target[:1] != b"/":
             target = _origin_form(target)
         conn.state = BUSY
-        response, recorder = dispatch(
-            self.app,
-            self.unmatched,
-            request.method,
-            target,
-            headers,
-            body,
-            keep_alive=keep_alive,
-            sock=sock,
-            received_ns=t0,
-        )
-        if not isinstance(response, bytes):
-            response = await response
-        if keep_alive and conn.closing:
-            # The worker began to drain while this request was under way: this is
-            # the connection's last response, and it says so.
-            keep_alive = False
-            response = _closing(response)
-        sent = send_now(sock, response)
-        if sent != len(response):
-            conn.state = SEND
-            await send_rest(sock, response, sent)
-        recorder.record(perf_counter_ns() - t0)
-        if keep_alive:
+        if await respond(
+            self.app, self.unmatched, conn, request.method, target, headers, body, keep_alive, t0
+        ):
             return rest
         if rest:  # a request after the last one: closing on it would be a reset
-            await _linger(conn)
+            await close_lingering(conn)
         return None
 
 
@@ -245,12 +224,6 @@ async def _read_chunked(
             return b"".join(chunks), rest
         else:  # ConnectionClosed before the body ended
             return ()
-
-
-def _closing(response: bytes) -> bytes:
-    """A keep-alive response (it has no Connection header) made the last one."""
-    end = response.index(b"\r\n") + 2
-    return response[:end] + b"connection: close\r\n" + response[end:]
 
 
 def _tokens(value: bytes) -> list[bytes]:
@@ -307,14 +280,4 @@ async def _refuse(
     await send_all(conn.sock, error_response(status, code, message, keep_alive=False))
     path.malformed.record(perf_counter_ns() - t0)
     path.malformed.count_status(status)
-    await _linger(conn)
-
-
-async def _linger(conn: Conn) -> None:
-    """A lingering close after a response that ends the connection (``linger``):
-    the peer may be sending still (a body refused, a pipelined request).
-
-    The connection is in LINGER meanwhile: a drain ends it at once.
-    """
-    conn.state = LINGER
-    await linger(conn.sock, seconds=LINGER_TIME, quiet=LINGER_TIMEOUT, most=LINGER_BYTES)
+    await close_lingering(conn)
