@@ -11,6 +11,8 @@ __all__ = ["RedisAddress", "parse_url"]
 
 @dataclass(frozen=True)
 class RedisAddress:
+    """Where a Redis server is and how to log in: ``parse_url``'s result."""
+
     host: str
     port: int
     db: int

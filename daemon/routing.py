@@ -36,6 +36,9 @@ class Route:
 
 
 class BoundRoute:
+    """A route as the router dispatches it: its handler, scope and recorder, and
+    whether the handler is a coroutine function, all looked up once at start-up."""
+
     __slots__ = ("handler", "is_async", "recorder", "route", "scope")
 
     def __init__(self, route: Route, recorder: Recorder) -> None:

@@ -109,6 +109,8 @@ class PluginSection(Section):
 
 
 class ServerSettings(Section):
+    """``[server]``: where and how the HTTP server listens, its timeouts and limits."""
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=256)
@@ -168,6 +170,8 @@ class ServerSettings(Section):
 
 
 class TuningSettings(Section):
+    """``[tuning]``: the process knobs a tier turns (GC policy, cores, priority, memory)."""
+
     # default: CPython's automatic GC. tuned: start-up heap frozen, a small
     # middle generation. manual: automatic GC off, small young collections
     # driven by the daemon, full ones in idle time. See sprintd.gcpolicy.
@@ -409,6 +413,9 @@ class Layer:
 
 @dataclass(frozen=True)
 class LoadedSettings:
+    """The effective settings, the tier profile they started from, and the layers
+    they were merged from, so that ``sprintd config`` can say where each value came from."""
+
     settings: Settings
     profile: TierProfile
     # Lowest precedence first.

@@ -48,6 +48,9 @@ class FastEntry:
 
 
 class Snapshot:
+    """One fast-path response: a path's body pre-encoded for GET and HEAD,
+    swapped whole by ``publish``."""
+
     __slots__ = ("_get", "_head", "body", "content_type", "path", "scope", "status")
 
     def __init__(

@@ -27,6 +27,9 @@ _MAX_INCLUDE_DEPTH = len(TIERS)
 
 @dataclass(frozen=True)
 class TierProfile:
+    """A tier's profile (``tiers/NAME.toml``) with its includes merged: the settings
+    it sets and the latency it promises."""
+
     name: Tier
     summary: str
     optimization_level: OptimizationLevel

@@ -38,6 +38,8 @@ CAP_IPC_LOCK = 14
 
 @dataclass
 class Knob:
+    """One tuning knob: what the settings asked for, what the system gave, and why not."""
+
     requested: Any
     applied: Any
     ok: bool
@@ -46,6 +48,8 @@ class Knob:
 
 @dataclass
 class TuningReport:
+    """Every knob ``Tuner.apply`` tried, by name, as ``/health`` shows them."""
+
     knobs: dict[str, Knob]
 
     def as_dict(self) -> dict[str, dict[str, Any]]:

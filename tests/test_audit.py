@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,8 @@ import pytest
 
 from sprintd.audit import AuditLog, RotatingFile
 from sprintd.settings import AuditSettings
+
+from .daemons import wait_for
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -120,9 +121,7 @@ def test_a_write_failure_is_counted_and_reported(tmp_path: Path) -> None:
     audit = AuditLog(AuditSettings(file=Path("/dev/full")))
     audit.start()
     audit.emit("lost")
-    deadline = time.monotonic() + 10
-    while audit.lost == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: audit.lost)
     audit.close()
     assert audit.lost == 1
     assert audit.failure is not None and "No space" in audit.failure

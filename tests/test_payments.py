@@ -211,9 +211,9 @@ def test_routing_follows_health_and_prefers_the_default(
     daemon: DaemonFactory, processors: Processors
 ) -> None:
     for proc in (processors.default, processors.fallback):
-        proc.proc.health_interval = 1.0
+        proc.proc.health_interval = 0.5
     processors.configure("default", delay=600)
-    served = start(daemon, processors, health_interval="1.0")
+    served = start(daemon, processors, health_interval="0.5")
 
     def routed_to(name: str) -> None:
         cid = new_id()
@@ -231,9 +231,16 @@ def test_routing_follows_health_and_prefers_the_default(
     routed_to("fallback")
     processors.configure("fallback", failure=True)
     wait_for(lambda: state(served)["processors"]["fallback"]["failing"], timeout=5)
+
+    def refused() -> int:
+        return sum(processors.stats(name)["failed"] for name in ("default", "fallback"))
+
+    before = refused()
     cid = new_id()
     assert post(served, {"correlationId": cid, "amount": 1})[0] == 202
-    time.sleep(0.5)  # both failing: it waits, retrying, and is sent nowhere
+    # Both failing: it keeps retrying (each try a 500 the processors count),
+    # and is recorded nowhere.
+    wait_for(lambda: refused() >= before + 3)
     assert cid not in processors.payments("default") | processors.payments("fallback")
     processors.configure("fallback", failure=False)
     wait_for(lambda: cid in processors.payments("fallback"), timeout=5)

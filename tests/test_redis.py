@@ -150,8 +150,11 @@ async def test_a_lost_connection_fails_waiters_then_reconnects(tmp_path: Path) -
                         await redis.execute("BLPOP", "never", 5)
 
                 nursery.start_soon(blocked)
-                await trio.sleep(0.05)
                 async with open_redis(server.url) as admin:
+                    # Once Redis shows the BLPOP blocked, it is in flight.
+                    with trio.fail_after(5):
+                        while b"cmd=blpop" not in await admin.execute("CLIENT", "LIST"):
+                            await trio.sleep(0.01)
                     await admin.execute("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
             with trio.fail_after(5):
                 while True:

@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.cli import positive, say, short
+from bench.common.cli import positive, say
+from bench.common.net import free_port, running
+from bench.common.paths import BIN, REPO, short
+from bench.common.plotting import DPI, figure
 from bench.orders import entry_load
-from bench.plotting import DPI, figure
-from bench.serving.servers import BIN, REPO, free_port, running
 
 SYMBOL = "BTC-USD"
 PER_FRAME, WINDOW = 50, 8

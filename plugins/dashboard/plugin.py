@@ -45,6 +45,9 @@ def _top(args: argparse.Namespace) -> int:
 
 
 class DashboardPlugin:
+    """The dashboard plugin's hooks: the HTML page as a fast-path snapshot, its
+    settings section, and the ``sprintd top`` command."""
+
     @hookimpl
     def sprintd_add_commands(
         self, commands: argparse._SubParsersAction[argparse.ArgumentParser]

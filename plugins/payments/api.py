@@ -32,6 +32,8 @@ def _unavailable(exc: StoreError) -> HTTPError:
 
 
 class PaymentsAPI:
+    """The payments HTTP routes: accept a payment, summarize, purge."""
+
     def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
         self.store = store
         self.dispatcher = dispatcher

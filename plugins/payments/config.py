@@ -13,6 +13,8 @@ __all__ = ["PaymentsSection"]
 
 
 class PaymentsSection(PluginSection):
+    """``[payments]``: the processors, the store, and the pacing of sends and health polls."""
+
     # The processors' base URLs (``POST {url}/payments``).
     default_url: str = "http://127.0.0.1:8001"
     fallback_url: str = "http://127.0.0.1:8002"

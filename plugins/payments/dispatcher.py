@@ -60,6 +60,8 @@ def choose(default: Processor, fallback: Processor, slower_ms: int, now: float) 
 
 
 class Dispatcher:
+    """The worker tasks that deliver accepted payments (see the module docstring)."""
+
     def __init__(self, section: PaymentsSection, processors: Sequence[Processor], store: Store):
         self.section = section
         self.default, self.fallback = processors

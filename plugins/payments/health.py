@@ -41,6 +41,9 @@ POLL_TIMEOUT = 2.0
 
 
 class HealthMonitor:
+    """Keeps each processor's health result current, polling within the
+    processors' rate limit (see the module docstring)."""
+
     def __init__(
         self,
         processors: Sequence[Processor],

@@ -52,6 +52,9 @@ class _Parts:
 
 
 class PaymentsPlugin:
+    """The payments plugin's hooks: settings, store and dispatcher set-up, routes,
+    background tasks and the ``/health`` check."""
+
     def __init__(self) -> None:
         self.parts: _Parts | None = None
 

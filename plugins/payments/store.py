@@ -65,6 +65,8 @@ class StoreError(Exception):
 
 
 class Accepted(enum.Enum):
+    """What a store made of a payment it was offered."""
+
     NEW = "new"
     SAME = "same"  # accepted before, with the same amount
     CONFLICT = "conflict"  # accepted before, with another amount

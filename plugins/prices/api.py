@@ -52,6 +52,9 @@ def post_prices(engine: PriceEngine, request: Request) -> Response:
 
 
 class PricesAPI:
+    """The prices HTTP routes: post updates, read a symbol, the engine's metrics,
+    reset and performance test."""
+
     def __init__(self, section: PricesSection, engine: PriceEngine) -> None:
         self.section = section
         self.engine = engine

@@ -17,6 +17,8 @@ FEED_PORT_OFFSET = 2000
 
 
 class PricesSection(PluginSection):
+    """``[prices]``: the symbols taken, batch limits and the binary feed port."""
+
     # The price map and its snapshots live in this process: one worker owns them.
     process_local: ClassVar[bool] = True
 

@@ -41,6 +41,9 @@ WARN_MIN_SAMPLES = 100
 
 
 class PricesPlugin:
+    """The prices plugin's hooks: settings, the engine and its routes, the feed
+    port, the ``/health`` check and background tasks."""
+
     def __init__(self) -> None:
         self.api: PricesAPI | None = None
 

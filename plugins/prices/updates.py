@@ -79,6 +79,8 @@ Number = str | float
 
 
 class Update(NamedTuple):
+    """One validated price update, as ``parse_batch`` returns them."""
+
     symbol: str
     price: Number
     # None: keep the symbol's last value.

@@ -15,9 +15,16 @@ from typing import Any
 
 import trio
 
-from sprintd.app import App, BackgroundTask, HealthCheck, Route, SnapshotSpec
-from sprintd.hookspecs import hookimpl
-from sprintd.http import Request, Response
+from sprintd import (
+    App,
+    BackgroundTask,
+    HealthCheck,
+    Request,
+    Response,
+    Route,
+    SnapshotSpec,
+    hookimpl,
+)
 
 TICK = 0.05
 state: dict[str, Any] = {"ticks": 0, "configured": False}

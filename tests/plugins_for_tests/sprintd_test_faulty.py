@@ -12,9 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sprintd.app import App, Route
-from sprintd.hookspecs import hookimpl
-from sprintd.http import HTTPError, Request, Response
+from sprintd import App, HTTPError, Request, Response, Route, hookimpl
 
 
 def _exit() -> Any:

@@ -8,9 +8,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from sprintd.app import App, Listener
-from sprintd.hookspecs import hookimpl
-from sprintd.server.framed import framed_listener
+from sprintd import App, Listener, framed_listener, hookimpl
 
 
 async def answer(batch: list[list[Any]]) -> list[Any]:

@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from sprintd.app import App, Route
-from sprintd.hookspecs import hookimpl
-from sprintd.http import Request, Response
-from sprintd.settings import PluginSection
+from sprintd import App, PluginSection, Request, Response, Route, hookimpl
 
 
 class LedgerSection(PluginSection):

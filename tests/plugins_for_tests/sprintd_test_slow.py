@@ -9,9 +9,7 @@ from collections.abc import Sequence
 
 import trio
 
-from sprintd.app import App, Route, SnapshotSpec
-from sprintd.hookspecs import hookimpl
-from sprintd.http import Request, Response
+from sprintd import App, Request, Response, Route, SnapshotSpec, hookimpl
 
 
 async def slow(request: Request) -> Response:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sprintd.app import App, Route
-from sprintd.hookspecs import hookimpl
-from sprintd.http import Response
+from sprintd import App, Response, Route, hookimpl
 
 
 @hookimpl
