@@ -12,6 +12,8 @@ taken mid-stream and restored carries on exactly like the original.
 
 from __future__ import annotations
 
+import ast
+import inspect
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sprintd.plugins.orders import engine as engine_module
 from sprintd.plugins.orders.done import DONE_GENERATION
 from sprintd.plugins.orders.engine import PriceTimeEngine
 from sprintd.plugins.orders.events import (
@@ -772,6 +775,18 @@ def test_snapshot_round_trip_with_every_kind_of_order() -> None:
     for eng in (e, r):
         eng.new(20, BUY, 101, 9, account=1, stp=STP_CANCEL_BOTH)
     assert snapshot(r) == snapshot(e)
+
+
+def test_the_engine_imports_none_of_its_cold_layers() -> None:
+    """The hot core stands alone: snapshot and integrity import it, never the
+    other way (not even for type checking), so there is no import cycle."""
+    tree = ast.parse(inspect.getsource(engine_module))
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+    }
+    assert imported == {"book", "done", "events"}
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,8 @@ def _order_id(request: Request) -> int:
 
 
 class OrdersAPI:
+    """The orders plugin's two ports over one service (module doc)."""
+
     def __init__(self, app: App, service: OrderService, journal: Journal) -> None:
         self.app = app
         self.service = service
@@ -92,9 +94,12 @@ class OrdersAPI:
         return json.dumps(self.render.book(symbol, engine.sequence, bids, asks)).encode()
 
     def _new(self, body: Any) -> tuple[bytes | None, Outcome]:
+        """Parse a new order, then enter it."""
         return self.service.submit(self.parse.new(body))
 
     def _replace(self, order_id: Any, body: Any) -> tuple[bytes, Outcome]:
+        """Replace an order: it must be live (503, 404, 409) before its body
+        is judged (400), as clients have always been answered."""
         symbol = self.service.live_symbol(order_id)
         price, qty = self.parse.change(symbol, body)
         return self.service.replace(order_id, symbol, price, qty)
