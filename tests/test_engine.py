@@ -12,6 +12,8 @@ taken mid-stream and restored carries on exactly like the original.
 
 from __future__ import annotations
 
+import ast
+import inspect
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sprintd.plugins.orders.engine import DONE_GENERATION, PriceTimeEngine, SnapshotError
+from sprintd.plugins.orders import engine as engine_module
+from sprintd.plugins.orders.done import DONE_GENERATION
+from sprintd.plugins.orders.engine import PriceTimeEngine
 from sprintd.plugins.orders.events import (
     BUY,
     C_STP,
@@ -62,6 +66,8 @@ from sprintd.plugins.orders.events import (
     TradeEvent,
     named_event,
 )
+from sprintd.plugins.orders.integrity import check_integrity
+from sprintd.plugins.orders.snapshot import SnapshotError, restore, snapshot, state_hash
 from sprintd.plugins.orders.spec import OffGridError, SymbolSpec
 
 from .orders_reference import ReferenceBook
@@ -189,7 +195,7 @@ def engine_state(engine: PriceTimeEngine, oid: int) -> tuple[Any, ...] | None:
 
 def check_invariants(engine: PriceTimeEngine, ref: ReferenceBook, seq_before: int,
                      events: list[Event]) -> None:  # fmt: skip
-    engine.check_integrity()
+    check_integrity(engine)
     # Gapless sequence numbers, every command at least one event.
     assert events
     assert [e[1] for e in events] == list(range(seq_before + 1, seq_before + 1 + len(events)))
@@ -262,8 +268,8 @@ def run(cmds: list[tuple[Any, ...]], engine: PriceTimeEngine) -> list[list[Event
 def test_same_commands_same_events_and_hash(cmds: list[tuple[Any, ...]]) -> None:
     a, b = PriceTimeEngine("T"), PriceTimeEngine("T")
     assert run(cmds, a) == run(cmds, b)
-    assert a.state_hash() == b.state_hash()
-    assert a.snapshot() == b.snapshot()
+    assert state_hash(a) == state_hash(b)
+    assert snapshot(a) == snapshot(b)
 
 
 @settings(max_examples=80, deadline=None)
@@ -273,13 +279,13 @@ def test_snapshot_restore_mid_stream(cmds: list[tuple[Any, ...]], data: st.DataO
     capacity = data.draw(st.sampled_from([2, 5, BIG]))
     original = PriceTimeEngine("T", done_capacity=capacity)
     run(cmds[:cut], original)
-    restored = PriceTimeEngine.restore(original.snapshot())
-    assert restored.state_hash() == original.state_hash()
-    assert restored.snapshot() == original.snapshot()
-    restored.check_integrity()
+    restored = restore(snapshot(original))
+    assert state_hash(restored) == state_hash(original)
+    assert snapshot(restored) == snapshot(original)
+    check_integrity(restored)
     assert run(cmds[cut:], restored) == run(cmds[cut:], original)
-    assert restored.state_hash() == original.state_hash()
-    assert restored.snapshot() == original.snapshot()
+    assert state_hash(restored) == state_hash(original)
+    assert snapshot(restored) == snapshot(original)
     for oid in range(1, len(cmds) + 3):
         assert restored.order(oid) == original.order(oid)
 
@@ -298,8 +304,8 @@ def test_small_done_capacity_changes_nothing_but_lookups(cmds: list[tuple[Any, .
             R_ORDER_DONE else e for e in want
         ]  # fmt: skip
         assert got in (want, norm)
-        small.check_integrity()
-    assert small.state_hash() == big.state_hash()
+        check_integrity(small)
+    assert state_hash(small) == state_hash(big)
 
 
 # -- helpers for the unit tests -------------------------------------------------
@@ -716,12 +722,12 @@ def test_done_store_keeps_at_least_its_capacity_in_generations() -> None:
     e.new(1, SELL, 100, 10**9)  # a resting maker that every buy below trades with
     for oid in range(2, 20_002):
         e.new(oid, BUY, 100, 1)
-        e.check_integrity()
+        check_integrity(e)
     known = [oid for oid in range(2, 20_002) if e.order(oid) is not None]
     assert known == list(range(20_002 - len(known), 20_002))  # the newest, oldest first out
     assert capacity <= len(known) < capacity + 2 * DONE_GENERATION
     assert e.order(1) is not None and e.order(1).filled_qty == 20_000  # type: ignore[union-attr]
-    assert PriceTimeEngine.restore(e.snapshot()).snapshot() == e.snapshot()
+    assert snapshot(restore(snapshot(e))) == snapshot(e)
 
 
 def test_every_rejection_takes_a_sequence_number() -> None:
@@ -739,14 +745,14 @@ def test_state_hash_reflects_the_book() -> None:
     a, b = PriceTimeEngine("T"), PriceTimeEngine("T")
     a.new(1, BUY, 100, 5)
     b.new(1, BUY, 100, 6)
-    assert a.state_hash() != b.state_hash()
+    assert state_hash(a) != state_hash(b)
     c = PriceTimeEngine("T")
     c.new(1, BUY, 100, 5)
-    assert a.state_hash() == c.state_hash()
-    assert len(a.state_hash()) == 32
+    assert state_hash(a) == state_hash(c)
+    assert len(state_hash(a)) == 32
     # Same book, different history length: the sequence is part of the state.
     c.cancel(99)
-    assert a.state_hash() != c.state_hash()
+    assert state_hash(a) != state_hash(c)
 
 
 def test_snapshot_round_trip_with_every_kind_of_order() -> None:
@@ -758,17 +764,29 @@ def test_snapshot_round_trip_with_every_kind_of_order() -> None:
     for oid in range(5, 12):
         e.new(oid, BUY, 98, 1, tif=IOC)
     e.new(12, BUY, 97, 4)
-    data = e.snapshot()
-    r = PriceTimeEngine.restore(data)
-    assert r.snapshot() == data
-    assert r.state_hash() == e.state_hash()
+    data = snapshot(e)
+    r = restore(data)
+    assert snapshot(r) == data
+    assert state_hash(r) == state_hash(e)
     assert r.symbol == "BTC-USD" and r.sequence == e.sequence and r.trade_seq == e.trade_seq
     for oid in range(1, 13):
         assert r.order(oid) == e.order(oid)
-    r.check_integrity()
+    check_integrity(r)
     for eng in (e, r):
         eng.new(20, BUY, 101, 9, account=1, stp=STP_CANCEL_BOTH)
-    assert r.snapshot() == e.snapshot()
+    assert snapshot(r) == snapshot(e)
+
+
+def test_the_engine_imports_none_of_its_cold_layers() -> None:
+    """The hot core stands alone: snapshot and integrity import it, never the
+    other way (not even for type checking), so there is no import cycle."""
+    tree = ast.parse(inspect.getsource(engine_module))
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module
+    }
+    assert imported == {"book", "done", "events"}
 
 
 @pytest.mark.parametrize(
@@ -777,7 +795,7 @@ def test_snapshot_round_trip_with_every_kind_of_order() -> None:
 )
 def test_restore_rejects_garbage(data: bytes) -> None:
     with pytest.raises(SnapshotError):
-        PriceTimeEngine.restore(data)
+        restore(data)
 
 
 def test_large_book_grows_the_table() -> None:
@@ -785,10 +803,10 @@ def test_large_book_grows_the_table() -> None:
     for oid in range(1, 10_001):
         e.new(oid, BUY if oid % 2 else SELL, 1000 - oid % 50 if oid % 2 else 1001 + oid % 50, 1)
     assert e.open_orders == 10_000
-    e.check_integrity()
+    check_integrity(e)
     events = e.new(20_000, SELL, None, 10_000, kind=MARKET)
     assert sum(1 for ev in events if ev[0] == EV_TRADE) == 5_000
-    e.check_integrity()
+    check_integrity(e)
     assert e.best_bid() is None and e.open_orders == 5_000
 
 
@@ -863,7 +881,7 @@ def test_a_reserved_table_holds_the_book_without_growing() -> None:
     assert engine.cancel(ids[500])[0][0] == EV_CANCELLED
     assert engine.new(ids[1], BUY, 5, 1)[0][0] == EV_REJECTED  # still live: a duplicate
     assert engine.open_orders == 1000
-    engine.check_integrity()
+    check_integrity(engine)
 
 
 def test_done_store_keeps_the_latest_records_through_its_ring() -> None:
@@ -878,7 +896,7 @@ def test_done_store_keeps_the_latest_records_through_its_ring() -> None:
         for back, old in enumerate(reversed(done[-3:])):
             state = engine.order(old)
             assert state is not None and state.status == "cancelled", (i, back)
-        engine.check_integrity()
+        check_integrity(engine)
     state = engine.order(7)
     assert state is not None and state.qty == 1 + 48
 
@@ -894,11 +912,11 @@ def test_snapshot_restore_keeps_generations_that_reused_an_id() -> None:
         original = PriceTimeEngine("X", done_capacity=3)
         for oid in ids[:cut]:
             done(original, oid)
-        restored = PriceTimeEngine.restore(original.snapshot())
-        assert restored.snapshot() == original.snapshot(), cut
-        restored.check_integrity()
+        restored = restore(snapshot(original))
+        assert snapshot(restored) == snapshot(original), cut
+        check_integrity(restored)
         # And in step from there on: generations close at the same commands.
         for oid in ids[cut:]:
             done(original, oid)
             done(restored, oid)
-            assert restored.snapshot() == original.snapshot(), (cut, oid)
+            assert snapshot(restored) == snapshot(original), (cut, oid)

@@ -199,7 +199,7 @@ def _replayed_hash(data_dir: Path) -> str:
     """The state an uninterrupted run of the journal's commands reaches."""
     section = OrdersSection()
     kind = _PriceTime(section.done_capacity, reserve=0)
-    service = OrderService(section, {"price_time": kind.create}, {"price_time": kind.restore})
+    service = OrderService(section, {"price_time": kind})
     journal = Journal(data_dir / "journal", fsync="os")
     journal.open()
     try:

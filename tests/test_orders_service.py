@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from sprintd.plugins.orders.commands import InvalidOrder, Parser
 from sprintd.plugins.orders.config import OrdersSection
 from sprintd.plugins.orders.plugin import _PriceTime
-from sprintd.plugins.orders.service import InvalidOrder, OrderService, Outcome
+from sprintd.plugins.orders.service import OrderService, Outcome
 
 DAY_S = 86_400.0
 
@@ -28,9 +29,7 @@ class Clock:
 def _service(clock: Clock, **settings: Any) -> OrderService:
     section = OrdersSection(**settings)
     kind = _PriceTime(section.done_capacity, reserve=0)
-    return OrderService(
-        section, {"price_time": kind.create}, {"price_time": kind.restore}, clock=clock
-    )
+    return OrderService(section, {"price_time": kind}, clock=clock)
 
 
 class Recorder:
@@ -42,8 +41,7 @@ class Recorder:
 
     def new(self, price: str, qty: str = "0.01", **extra: Any) -> Outcome:
         body = {"symbol": "BTC-USD", "side": "buy", "price": price, "qty": qty, **extra}
-        command, account, client_id = self.service.new_command(body)
-        payload, outcome = self.service.submit(command, account, client_id)
+        payload, outcome = self.service.submit(Parser(self.service.specs).new(body))
         if payload is not None:
             self.journal.append(payload)
         return outcome

@@ -1,9 +1,17 @@
 """The orders HTTP API and the order-entry port's command handler.
 
-Both follow the service's order of work (``service`` module): validate,
-apply, journal, then answer; and both republish the changed books' fast-path
-snapshots once per request or per batch, after the journal has the records.
-When the service halts, /readyz turns 503 and every change is refused with
+Strategy
+--------
+Both ports read top to bottom in the service's order of work (``service``
+module): parse (``commands.Parser``: a bad request changes nothing), apply
+(``service.OrderService``), journal, render (``render.Renderer``); and both
+republish the changed books' fast-path snapshots once per request or per
+batch, after the journal has the records. Every refusal is an
+``HTTPError`` (``commands.InvalidOrder`` is one) raised where it is found,
+with its status, code and Retry-After: the core's dispatch answers it over
+HTTP, and ``_command`` maps it to ``["error", code, message]`` on the
+order-entry port, the one place either port handles errors. When the
+service halts, /readyz turns 503 and every change is refused with
 ``orders_halted`` (503, with Retry-After over HTTP).
 """
 
@@ -26,20 +34,15 @@ from sprintd import (
     error_reply,
 )
 
-from .service import InvalidOrder, OrderService, Outcome
+from .commands import InvalidOrder, Parser
+from .render import Renderer
+from .service import OrderService, Outcome
 
 __all__ = ["STREAM", "OrdersAPI"]
 
 log = logging.getLogger("sprintd.orders")
 STREAM = "orders"
 MAX_LIMIT = 1000
-# A halted service stays halted until a restart: let clients go elsewhere.
-HALTED_RETRY_AFTER_S = 30
-
-
-def _refused(exc: InvalidOrder) -> HTTPError:
-    retry = HALTED_RETRY_AFTER_S if exc.status == 503 else None
-    return HTTPError(exc.status, exc.code, str(exc), retry_after=retry)
 
 
 def _int(text: str | None, name: str, default: int, upper: int) -> int:
@@ -68,10 +71,14 @@ def _order_id(request: Request) -> int:
 
 
 class OrdersAPI:
+    """The orders plugin's two ports over one service (module doc)."""
+
     def __init__(self, app: App, service: OrderService, journal: Journal) -> None:
         self.app = app
         self.service = service
         self.journal = journal
+        self.parse = Parser(service.specs)
+        self.render = Renderer(service.specs)
         self.books: dict[str, Snapshot] = {}
         service.on_halt = self._halted
 
@@ -82,7 +89,20 @@ class OrdersAPI:
     # --- shared by both ports ----------------------------------------------
 
     def book_body(self, symbol: str, depth: int) -> bytes:
-        return json.dumps(self.service.book_json(symbol, depth)).encode()
+        engine = self.service.engines[symbol]
+        bids, asks = engine.depth(depth)
+        return json.dumps(self.render.book(symbol, engine.sequence, bids, asks)).encode()
+
+    def _new(self, body: Any) -> tuple[bytes | None, Outcome]:
+        """Parse a new order, then enter it."""
+        return self.service.submit(self.parse.new(body))
+
+    def _replace(self, order_id: Any, body: Any) -> tuple[bytes, Outcome]:
+        """Replace an order: it must be live (503, 404, 409) before its body
+        is judged (400), as clients have always been answered."""
+        symbol = self.service.live_symbol(order_id)
+        price, qty = self.parse.change(symbol, body)
+        return self.service.replace(order_id, symbol, price, qty)
 
     def publish(self) -> None:
         """Republish the snapshots of the books that changed (never once the
@@ -145,41 +165,28 @@ class OrdersAPI:
         ]
 
     def _answer(self, request: Request, outcome: Outcome, status: int) -> Response:
-        body = self.service.order_json(outcome.state, outcome.events)
+        body = self.render.order(outcome.state, outcome.events)
         return Response.data(body, status, msgpack_=request.wants_msgpack())
 
     async def post_order(self, request: Request) -> Response:
         self.writable()
-        try:
-            command, account, client_id = self.service.new_command(request.data())
-            payload, outcome = self.service.submit(command, account, client_id)
-        except InvalidOrder as exc:
-            raise _refused(exc) from None
+        payload, outcome = self._new(request.data())
         await self.journaled([] if payload is None else [payload])
         return self._answer(request, outcome, 201 if outcome.created else 200)
 
     def get_order(self, request: Request) -> Response:
-        try:
-            _, state = self.service.find(_order_id(request))
-        except InvalidOrder as exc:
-            raise HTTPError(exc.status, exc.code, str(exc)) from None
-        return Response.data(self.service.order_json(state), msgpack_=request.wants_msgpack())
+        _, state = self.service.find(_order_id(request))
+        return Response.data(self.render.order(state), msgpack_=request.wants_msgpack())
 
     async def delete_order(self, request: Request) -> Response:
         self.writable()
-        try:
-            payload, outcome = self.service.cancel(_order_id(request))
-        except InvalidOrder as exc:
-            raise _refused(exc) from None
+        payload, outcome = self.service.cancel(_order_id(request))
         await self.journaled([payload])
         return self._answer(request, outcome, 200)
 
     async def patch_order(self, request: Request) -> Response:
         self.writable()
-        try:
-            payload, outcome = self.service.replace(_order_id(request), request.data())
-        except InvalidOrder as exc:
-            raise _refused(exc) from None
+        payload, outcome = self._replace(_order_id(request), request.data())
         await self.journaled([payload])
         return self._answer(request, outcome, 200)
 
@@ -201,14 +208,15 @@ class OrdersAPI:
         limit = _int(request.query_params().get("limit"), "limit", 100, MAX_LIMIT)
         trades = list(self.service.trades[symbol])[-limit:]
         trades.reverse()
-        body = [self.service.trade_json(symbol, t) for t in trades]
+        body = [self.render.trade(symbol, t) for t in trades]
         return Response.data({"symbol": symbol, "trades": body}, msgpack_=request.wants_msgpack())
 
     # --- the order-entry port ----------------------------------------------------
 
     async def entry(self, batch: list[list[Any]]) -> list[Any]:
-        """Answer a batch of frames (docs/order-entry.md): each frame is a list of
-        commands, answered by a list of replies in the same order."""
+        """Answer a batch of frames (README.md, "The binary order-entry port"):
+        each frame is a list of commands, answered by a list of replies in the
+        same order."""
         if self.journal.unavailable is not None:
             return self.refuse(batch)
         payloads: list[bytes] = []
@@ -223,23 +231,22 @@ class OrdersAPI:
                 raise InvalidOrder("bad_command", "a command is a non-empty array")
             op = command[0]
             if op == "new" and len(command) == 2:
-                new, account, client_id = service.new_command(command[1])
-                payload, outcome = service.submit(new, account, client_id)
+                payload, outcome = self._new(command[1])
             elif op == "cancel" and len(command) == 2:
                 payload, outcome = service.cancel(command[1])
             elif op == "replace" and len(command) == 3:
-                payload, outcome = service.replace(command[1], command[2])
+                payload, outcome = self._replace(command[1], command[2])
             elif op == "get" and len(command) == 2:
-                return ["ok", service.order_json(service.find(command[1])[1])]
+                return ["ok", self.render.order(service.find(command[1])[1])]
             else:
                 raise InvalidOrder("bad_command", f"unknown command {op!r} of {len(command)}")
-        except InvalidOrder as exc:
-            return ["error", exc.code, str(exc)]
+        except HTTPError as exc:
+            return error_reply(exc.code, exc.message)
         except Exception:
             # A bug; if it struck while applying, the service has halted. The
             # frame's earlier commands are journaled and answered as usual.
             log.exception("orders: command %r failed", command)
-            return ["error", "internal_error", "the command failed; see the daemon's log"]
+            return error_reply("internal_error", "the command failed; see the daemon's log")
         if payload is not None:
             payloads.append(payload)
-        return ["ok", service.order_json(outcome.state, outcome.events)]
+        return ["ok", self.render.order(outcome.state, outcome.events)]

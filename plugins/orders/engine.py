@@ -6,8 +6,8 @@ Prices are integer ticks and quantities integer lots (``spec.SymbolSpec``
 converts from the decimal strings clients send). Orders match best price
 first and, at one price, oldest first; a trade always prints at the resting
 (maker) order's price. The engine reads no clock and draws no random number:
-the same commands give the same events, the same ``state_hash()`` and the same
-``snapshot()`` bytes, every time, which is what the journal's replay relies on.
+the same commands give the same events, the same state hash and the same
+snapshot bytes (``snapshot`` module), every time, which is what the journal's replay relies on.
 
 The hot paths (``new``, ``cancel`` and the matching loop ``_take``) are written
 for CPython's specialising interpreter and its garbage collector. Live orders
@@ -53,36 +53,21 @@ Every operation returns a list of plain tuples, in the vocabulary of
 
 Done orders
 -----------
-``order(order_id)`` answers for live orders and for recently done ones (filled,
-cancelled, expired, rejected): a bounded store the caller never has to prune.
-When an order is done it leaves the order table (its slot is free at once, so
-the table holds the live book only and stays small and cache-friendly) and
-becomes a record: a tuple of ints, strings and None, which CPython's collector
-stops tracking at its first young collection. Records are kept in generations
-of ``DONE_GENERATION`` (a plain dict id -> position each, and a region of that
-many positions in a ring of records made with the engine): when the young
-generation's region is full it joins the old ones, and the oldest is dropped
-(its region becomes the young one's) once the others hold ``done_capacity``
-without it. So at least the last ``done_capacity`` done orders are always
-found; eviction is by completion age (FIFO), not by lookups. Small generations
-keep every dict small: neither a resize nor dropping a generation stalls one
-operation for long (a 100k-entry dict's resize took 3-4 ms, and dropping 8192
-records at once 0.7 ms). The dicts hold only ints, so the collector never
-tracks them, and the ring is made at start-up, which the tiers that tune GC
-freeze: with dicts of records, the first full collection walked every record
-(17k of them: 2-4 ms, bench/engine) before it could untrack the dicts.
+``order(order_id)`` answers for live orders and for recently done ones: a
+done order leaves the order table for a record in the done store
+(``done.DoneRing``), which the matching loop fills on locals for the makers it
+fills. Persistence (``snapshot``: snapshots, restore and the state hash) and
+the invariant check (``integrity``) are modules of their own that read this
+class's fields; this module imports neither.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-import msgpack
-
 from .book import NIL, BookSide, OrderTable
+from .done import DEFAULT_DONE_CAPACITY, DoneRing
 from .events import (
     BUY,
     C_STP,
@@ -125,52 +110,20 @@ from .events import (
     OrderState,
 )
 
-__all__ = [
-    "DEFAULT_DONE_CAPACITY",
-    "DONE_GENERATION",
-    "PriceTimeEngine",
-    "SnapshotError",
-]
+__all__ = ["ID_MASK", "ID_SHARDS", "PriceTimeEngine"]
 
 _STP_MODES = frozenset((STP_CANCEL_TAKER, STP_CANCEL_MAKER, STP_CANCEL_BOTH))
 
 # A market order's limit: crosses every price (keys are +/- prices in ticks).
 _NO_LIMIT_KEY = 1 << 127
 
-_SNAPSHOT_VERSION = 1
-_HASH_VERSION = 1
-DEFAULT_DONE_CAPACITY = 16_384
-"""Done orders ``order()`` still knows by default (module doc, "Done orders").
-
-Kept small on purpose: the records are the engine's only objects that a full
-collection walks (the first full collection after a run of the exchange mix
-took 7.3 ms with 100k of them, 0.8 ms with 16k). A caller that must answer for
-older orders passes a larger ``done_capacity``, or keeps its own history from
-the events."""
 ID_SHARDS = 256
 """Dicts the live orders' ids are spread over (by ``id & (ID_SHARDS - 1)``)."""
-_ID_MASK = ID_SHARDS - 1
-DONE_GENERATION = 2048
-"""Done orders per generation of the done store. Dropping a generation frees
-its records at once: 8192 of them stalled one operation for 0.7 ms, 2048 take
-about a quarter of that. Looking a done order up scans the generations (up to
-``done_capacity / DONE_GENERATION`` dicts): a slow path, for the API only."""
-
-
-class SnapshotError(ValueError):
-    """The bytes given to ``PriceTimeEngine.restore`` are not an engine snapshot."""
+ID_MASK = ID_SHARDS - 1
 
 
 def _as_int(value: object, default: int) -> int:
     return value if type(value) is int else default
-
-
-# A done order as the done store keeps it (and as a snapshot writes it, after
-# its id): side, price, qty, remaining (what was cancelled, expired or
-# rejected: 0 when filled), account, stp, post_only, end.
-_Record = tuple[int, int | None, int, int, int, int, bool, str]
-_RECORD_FIELDS = 8
-_NO_RECORD: _Record = (-1, None, 0, 0, 0, 0, False, "")
 
 
 class PriceTimeEngine:
@@ -192,23 +145,16 @@ class PriceTimeEngine:
         "_asks",
         "_bids",
         "_done",
-        "_done_cap",
-        "_done_pos",
         "_free",
-        "_gen_end",
-        "_gen_keep",
-        "_gen_size",
         "_level",
         "_next",
         "_oid",
-        "_old",
         "_orders",
         "_post",
         "_prev",
         "_price",
         "_qty",
         "_rem",
-        "_ring",
         "_side",
         "_stp",
         "_table",
@@ -220,8 +166,6 @@ class PriceTimeEngine:
     def __init__(
         self, symbol: str, *, done_capacity: int = DEFAULT_DONE_CAPACITY, reserve: int = 0
     ) -> None:
-        if done_capacity < 1:
-            raise ValueError("done_capacity must be at least 1")
         if reserve < 0:
             raise ValueError("reserve must not be negative")
         self.symbol = symbol
@@ -251,20 +195,10 @@ class PriceTimeEngine:
         # liquibook's insert pattern runs ~12% slower (A/B, pinned; the
         # exchange mix does not move).
         self._orders: list[dict[int, int]] = [{} for _ in range(ID_SHARDS)]
-        # Done orders (id -> position of the record in the ring): the young
-        # generation, and the older ones, oldest first.
-        self._done: dict[int, int] = {}
-        self._old: deque[dict[int, int]] = deque()
-        self._done_cap = done_capacity
-        self._gen_size = min(DONE_GENERATION, done_capacity)
-        self._gen_keep = -(-done_capacity // self._gen_size)  # old generations kept
-        # A region of gen_size records per generation kept, the young one's
-        # included, added as they fill. The list is made now, so the tiers that
-        # freeze the start-up heap never have a collection walk it (module
-        # doc, "Done orders").
-        self._ring: list[_Record] = [_NO_RECORD] * self._gen_size
-        self._done_pos = 0
-        self._gen_end = self._gen_size
+        # Done orders' records. The retire paths call ``self._done.remember``
+        # (a slot, then a method: both specialised by CPython 3.11; a bound
+        # method cached in a slot is not, and cost the exchange mix ~5%).
+        self._done = DoneRing(done_capacity)
 
     # -- commands ------------------------------------------------------------
 
@@ -288,7 +222,7 @@ class PriceTimeEngine:
         integer in 1..MAX_QTY), ``invalid_tif``, ``invalid_stp``, ``invalid_post_only``
         (post-only on anything but a GTC limit), ``post_only_would_take``.
         """
-        orders = self._orders[order_id & _ID_MASK]
+        orders = self._orders[order_id & ID_MASK]
         if order_id in orders:
             return self._reject(order_id, R_DUPLICATE_ORDER_ID)
         if side == BUY:
@@ -402,14 +336,14 @@ class PriceTimeEngine:
             return ev
         # Done without resting: remembered as a tuple, no table slot.
         self.sequence = seq
-        self._remember(order_id, (side, price, qty, rem, account, stp, post_only, end))
+        self._done.remember(order_id, (side, price, qty, rem, account, stp, post_only, end))
         return ev
 
     def cancel(self, order_id: int) -> list[Event]:
         """Cancel a live order: ``cancelled`` (reason ``user``), or ``rejected``
         with ``unknown_order`` or ``order_done`` (it is known but already done).
         """
-        s = self._orders[order_id & _ID_MASK].pop(order_id, None)
+        s = self._orders[order_id & ID_MASK].pop(order_id, None)
         if s is None:
             return self._reject_missing(order_id)
         rem = self._rem[s]
@@ -431,7 +365,7 @@ class PriceTimeEngine:
             else:
                 self._prev[n] = p
             level.qty -= rem
-        self._remember(
+        self._done.remember(
             order_id,
             (
                 self._side[s],
@@ -461,7 +395,7 @@ class PriceTimeEngine:
         integer above the filled quantity and at most MAX_QTY),
         ``post_only_would_take``; a rejected replace changes nothing.
         """
-        s = self._orders[order_id & _ID_MASK].get(order_id)
+        s = self._orders[order_id & ID_MASK].get(order_id)
         if s is None:
             return self._reject_missing(order_id)
         old_price = self._price[s]
@@ -512,7 +446,7 @@ class PriceTimeEngine:
         if rem and not killed:
             own.append(s, new_price, key)
             return ev
-        del self._orders[order_id & _ID_MASK][order_id]
+        del self._orders[order_id & ID_MASK][order_id]
         if killed:
             seq = self.sequence + 1
             self.sequence = seq
@@ -544,11 +478,12 @@ class PriceTimeEngine:
         keys = opp.keys
         levels = opp.levels
         shards = self._orders
-        remember = self._remember
-        ring = self._ring
-        done = self._done
-        pos = self._done_pos
-        gen_end = self._gen_end
+        store = self._done
+        remember = store.remember
+        ring = store.ring
+        done = store.young
+        pos = store.pos
+        gen_end = store.end
         free = self._free
         oids = self._oid
         rems = self._rem
@@ -580,15 +515,15 @@ class PriceTimeEngine:
                     seq += 1
                     ev.append((EV_CANCELLED, seq, moid, mrem, C_STP))
                     lqty -= mrem
-                    del shards[moid & _ID_MASK][moid]
-                    self._done_pos = pos
+                    del shards[moid & ID_MASK][moid]
+                    store.pos = pos
                     remember(
                         moid,
                         (maker_side, price, qtys[s], mrem, accts[s], stps[s], posts[s], C_STP),
                     )
-                    done = self._done
-                    pos = self._done_pos
-                    gen_end = self._gen_end
+                    done = store.young
+                    pos = store.pos
+                    gen_end = store.end
                     free.append(s)  # not handed out again before this call returns
                     s = nxt[s]
                     if stp == STP_CANCEL_BOTH:
@@ -603,8 +538,9 @@ class PriceTimeEngine:
                     ev.append((EV_TRADE, seq, tid, moid, taker_id, price, mrem, side))
                     rem -= mrem
                     lqty -= mrem
-                    del shards[moid & _ID_MASK][moid]
-                    # _remember's stores, on locals: filling a maker is the hottest path.
+                    del shards[moid & ID_MASK][moid]
+                    # DoneRing.remember's stores, on locals: filling a maker is
+                    # the hottest path.
                     ring[pos] = (
                         maker_side,
                         price,
@@ -618,11 +554,11 @@ class PriceTimeEngine:
                     done[moid] = pos
                     pos += 1
                     if pos == gen_end:
-                        self._done_pos = pos
-                        self._next_generation()
-                        done = self._done
-                        pos = self._done_pos
-                        gen_end = self._gen_end
+                        store.pos = pos
+                        store.next_generation()
+                        done = store.young
+                        pos = store.pos
+                        gen_end = store.end
                     free.append(s)
                     s = nxt[s]
                     if not rem:
@@ -643,7 +579,7 @@ class PriceTimeEngine:
                 break
         self.sequence = seq
         self.trade_seq = tid
-        self._done_pos = pos
+        store.pos = pos
         return ~rem if killed else rem
 
     def _fillable(self, opp: BookSide, limit_key: int, qty: int, account: int, stp: int) -> bool:
@@ -679,49 +615,8 @@ class PriceTimeEngine:
         """Move a rested order that is done from its slot to the done store."""
         # The slot's record without its id, and how it ended (not a hot path:
         # cancels and fills store their records inline).
-        self._remember(order_id, (*self._record(s)[1:], end))
+        self._done.remember(order_id, (*self._record(s)[1:], end))
         self._free.append(s)
-
-    def _remember(self, order_id: int, record: _Record) -> None:
-        """Keep a done order's record in the young generation."""
-        pos = self._done_pos
-        self._ring[pos] = record
-        self._done[order_id] = pos
-        pos += 1
-        self._done_pos = pos
-        if pos == self._gen_end:
-            self._next_generation()
-
-    def _next_generation(self) -> None:
-        """The young generation of done orders joins the old ones; the oldest
-        is forgotten once enough are kept without it, and its ring region is
-        the new young generation's."""
-        old = self._old
-        old.append(self._done)
-        self._done = {}
-        if len(old) > self._gen_keep:
-            old.popleft()
-        start = self._gen_end
-        ring = self._ring
-        if start == len(ring):
-            if start < (self._gen_keep + 1) * self._gen_size:
-                ring += [_NO_RECORD] * self._gen_size
-            else:
-                start = 0
-        self._done_pos = start
-        self._gen_end = start + self._gen_size
-
-    def _done_entry(self, order_id: int) -> _Record | None:
-        """A done order's record, or None."""
-        pos = self._done.get(order_id)
-        if pos is None:
-            for gen in reversed(self._old):
-                pos = gen.get(order_id)
-                if pos is not None:
-                    break
-            else:
-                return None
-        return self._ring[pos]
 
     # -- rejections ------------------------------------------------------------
 
@@ -731,7 +626,7 @@ class PriceTimeEngine:
         return [(EV_REJECTED, seq, order_id, reason)]
 
     def _reject_missing(self, order_id: int) -> list[Event]:
-        known = self._done_entry(order_id) is not None
+        known = self._done.find(order_id) is not None
         return self._reject(order_id, R_ORDER_DONE if known else R_UNKNOWN_ORDER)
 
     def _reject_new(
@@ -749,7 +644,7 @@ class PriceTimeEngine:
             False,
             reason,
         )
-        self._remember(order_id, record)
+        self._done.remember(order_id, record)
         return self._reject(order_id, reason)
 
     # -- queries ---------------------------------------------------------------
@@ -775,7 +670,7 @@ class PriceTimeEngine:
 
     def order(self, order_id: int) -> OrderState | None:
         """The state of a live or recently done order (module doc), or ``None``."""
-        s = self._orders[order_id & _ID_MASK].get(order_id)
+        s = self._orders[order_id & ID_MASK].get(order_id)
         if s is not None:
             qty = self._qty[s]
             rem = self._rem[s]
@@ -794,7 +689,7 @@ class PriceTimeEngine:
                 self._acct[s],
                 self._post[s],
             )
-        entry = self._done_entry(order_id)
+        entry = self._done.find(order_id)
         if entry is None:
             return None
         side, price, qty, rem, account, _stp, post_only, end = entry
@@ -821,48 +716,8 @@ class PriceTimeEngine:
                 for s in level.slots(self._next):
                     yield side, level.price, self._oid[s], self._rem[s]
 
-    def check_integrity(self) -> None:
-        """Check every internal invariant of the book (slow; for tests).
-
-        Raises:
-            AssertionError: with what is wrong.
-        """
-        table = self._table
-        live: set[int] = set()
-        for side, book in ((BUY, self._bids), (SELL, self._asks)):
-            assert book.keys == sorted(book.levels), "keys out of step with levels"
-            for key, level in book.levels.items():
-                assert level.key == key and level.price * book.sign == key, "level key"
-                assert level.side is book, "level side"
-                total = 0
-                last = NIL
-                for s in level.slots(table.next):
-                    assert last == NIL or table.prev[s] == last, f"prev link of slot {s}"
-                    assert table.level[s] is level, f"level of slot {s}"
-                    assert table.side[s] == side and table.price[s] == level.price, "order side"
-                    assert 0 < table.rem[s] <= table.qty[s], f"remaining of slot {s}"
-                    oid = table.oid[s]
-                    assert self._orders[oid & _ID_MASK].get(oid) == s, f"slot {s} not live"
-                    total += table.rem[s]
-                    last = s
-                    live.add(s)
-                assert level.tail == last, "level tail"
-                assert total == level.qty and total > 0, "level qty"
-        assert len(live) == self.open_orders, "live orders out of the book"
-        bid, ask = self.best_bid(), self.best_ask()
-        assert bid is None or ask is None or bid < ask, "book crossed"
-        assert self._done_pos < self._gen_end, "young generation not moved on"
-        assert self._gen_end % self._gen_size == 0, "generation off its region"
-        assert len(self._old) <= self._gen_keep, "too many generations"
-        assert all(len(gen) <= self._gen_size for gen in [*self._old, self._done]), "big gen"
-        free = set(table.free)
-        assert len(free) == len(table.free), "a slot freed twice"
-        assert not live & free, "a live slot is free"
-        assert len(free) + len(live) == table.size, "a slot is lost"
-
-    # -- state -------------------------------------------------------------------
-
     def _record(self, s: int) -> list[Any]:
+        """A resting order's fields, its id first (``snapshot`` writes these)."""
         return [
             self._oid[s],
             self._side[s],
@@ -873,101 +728,3 @@ class PriceTimeEngine:
             self._stp[s],
             self._post[s],
         ]
-
-    def _book_records(self) -> list[list[Any]]:
-        return [self._record(s) for book in (self._bids, self._asks) for s in book.iter_slots()]
-
-    def state_hash(self) -> str:
-        """A digest of the book: every resting order in priority order (id, side,
-        price, total and remaining quantity, account, STP mode, post-only), the
-        sequence and the trade counter. Identical histories give identical
-        hashes; done orders (kept only for lookups) are not part of it.
-        """
-        payload = msgpack.packb(
-            [_HASH_VERSION, self.symbol, self.sequence, self.trade_seq, self._book_records()]
-        )
-        return hashlib.blake2b(payload, digest_size=16).hexdigest()
-
-    def snapshot(self) -> bytes:
-        """The whole engine as msgpack bytes: ``restore`` gives it back exactly."""
-        gens = [*self._old, self._done]
-        data = {
-            "v": _SNAPSHOT_VERSION,
-            "symbol": self.symbol,
-            "sequence": self.sequence,
-            "trade_seq": self.trade_seq,
-            "done_capacity": self._done_cap,
-            "book": self._book_records(),
-            # Oldest generation first; in each, the orders as they retired.
-            "done": [[[oid, *self._ring[pos]] for oid, pos in gen.items()] for gen in gens],
-            # Records the young generation took, reused ids counted: where it
-            # closes, so a restored engine moves on to its next one in step.
-            "young_used": self._done_pos - (self._gen_end - self._gen_size),
-        }
-        packed: bytes = msgpack.packb(data)
-        return packed
-
-    @classmethod
-    def restore(cls, data: bytes, *, reserve: int = 0) -> PriceTimeEngine:
-        """Rebuild an engine from ``snapshot()`` bytes (``reserve`` as for a new one).
-
-        Raises:
-            SnapshotError: the bytes are not a snapshot this version can read.
-        """
-        try:
-            d = msgpack.unpackb(data)
-            if not isinstance(d, dict) or d.get("v") != _SNAPSHOT_VERSION:
-                raise SnapshotError("not a price-time engine snapshot (version)")
-            engine = cls(d["symbol"], done_capacity=d["done_capacity"], reserve=reserve)
-            engine.sequence = d["sequence"]
-            engine.trade_seq = d["trade_seq"]
-            engine._load(d["book"], d["done"], d.get("young_used"))
-        except SnapshotError:
-            raise
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-            raise SnapshotError(f"not a price-time engine snapshot: {exc}") from exc
-        except msgpack.UnpackException as exc:
-            raise SnapshotError(f"not a price-time engine snapshot: {exc}") from exc
-        return engine
-
-    def _fill(self, rec: list[Any]) -> int:
-        s = self._table.alloc()
-        (
-            self._oid[s],
-            self._side[s],
-            self._price[s],
-            self._qty[s],
-            self._rem[s],
-            self._acct[s],
-            self._stp[s],
-            self._post[s],
-        ) = rec[:8]
-        return s
-
-    def _load(
-        self, book: list[list[Any]], done: list[list[list[Any]]], young_used: int | None
-    ) -> None:
-        for rec in book:
-            s = self._fill(rec)
-            oid, side, price = rec[0], rec[1], rec[2]
-            if side == BUY:
-                self._bids.append(s, price, price)
-            else:
-                self._asks.append(s, price, -price)
-            self._orders[oid & _ID_MASK][oid] = s
-        if not done:
-            raise ValueError("no done generation")
-        for i, recs in enumerate(done):
-            for oid, *fields in recs:
-                if len(fields) != _RECORD_FIELDS:
-                    raise ValueError("bad done record")
-                self._remember(oid, tuple(fields))
-            # A generation holds fewer ids than records when an id was reused
-            # in it: close it where the original did, not where its region is full.
-            if i < len(done) - 1 and self._done:
-                self._next_generation()
-        if young_used is not None:
-            start = self._gen_end - self._gen_size
-            if not len(self._done) <= young_used < self._gen_size:
-                raise ValueError("bad young_used")
-            self._done_pos = start + young_used

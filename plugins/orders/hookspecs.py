@@ -19,10 +19,13 @@ __all__ = ["sprintd_order_engines"]
 def sprintd_order_engines(app: App) -> Mapping[str, Any]:
     """Offer matching engines to the orders plugin, by name.
 
-    Each value has ``create(symbol) -> engine`` and ``restore(bytes) ->
-    engine``; the engine has the interface of ``sprintd.plugins.orders.
-    service.Engine`` (new, cancel, replace, order, depth, sequence,
-    state_hash, snapshot) and must be deterministic: no clock, no randomness.
+    Each value is an engine kind (``sprintd.plugins.orders.service.
+    EngineKind``): ``create(symbol) -> engine``, ``restore(bytes) -> engine``,
+    ``snapshot(engine) -> bytes`` (what ``restore`` takes back) and
+    ``state_hash(engine) -> str`` (equal for equal books), called only with
+    engines the kind made. The engine has the interface of ``sprintd.plugins.
+    orders.service.Engine`` (new, cancel, replace, order, depth, sequence)
+    and must be deterministic: no clock, no randomness.
     ``[orders.symbols.NAME] engine = "..."`` chooses one per symbol; the
     built-in is ``price_time``. Called from the orders plugin's
     ``sprintd_configure``.

@@ -30,6 +30,7 @@ from sprintd import (
 )
 
 from . import hookspecs
+from . import snapshot as persistence
 from .api import STREAM, OrdersAPI
 from .config import DEFAULT_RESERVE, ENTRY_PORT_OFFSET, OrdersSection
 from .engine import PriceTimeEngine
@@ -42,7 +43,8 @@ LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class _PriceTime:
-    """The built-in engine as the hook registers it."""
+    """The built-in engine kind as the hook registers it: the hot core from
+    ``engine``, its persistence from ``snapshot``."""
 
     def __init__(self, done_capacity: int, reserve: int) -> None:
         self.done_capacity = done_capacity
@@ -52,7 +54,13 @@ class _PriceTime:
         return PriceTimeEngine(symbol, done_capacity=self.done_capacity, reserve=self.reserve)
 
     def restore(self, data: bytes) -> PriceTimeEngine:
-        return PriceTimeEngine.restore(data, reserve=self.reserve)
+        return persistence.restore(data, reserve=self.reserve)
+
+    def snapshot(self, engine: PriceTimeEngine) -> bytes:
+        return persistence.snapshot(engine)
+
+    def state_hash(self, engine: PriceTimeEngine) -> str:
+        return persistence.state_hash(engine)
 
 
 class OrdersPlugin:
@@ -92,11 +100,7 @@ class OrdersPlugin:
                     f"orders.symbols.{symbol}.engine = {cfg.engine!r}: no such engine "
                     f"(registered: {', '.join(sorted(kinds))})"
                 )
-        service = OrderService(
-            section,
-            {name: kind.create for name, kind in kinds.items()},
-            {name: kind.restore for name, kind in kinds.items()},
-        )
+        service = OrderService(section, kinds)
         journal = app.journal
         try:
             after, replayed = journal.restore(STREAM, service.restore, service.replay)

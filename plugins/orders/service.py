@@ -1,37 +1,33 @@
-"""The order service: validation, ids, idempotency and state around the engines.
+"""The order service: the books' state machine, around the engines.
 
-Everything that changes state is a *command*, a small msgpack array, applied
-by ``_apply`` both live and on replay, so the journal's records and the live
-path cannot drift apart:
+Strategy
+--------
+The service holds the state that the journal makes durable: one engine per
+symbol, the order id counter, the accounts' numbers, client order ids and the
+recent trades. It applies *commands* (``commands`` module: their layouts, and
+the validation that turns a request into one) through ``_apply``, both live
+and on replay, so the journal's records and the live path cannot drift apart.
+Accounts get engine numbers in order of first use, which replay reproduces.
+``time_ms`` is the service's clock when a command was accepted (never behind
+an earlier command's): the engine reads no clock, and the client ids'
+retention is measured in these times, so replay forgets the same ids at the
+same commands. (Records journaled before it existed have no ``time_ms``; they
+count as the time of the command before.)
 
-    [NEW, order_id, symbol, side, kind, price, qty, tif, post_only, account, stp,
-     client_order_id, time_ms]
-    [CANCEL, order_id, symbol, time_ms]
-    [REPLACE, order_id, symbol, price, qty, time_ms]
-
-Prices and quantities are integer ticks and lots, within the engine's
-``MAX_PRICE`` and ``MAX_QTY``; ``account`` and ``client_order_id`` are the
-client's strings (accounts get engine numbers in order of first use, which
-replay reproduces). ``time_ms`` is the service's clock when the command was
-accepted (never behind an earlier command's): the engine reads no clock, and
-the client ids' retention is measured in these times, so replay forgets the
-same ids at the same commands. (Records journaled before it existed have no
-``time_ms``; they count as the time of the command before.)
-
-Order of work, for durability (the plugin's handlers do it): validate (a bad
-request changes nothing and is not journaled), encode the record (so nothing
-that can fail is left once the book changes), apply, then ``await`` the
-journal append, then answer. An exception while applying is a bug that may
-have changed a book half way: the service *halts* (``halted``), answering
-every later command ``orders_halted`` (503) so that nothing is acknowledged
-on top of a state the journal does not hold; reads go on, and a restart
-replays the journal to the last good command. The append takes its sequence number before it
-first waits, so records are in the order commands were applied, whatever the
-interleaving of requests; an answer only leaves once the record is durable
-per the tier's fsync policy. A command applied but not yet durable when the
-process dies was never acknowledged: after replay it is either there or not,
-and a client retrying with the same ``client_order_id`` gets the order it
-already has, never a second one.
+Order of work, for durability (the plugin's handlers, ``api``, do it):
+validate (a bad request changes nothing and is not journaled), encode the
+record (so nothing that can fail is left once the book changes), apply, then
+``await`` the journal append, then answer. An exception while applying is a
+bug that may have changed a book half way: the service *halts* (``halted``),
+answering every later command ``orders_halted`` (503) so that nothing is
+acknowledged on top of a state the journal does not hold; reads go on, and a
+restart replays the journal to the last good command. The append takes its
+sequence number before it first waits, so records are in the order commands
+were applied, whatever the interleaving of requests; an answer only leaves
+once the record is durable per the tier's fsync policy. A command applied but
+not yet durable when the process dies was never acknowledged: after replay it
+is either there or not, and a client retrying with the same
+``client_order_id`` gets the order it already has, never a second one.
 
 Cancels and replaces of an unknown or finished order are answered without
 reaching the engine (an engine numbers every command it sees, so a rejected
@@ -42,6 +38,10 @@ rests; a done order's for ``client_id_retention`` from the command that ended
 it, and at most ``client_id_capacity`` of them (oldest forgotten first), with
 the order's final state, so a retry is answered even after the engine has
 forgotten the order. Rejected orders keep no id: a retry is judged again.
+
+The snapshot (``snapshot``/``restore``) stays in this module: it is this
+state's persistence, field by field, so a field added to the state and
+forgotten in the snapshot is one screen apart, not one module.
 """
 
 from __future__ import annotations
@@ -49,38 +49,24 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from decimal import Decimal
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import msgpack
 
+from .commands import CANCEL, NEW, REPLACE, TIMED_LENGTH, InvalidOrder
 from .config import OrdersSection
-from .events import (
-    EV_CANCELLED,
-    EV_REJECTED,
-    EV_TRADE,
-    GTC,
-    LIMIT,
-    MAX_PRICE,
-    MAX_QTY,
-    SIDE_NAMES,
-    STP_NAMES,
-    TIF_NAMES,
-    TYPE_NAMES,
-    Event,
-    OrderState,
-)
-from .spec import OffGridError, SymbolSpec
+from .events import EV_CANCELLED, EV_REJECTED, EV_TRADE, Event, OrderState
+from .spec import SymbolSpec
 
-__all__ = ["CANCEL", "NEW", "REPLACE", "Engine", "InvalidOrder", "OrderService", "Outcome"]
+__all__ = ["HALTED_RETRY_AFTER_S", "Engine", "EngineKind", "OrderService", "Outcome"]
 
-NEW, CANCEL, REPLACE = 1, 2, 3
-# Each command's length with its time_ms, by op (records without it are shorter).
-_TIMED_LENGTH = {NEW: 13, CANCEL: 4, REPLACE: 6}
 _SNAPSHOT_VERSION = 2
 # The engine's statuses of an order still in the book.
 _LIVE = frozenset({"new", "partially_filled"})
+HALTED_RETRY_AFTER_S = 30
+"""Retry-After of ``orders_halted``: a halted service stays halted until a
+restart, so let clients go elsewhere."""
 
 
 class Engine(Protocol):
@@ -106,25 +92,17 @@ class Engine(Protocol):
     ) -> list[Event]: ...
     def order(self, order_id: int) -> OrderState | None: ...
     def depth(self, levels: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]: ...
-    def state_hash(self) -> str: ...
-    def snapshot(self) -> bytes: ...
 
 
-EngineFactory = Callable[[str], Engine]
-EngineRestore = Callable[[bytes], Engine]
+class EngineKind(Protocol):
+    """An engine as the ``sprintd_order_engines`` hook offers it: made,
+    restored, snapshotted and hashed (persistence is the kind's, so an
+    engine's hot core carries none of it)."""
 
-
-class InvalidOrder(ValueError):
-    """A request that cannot become a command; ``code`` is stable for clients.
-
-    ``status``: 400 for a malformed request, 404 for an unknown order, 409 for
-    one already done, 503 when the service has halted.
-    """
-
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
+    def create(self, symbol: str) -> Engine: ...
+    def restore(self, data: bytes) -> Engine: ...
+    def snapshot(self, engine: Any) -> bytes: ...
+    def state_hash(self, engine: Any) -> str: ...
 
 
 class Outcome:
@@ -138,31 +116,40 @@ class Outcome:
         self.created = created
 
 
-def _choice(value: Any, names: tuple[str, ...], field: str, default: int | None = None) -> int:
-    if value is None and default is not None:
-        return default
-    if isinstance(value, str):
-        for index, name in enumerate(names):
-            if value == name or value.lower() == name.lower():
-                return index
-    raise InvalidOrder(f"invalid_{field}", f"{field} must be one of {', '.join(names)}")
-
-
 ClientKey = tuple[int, str]
 """(account number, client_order_id)."""
 
 
 class OrderService:
-    """The books, their ids and client ids (module doc).
+    """The books and the state around them; applies commands, live and replayed.
 
-    ``clock`` gives seconds since the epoch (``time.time``); tests pass their own.
+    The live path is ``submit``, ``cancel`` and ``replace`` (each refuses
+    with an ``InvalidOrder`` and changes nothing, or applies the command and
+    returns the record to journal with the ``Outcome``); ``replay`` applies a
+    journaled record. ``snapshot`` and ``restore`` are the state's
+    checkpoints. Reads (``find``, ``engines``, ``trades``) never change state.
+
+    Args:
+        section: the ``[orders]`` settings: symbols, their engines, retention.
+        kinds: the engine kinds by name (the ``sprintd_order_engines`` hook's
+            values); each symbol's engine is made, restored, snapshotted and
+            hashed by the kind its settings name.
+        clock: seconds since the epoch (``time.time``); tests pass their own.
+
+    Attributes:
+        engines: symbol -> engine.
+        specs: symbol -> tick and lot sizes.
+        trades: symbol -> the latest ``trades_kept`` trades, oldest first, as
+            ``(trade_id, maker, taker, price, qty, taker_side)``.
+        dirty: symbols whose books changed since the API last published them.
+        halted: why the service halted (module doc), or None.
+        on_halt: called once, with the reason, when the service halts.
     """
 
     def __init__(
         self,
         section: OrdersSection,
-        factories: Mapping[str, EngineFactory],
-        restorers: Mapping[str, EngineRestore],
+        kinds: Mapping[str, EngineKind],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.section = section
@@ -170,11 +157,9 @@ class OrderService:
             symbol: SymbolSpec(symbol, cfg.tick_size, cfg.lot_size)
             for symbol, cfg in section.symbols.items()
         }
-        self._engine_kind = {symbol: cfg.engine for symbol, cfg in section.symbols.items()}
-        self._factories = factories
-        self._restorers = restorers
+        self._kinds = {symbol: kinds[cfg.engine] for symbol, cfg in section.symbols.items()}
         self.engines: dict[str, Engine] = {
-            symbol: factories[kind](symbol) for symbol, kind in self._engine_kind.items()
+            symbol: kind.create(symbol) for symbol, kind in self._kinds.items()
         }
         self.next_id = 1
         self.accounts: dict[str, int] = {"": 0}
@@ -189,120 +174,14 @@ class OrderService:
         self._done_ids: dict[ClientKey, tuple[int, OrderState | None]] = {}
         self._done_order: deque[tuple[int, ClientKey]] = deque()
         self._retention_ms = int(section.client_id_retention * 1000)
-        #: Why the service halted (module doc), or None while it takes commands.
         self.halted: str | None = None
-        #: Called once, with the reason, when the service halts.
         self.on_halt: Callable[[str], None] = lambda reason: None
         self.trades: dict[str, deque[tuple[int, int, int, int, int, int]]] = {
             symbol: deque(maxlen=section.trades_kept) for symbol in self.engines
         }
         self.dirty: set[str] = set()
-        self.journal_seq = 0
-        self._text: dict[tuple[str, int, bool], str] = {}
 
-    # --- reading requests (no state changes) -------------------------------
-
-    def _spec(self, symbol: Any) -> SymbolSpec:
-        spec = self.specs.get(symbol) if isinstance(symbol, str) else None
-        if spec is None:
-            raise InvalidOrder("unknown_symbol", f"symbol must be one of {', '.join(self.specs)}")
-        return spec
-
-    @staticmethod
-    def _units(spec: SymbolSpec, value: Any, field: str) -> int:
-        """A price or quantity on the symbol's grid, in ticks or lots, positive
-        and within the engine's bounds.
-
-        Raises:
-            InvalidOrder: ``invalid_price`` or ``invalid_qty`` with the reason.
-        """
-        convert: Callable[[Any], int]
-        if field == "price":
-            convert, limit = spec.to_ticks, MAX_PRICE
-        else:
-            convert, limit = spec.to_lots, MAX_QTY
-        try:
-            units = convert(value)
-        except OffGridError as exc:
-            if exc.reason != "out_of_range":
-                raise InvalidOrder(f"invalid_{field}", f"{field}: {exc}") from None
-            units = limit + 1
-        except (ValueError, TypeError) as exc:
-            raise InvalidOrder(f"invalid_{field}", f"{field}: {exc}") from None
-        if units <= 0:
-            raise InvalidOrder(f"invalid_{field}", f"{field} must be positive")
-        if units > limit:
-            if field == "price":
-                bound = f"{spec.from_ticks(limit)} ({limit} ticks of {spec.tick_size})"
-            else:
-                bound = f"{spec.from_lots(limit)} ({limit} lots of {spec.lot_size})"
-            raise InvalidOrder(f"invalid_{field}", f"{field} must be at most {bound}")
-        return units
-
-    def new_command(self, body: Any) -> tuple[list[Any], int, str | None]:
-        """A NEW command (without its order id yet) from a request body.
-
-        Returns the command, the account number and the client order id.
-
-        Raises:
-            InvalidOrder: with the first problem found.
-        """
-        if not isinstance(body, dict):
-            raise InvalidOrder("invalid_body", "the body must be an object")
-        allowed = {
-            "symbol",
-            "side",
-            "type",
-            "price",
-            "qty",
-            "tif",
-            "post_only",
-            "client_order_id",
-            "account",
-            "stp",
-        }
-        unknown = sorted(set(body) - allowed)
-        if unknown:
-            raise InvalidOrder("unknown_field", f"unknown field {unknown[0]!r}")
-        symbol = body.get("symbol")
-        spec = self._spec(symbol)
-        side = _choice(body.get("side"), SIDE_NAMES, "side")
-        kind = _choice(body.get("type"), TYPE_NAMES, "type", LIMIT)
-        tif = _choice(body.get("tif"), TIF_NAMES, "tif", GTC)
-        stp = _choice(body.get("stp"), STP_NAMES, "stp", 0)
-        if "qty" not in body:
-            raise InvalidOrder("invalid_qty", "qty is required")
-        qty = self._units(spec, body["qty"], "qty")
-        price = None
-        if kind == LIMIT:
-            if body.get("price") is None:
-                raise InvalidOrder("invalid_price", "a limit order needs a price")
-            price = self._units(spec, body["price"], "price")
-        post_only = body.get("post_only", False)
-        if not isinstance(post_only, bool):
-            raise InvalidOrder("invalid_post_only", "post_only must be true or false")
-        account = body.get("account") or ""
-        client_id = body.get("client_order_id")
-        for name, value in (("account", account), ("client_order_id", client_id)):
-            if value is not None and (not isinstance(value, str) or len(value) > 64):
-                raise InvalidOrder(f"invalid_{name}", f"{name} must be a string of <= 64")
-        number = self.accounts.get(account, len(self.accounts))
-        command = [
-            NEW,
-            0,
-            symbol,
-            side,
-            kind,
-            price,
-            qty,
-            tif,
-            post_only,
-            account,
-            stp,
-            client_id,
-            0,
-        ]
-        return command, number, client_id
+    # --- reading state -------------------------------------------------------
 
     def find(self, order_id: Any) -> tuple[str, OrderState]:
         """The symbol and state of an order the engines still know.
@@ -327,12 +206,6 @@ class OrderService:
         """Client ids kept: of live orders, and of done ones (``client_id_capacity``)."""
         return {"live": len(self._live_ids), "done": len(self._done_ids)}
 
-    def _live(self, order_id: Any) -> tuple[str, OrderState]:
-        symbol, state = self.find(order_id)
-        if state.status not in _LIVE:
-            raise InvalidOrder("order_done", f"order {order_id} is {state.status}", 409)
-        return symbol, state
-
     # --- changing state ----------------------------------------------------
 
     def check_running(self) -> None:
@@ -342,15 +215,33 @@ class OrderService:
                 "orders_halted",
                 f"order entry is halted until a restart: {self.halted}",
                 503,
+                retry_after=HALTED_RETRY_AFTER_S,
             )
 
-    def submit(
-        self, command: list[Any], account: int, client_id: str | None
-    ) -> tuple[bytes | None, Outcome]:
-        """Apply a NEW command; the payload to journal (None: nothing new happened)."""
+    def live_symbol(self, order_id: Any) -> str:
+        """The symbol of a live order that a command may change.
+
+        Raises:
+            InvalidOrder: 503 ``orders_halted``, 404 ``unknown_order``, 409
+                ``order_done``.
+        """
         self.check_running()
+        symbol, state = self.find(order_id)
+        if state.status not in _LIVE:
+            raise InvalidOrder("order_done", f"order {order_id} is {state.status}", 409)
+        return symbol
+
+    def submit(self, command: list[Any]) -> tuple[bytes | None, Outcome]:
+        """Apply a NEW command (``Parser.new``); the payload to journal (None:
+        a retry of a client order id, nothing new happened).
+
+        Raises:
+            InvalidOrder: 503 ``orders_halted``; 409 ``duplicate_client_order_id``.
+        """
+        self.check_running()
+        client_id = command[11]
         if client_id is not None:
-            key = (account, client_id)
+            key = (self.accounts.get(command[9], len(self.accounts)), client_id)
             known = self._live_ids.get(key)
             if known is not None:
                 # A retry: the order already exists, nothing is entered twice.
@@ -369,23 +260,25 @@ class OrderService:
         return payload, Outcome(self.find(command[1])[1], events, True)
 
     def cancel(self, order_id: Any) -> tuple[bytes, Outcome]:
-        self.check_running()
-        symbol, _ = self._live(order_id)
+        """Cancel a live order; the payload to journal.
+
+        Raises:
+            InvalidOrder: as ``live_symbol``.
+        """
+        symbol = self.live_symbol(order_id)
         payload, events = self._commit([CANCEL, order_id, symbol, 0])
         return payload, Outcome(self.find(order_id)[1], events, False)
 
-    def replace(self, order_id: Any, body: Any) -> tuple[bytes, Outcome]:
+    def replace(
+        self, order_id: int, symbol: str, price: int | None, qty: int | None
+    ) -> tuple[bytes, Outcome]:
+        """Replace a live order of ``symbol`` (``live_symbol``, then
+        ``Parser.change``, with no await between); the payload to journal.
+
+        Raises:
+            InvalidOrder: 503 ``orders_halted``.
+        """
         self.check_running()
-        symbol, _ = self._live(order_id)
-        if not isinstance(body, dict) or not set(body) <= {"price", "qty"} or not body:
-            raise InvalidOrder("invalid_body", "send price, qty or both")
-        spec = self.specs[symbol]
-        price = body.get("price")
-        qty = body.get("qty")
-        if price is not None:
-            price = self._units(spec, price, "price")
-        if qty is not None:
-            qty = self._units(spec, qty, "qty")
         payload, events = self._commit([REPLACE, order_id, symbol, price, qty, 0])
         return payload, Outcome(self.find(order_id)[1], events, False)
 
@@ -415,7 +308,7 @@ class OrderService:
 
     def _apply(self, command: list[Any]) -> list[Event]:
         op, order_id, symbol = command[0], command[1], command[2]
-        if len(command) == _TIMED_LENGTH[op]:
+        if len(command) == TIMED_LENGTH[op]:
             self.time_ms = command[-1]
         engine = self.engines[symbol]
         if op == NEW:
@@ -466,70 +359,13 @@ class OrderService:
             while done and (done[0][0] <= horizon or len(done) > capacity):
                 del self._done_ids[done.popleft()[1]]
 
-    # --- reading state -----------------------------------------------------
-
-    def text(self, symbol: str, units: int, price: bool) -> str:
-        """A price (ticks) or quantity (lots) as its decimal string, cached:
-        Decimal arithmetic costs more than the rest of a book snapshot."""
-        key = (symbol, units, price)
-        found = self._text.get(key)
-        if found is None:
-            if len(self._text) > 100_000:
-                self._text.clear()
-            spec = self.specs[symbol]
-            value: Decimal = spec.from_ticks(units) if price else spec.from_lots(units)
-            found = self._text[key] = str(value)
-        return found
-
-    def order_json(self, state: OrderState, events: Iterable[Event] = ()) -> dict[str, Any]:
-        symbol = state.symbol
-        # DESIGN's statuses have no "expired": an IOC or market remainder is a
-        # cancel, and its reason says why.
-        status = "cancelled" if state.status == "expired" else state.status
-        answer: dict[str, Any] = {
-            "order_id": state.order_id,
-            "symbol": symbol,
-            "side": SIDE_NAMES[state.side],
-            "price": None if state.price is None else self.text(symbol, state.price, True),
-            "qty": self.text(symbol, state.qty, False),
-            "status": status,
-            "filled_qty": self.text(symbol, state.filled_qty, False),
-            "remaining_qty": self.text(symbol, state.remaining_qty, False),
-            "fills": [self.trade_json(symbol, e[2:8]) for e in events if e[0] == EV_TRADE],
-        }
-        if state.reason is not None:
-            key = "reject_reason" if state.status == "rejected" else "reason"
-            answer[key] = state.reason
-        return answer
-
-    def trade_json(self, symbol: str, trade: tuple[int, ...]) -> dict[str, Any]:
-        trade_id, maker, taker, price, qty, taker_side = trade
-        return {
-            "trade_id": trade_id,
-            "price": self.text(symbol, price, True),
-            "qty": self.text(symbol, qty, False),
-            "maker_order_id": maker,
-            "taker_order_id": taker,
-            "taker_side": SIDE_NAMES[taker_side],
-        }
-
-    def book_json(self, symbol: str, depth: int) -> dict[str, Any]:
-        engine = self.engines[symbol]
-        bids, asks = engine.depth(depth)
-        text = self.text
-        return {
-            "symbol": symbol,
-            "sequence": engine.sequence,
-            "bids": [[text(symbol, p, True), text(symbol, q, False)] for p, q in bids],
-            "asks": [[text(symbol, p, True), text(symbol, q, False)] for p, q in asks],
-        }
-
     def state_hash(self) -> str:
         """One digest of every engine's state and the id counter."""
         digest = hashlib.blake2b(digest_size=16)
         digest.update(str(self.next_id).encode())
         for symbol in sorted(self.engines):
-            digest.update(symbol.encode() + b"=" + self.engines[symbol].state_hash().encode())
+            engine_hash = self._kinds[symbol].state_hash(self.engines[symbol])
+            digest.update(symbol.encode() + b"=" + engine_hash.encode())
         return digest.hexdigest()
 
     # --- snapshots -----------------------------------------------------------
@@ -555,7 +391,7 @@ class OrderService:
                     for t, (a, c) in self._done_order
                 ],
                 "trades": {s: [list(t) for t in d] for s, d in self.trades.items()},
-                "engines": {s: e.snapshot() for s, e in self.engines.items()},
+                "engines": {s: self._kinds[s].snapshot(e) for s, e in self.engines.items()},
             },
             use_bin_type=True,
         )
@@ -571,7 +407,7 @@ class OrderService:
         if missing:
             raise ValueError(f"the snapshot has books for unconfigured symbols: {missing}")
         for symbol, blob in state["engines"].items():
-            self.engines[symbol] = self._restorers[self._engine_kind[symbol]](blob)
+            self.engines[symbol] = self._kinds[symbol].restore(blob)
         self.next_id = state["next_id"]
         self.accounts = dict(state["accounts"])
         if version == 1:

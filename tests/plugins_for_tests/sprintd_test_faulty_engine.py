@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sprintd import App, hookimpl
+from sprintd.plugins.orders import snapshot as persistence
 from sprintd.plugins.orders.engine import PriceTimeEngine
 from sprintd.plugins.orders.events import Event
 
@@ -29,7 +30,13 @@ class _Kind:
         return FaultyEngine(symbol)
 
     def restore(self, data: bytes) -> PriceTimeEngine:
-        return FaultyEngine.restore(data)
+        return persistence.restore(data, engine_class=FaultyEngine)
+
+    def snapshot(self, engine: PriceTimeEngine) -> bytes:
+        return persistence.snapshot(engine)
+
+    def state_hash(self, engine: PriceTimeEngine) -> str:
+        return persistence.state_hash(engine)
 
 
 @hookimpl

@@ -1,0 +1,196 @@
+"""Order requests into commands: the command vocabulary and its validation.
+
+Strategy
+--------
+Everything that changes the books is a *command*, a small msgpack array that
+the service (``service.py``) applies both live and on replay, so the
+journal's records and the live path cannot drift apart:
+
+    [NEW, order_id, symbol, side, kind, price, qty, tif, post_only, account, stp,
+     client_order_id, time_ms]
+    [CANCEL, order_id, symbol, time_ms]
+    [REPLACE, order_id, symbol, price, qty, time_ms]
+
+Prices and quantities are integer ticks and lots, within the engine's
+``MAX_PRICE`` and ``MAX_QTY``; ``account`` and ``client_order_id`` are the
+client's strings. ``order_id`` and ``time_ms`` are the service's to fill.
+
+This module reads request bodies (HTTP JSON or msgpack, and the order-entry
+port's maps: the same checks for both) into commands, knowing the symbols'
+grids and nothing of the books' state: a body it refuses changes nothing.
+Its error, ``InvalidOrder``, is the orders plugin's only one: an
+``HTTPError`` that carries its status and code from where it is raised (as
+h11's ``error_status_hint`` does), so the HTTP dispatch answers it as it is
+and the order-entry port maps it to ``["error", code, message]`` in one
+place; nothing catches it to raise it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sprintd import HTTPError
+
+from .events import (
+    GTC,
+    LIMIT,
+    MAX_PRICE,
+    MAX_QTY,
+    SIDE_NAMES,
+    STP_NAMES,
+    TIF_NAMES,
+    TYPE_NAMES,
+)
+from .spec import OffGridError, SymbolSpec
+
+__all__ = ["CANCEL", "NEW", "REPLACE", "TIMED_LENGTH", "InvalidOrder", "Parser"]
+
+NEW, CANCEL, REPLACE = 1, 2, 3
+TIMED_LENGTH = {NEW: 13, CANCEL: 4, REPLACE: 6}
+"""Each command's length with its time_ms, by op (records journaled before
+``time_ms`` existed are one shorter)."""
+_NEW_FIELDS = frozenset(
+    {
+        "symbol",
+        "side",
+        "type",
+        "price",
+        "qty",
+        "tif",
+        "post_only",
+        "client_order_id",
+        "account",
+        "stp",
+    }
+)
+_REPLACE_FIELDS = frozenset({"price", "qty"})
+_MAX_ID_LENGTH = 64
+"""An account or client order id's characters at most: both are journaled
+with every order and kept with its client id."""
+
+
+class InvalidOrder(HTTPError):
+    """A request refused, unchanged state; ``code`` is stable for clients.
+
+    ``status``: 400 for a malformed request, 404 for an unknown order, 409 for
+    one already done, 503 (with ``retry_after``) when the service has halted.
+    """
+
+    def __init__(
+        self, code: str, message: str, status: int = 400, *, retry_after: float | None = None
+    ) -> None:
+        super().__init__(status, code, message, retry_after=retry_after)
+
+
+def _choice(value: Any, names: tuple[str, ...], field: str, default: int | None = None) -> int:
+    if value is None and default is not None:
+        return default
+    if isinstance(value, str):
+        for index, name in enumerate(names):
+            if value == name or value.lower() == name.lower():
+                return index
+    raise InvalidOrder(f"invalid_{field}", f"{field} must be one of {', '.join(names)}")
+
+
+class Parser:
+    """Request bodies into commands, for the configured symbols.
+
+    Args:
+        specs: each symbol's tick and lot sizes.
+    """
+
+    def __init__(self, specs: Mapping[str, SymbolSpec]) -> None:
+        self.specs = specs
+
+    def _spec(self, symbol: Any) -> SymbolSpec:
+        spec = self.specs.get(symbol) if isinstance(symbol, str) else None
+        if spec is None:
+            raise InvalidOrder("unknown_symbol", f"symbol must be one of {', '.join(self.specs)}")
+        return spec
+
+    @staticmethod
+    def units(spec: SymbolSpec, value: Any, field: str) -> int:
+        """A price or quantity on the symbol's grid, in ticks or lots, positive
+        and within the engine's bounds.
+
+        Raises:
+            InvalidOrder: ``invalid_price`` or ``invalid_qty`` with the reason.
+        """
+        convert: Callable[[Any], int]
+        if field == "price":
+            convert, limit = spec.to_ticks, MAX_PRICE
+        else:
+            convert, limit = spec.to_lots, MAX_QTY
+        try:
+            units = convert(value)
+        except OffGridError as exc:
+            if exc.reason != "out_of_range":
+                raise InvalidOrder(f"invalid_{field}", f"{field}: {exc}") from None
+            units = limit + 1
+        except (ValueError, TypeError) as exc:
+            raise InvalidOrder(f"invalid_{field}", f"{field}: {exc}") from None
+        if units <= 0:
+            raise InvalidOrder(f"invalid_{field}", f"{field} must be positive")
+        if units > limit:
+            if field == "price":
+                bound = f"{spec.from_ticks(limit)} ({limit} ticks of {spec.tick_size})"
+            else:
+                bound = f"{spec.from_lots(limit)} ({limit} lots of {spec.lot_size})"
+            raise InvalidOrder(f"invalid_{field}", f"{field} must be at most {bound}")
+        return units
+
+    def new(self, body: Any) -> list[Any]:
+        """A NEW command from a request body, its order id and time 0 (the
+        service's to fill).
+
+        Raises:
+            InvalidOrder: 400 with the first problem found.
+        """
+        if not isinstance(body, dict):
+            raise InvalidOrder("invalid_body", "the body must be an object")
+        unknown = sorted(set(body) - _NEW_FIELDS)
+        if unknown:
+            raise InvalidOrder("unknown_field", f"unknown field {unknown[0]!r}")
+        symbol = body.get("symbol")
+        spec = self._spec(symbol)
+        side = _choice(body.get("side"), SIDE_NAMES, "side")
+        kind = _choice(body.get("type"), TYPE_NAMES, "type", LIMIT)
+        tif = _choice(body.get("tif"), TIF_NAMES, "tif", GTC)
+        stp = _choice(body.get("stp"), STP_NAMES, "stp", 0)
+        if "qty" not in body:
+            raise InvalidOrder("invalid_qty", "qty is required")
+        qty = self.units(spec, body["qty"], "qty")
+        price = None
+        if kind == LIMIT:
+            if body.get("price") is None:
+                raise InvalidOrder("invalid_price", "a limit order needs a price")
+            price = self.units(spec, body["price"], "price")
+        post_only = body.get("post_only", False)
+        if not isinstance(post_only, bool):
+            raise InvalidOrder("invalid_post_only", "post_only must be true or false")
+        account = body.get("account") or ""
+        client_id = body.get("client_order_id")
+        for name, value in (("account", account), ("client_order_id", client_id)):
+            if value is not None and (not isinstance(value, str) or len(value) > _MAX_ID_LENGTH):
+                raise InvalidOrder(
+                    f"invalid_{name}", f"{name} must be a string of <= {_MAX_ID_LENGTH}"
+                )
+        return [NEW, 0, symbol, side, kind, price, qty, tif, post_only, account, stp, client_id, 0]
+
+    def change(self, symbol: str, body: Any) -> tuple[int | None, int | None]:
+        """A replace's new price and total quantity (None: unchanged), in
+        ``symbol``'s ticks and lots.
+
+        Raises:
+            InvalidOrder: 400 ``invalid_body``, ``invalid_price`` or ``invalid_qty``.
+        """
+        if not isinstance(body, dict) or not body or not set(body) <= _REPLACE_FIELDS:
+            raise InvalidOrder("invalid_body", "send price, qty or both")
+        spec = self.specs[symbol]
+        price = body.get("price")
+        qty = body.get("qty")
+        return (
+            None if price is None else self.units(spec, price, "price"),
+            None if qty is None else self.units(spec, qty, "qty"),
+        )
