@@ -26,6 +26,8 @@ __all__ = ["ADAPTERS", "SPRINTD_MODULE", "Bound", "open_engine"]
 
 SYMBOL = "BTC-USD"
 SPRINTD_MODULE = "sprintd.plugins.orders.engine"
+# Its vocabulary: sides, kinds, time in force, events and their layouts.
+SPRINTD_EVENTS = "sprintd.plugins.orders.events"
 
 New = Callable[[int, int, int, int, int, int], object]
 Translate = Callable[[Command], Command]
@@ -76,10 +78,11 @@ def _each(translate: Translate) -> Callable[[Sequence[Command]], list[Command]]:
 
 def _sprintd(keep_all: bool, reserve: int = 0) -> Bound:
     mod: Any = importlib.import_module(SPRINTD_MODULE)
+    ev: Any = importlib.import_module(SPRINTD_EVENTS)
     engine = mod.PriceTimeEngine(SYMBOL, reserve=reserve)
-    sides, kinds, tifs = (mod.BUY, mod.SELL), (mod.LIMIT, mod.MARKET), (mod.GTC, mod.IOC)
-    trade, rejected = mod.EV_TRADE, mod.EV_REJECTED
-    layout = getattr(getattr(mod, "TradeEvent", None), "_fields", ())
+    sides, kinds, tifs = (ev.BUY, ev.SELL), (ev.LIMIT, ev.MARKET), (ev.GTC, ev.IOC)
+    trade, rejected = ev.EV_TRADE, ev.EV_REJECTED
+    layout = getattr(getattr(ev, "TradeEvent", None), "_fields", ())
     # Without a documented trade layout, the bench can only count trades.
     qty_at = layout.index("qty") if "qty" in layout else None
 
