@@ -16,6 +16,7 @@ from .journal import Journal, JournalError, JournalUnavailable
 from .latency import RING_SIZE, Recorder, Summary, summarize
 from .redis import Redis, RedisError, Script
 from .routing import Route
+from .sections import PluginSection, Section
 from .server.framed import (
     FrameHandler,
     TimedFrameHandler,
@@ -24,7 +25,7 @@ from .server.framed import (
     timed_framed_listener,
 )
 from .server.state import Conn
-from .settings import ConfigError, PluginSection, Section
+from .settings import ConfigError
 from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
 from .sockio import connect, recv, send_all
 from .version import __version__

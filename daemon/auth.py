@@ -37,17 +37,11 @@ import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from .access import ApiKeySettings, AuthSettings, RateLimit, Scope, check_secret
 from .audit import AuditLog
 from .http import HTTPError
 from .ratelimit import Bucket, Limiter
-from .settings import (
-    ApiKeySettings,
-    AuthSettings,
-    ConfigError,
-    RateLimit,
-    Scope,
-    check_secret,
-)
+from .settings import ConfigError
 from .tiers import Tier
 
 __all__ = ["Guard", "Key", "load_keys", "presented"]

@@ -35,7 +35,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .app import App, BackgroundTask, HealthCheck, Listener, Route, SnapshotSpec
-    from .settings import PluginSection
+    from .sections import PluginSection
 
 __all__ = ["PROJECT", "hookimpl", "hookspec"]
 

@@ -18,7 +18,8 @@ import pluggy
 from . import hookspecs
 from .health import HealthPlugin
 from .metrics import MetricsPlugin
-from .settings import ConfigError, PluginSection, Settings
+from .sections import PluginSection
+from .settings import ConfigError, Settings
 
 __all__ = [
     "BUILTINS",

@@ -32,8 +32,8 @@ from typing import Any, Literal, Protocol
 
 import trio
 
+from .access import RateLimit
 from .redis import Redis, RedisError, Script
-from .settings import RateLimit
 
 __all__ = [
     "LEASE_TICK",

@@ -7,9 +7,9 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from .access import Access
 from .http import HTTPError, Request, Response
 from .latency import Recorder
-from .settings import Access
 
 __all__ = ["BoundRoute", "Handler", "Route", "Router", "method_not_allowed"]
 

@@ -20,47 +20,37 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     create_model,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
+from .access import AuthSettings
 from .redisurl import parse_url
+from .sections import PluginSection, Section
 from .tiers import TIERS, Tier, TierProfile, load_profile
 
 __all__ = [
     "EXIT_CONFIG",
-    "Access",
-    "ApiKeySettings",
     "AuditSettings",
-    "AuthSettings",
     "ConfigError",
     "JournalSettings",
     "Layer",
     "LoadedSettings",
-    "PluginSection",
-    "RateLimit",
     "RedisSettings",
-    "Scope",
-    "Section",
     "ServerSettings",
     "Settings",
     "TuningSettings",
-    "check_secret",
     "load_settings",
     "reloaded",
 ]
@@ -80,32 +70,6 @@ SEED_ENV_ALIASES: Mapping[str, tuple[str, ...]] = {
 }
 # The seed's JSON files call the tuning section this.
 SEED_TUNING_KEY = "performance_optimizations"
-
-
-class Section(BaseModel):
-    """A settings section: unknown keys are errors, values never change."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PluginSection(Section):
-    """Base of a plugin's own section; ``enabled = false`` unregisters it.
-
-    A plugin whose state lives in the process (an order book, an in-memory
-    store) sets ``process_local = True``: it then needs one owner, and more
-    than one worker is a configuration error while it is enabled.
-    """
-
-    process_local: ClassVar[bool] = False
-    enabled: bool = True
-
-    def keeps_state_locally(self) -> bool:
-        """Whether this configuration keeps the plugin's state in the process.
-
-        ``process_local`` by default; a plugin whose store is chosen in its
-        section (memory or a shared server) answers from its values.
-        """
-        return self.process_local
 
 
 class ServerSettings(Section):
@@ -225,98 +189,6 @@ class JournalSettings(Section):
 
 # What an API key may be granted, and what a route or snapshot may ask of
 # one: a scope, or "open" for no key at all.
-Scope = Literal["read", "trade", "admin"]
-Access = Literal["open", "read", "trade", "admin"]
-# Keys travel in headers: visible ASCII, no spaces. 16 characters is the
-# floor below which a key can be guessed by a patient client.
-_SECRET = re.compile(r"[\x21-\x7e]{16,4096}")
-
-
-def check_secret(value: str) -> str | None:
-    """Why ``value`` cannot be an API key, or None when it can."""
-    if _SECRET.fullmatch(value):
-        return None
-    return "an API key is 16 to 4096 visible ASCII characters, without spaces"
-
-
-class RateLimit(Section):
-    """A token bucket: ``rate`` requests a second, up to ``burst`` at once."""
-
-    rate: float = Field(gt=0)
-    burst: int = Field(ge=1)
-
-
-class TierLimits(Section):
-    """Per-key request limits by the key's tier (the seed system's figures)."""
-
-    free: RateLimit = RateLimit(rate=1, burst=5)
-    pro: RateLimit = RateLimit(rate=10, burst=50)
-    business: RateLimit = RateLimit(rate=50, burst=250)
-    turbo: RateLimit = RateLimit(rate=100, burst=500)
-    enterprise: RateLimit = RateLimit(rate=500, burst=2500)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _over_the_defaults(cls, data: Any) -> Any:
-        """``[auth.limits.pro] burst = 100`` keeps pro's rate: a tier's table
-        lays over its defaults rather than replacing them."""
-        if not isinstance(data, dict):
-            return data
-        merged = dict(data)
-        for tier, given in data.items():
-            field = cls.model_fields.get(tier)
-            if field is not None and isinstance(given, dict):
-                merged[tier] = {**field.default.model_dump(), **given}
-        return merged
-
-    def of(self, tier: Tier) -> RateLimit:
-        limit: RateLimit = getattr(self, tier)
-        return limit
-
-
-class ApiKeySettings(Section):
-    """One API key: its secret from exactly one source, its tier and scopes."""
-
-    # The secret itself (shown masked by ``sprintd config``) ...
-    key: SecretStr | None = None
-    # ... or the name of an environment variable holding it ...
-    key_env: str | None = None
-    # ... or a file holding it (trailing whitespace ignored).
-    key_file: Path | None = None
-    tier: Tier = "free"
-    scopes: tuple[Scope, ...] = ("read",)
-
-    @field_validator("key")
-    @classmethod
-    def _usable(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            problem = check_secret(value.get_secret_value())
-            if problem is not None:
-                raise ValueError(problem)
-        return value
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ApiKeySettings:
-        given = [self.key is not None, self.key_env is not None, self.key_file is not None]
-        if sum(given) != 1:
-            raise ValueError("give exactly one of key, key_env and key_file")
-        return self
-
-
-class AuthSettings(Section):
-    """API keys, scopes and per-tier rate limits (``sprintd.auth``)."""
-
-    # Off by default: a development daemon on loopback needs no keys.
-    enabled: bool = False
-    keys: dict[str, ApiKeySettings] = Field(default_factory=dict)
-    limits: TierLimits = TierLimits()
-    # What /metrics and /v1/stats ask of a key; "open" serves them to anyone.
-    metrics_scope: Access = "open"
-    # Each key's bucket shared by every worker and instance through
-    # [redis] url (sprintd.ratelimit); off: a bucket per worker.
-    shared_limits: bool = False
-
-
 class AuditSettings(Section):
     """The audit log (``sprintd.audit``): one JSON line per security event."""
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .access import Access
 from .http import JSON, encode_response
 from .latency import Recorder
-from .settings import Access
 
 __all__ = ["FastEntry", "Snapshot", "SnapshotSpec", "SnapshotTable"]
 

@@ -16,6 +16,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from sprintd.access import AuthSettings
 from sprintd.app import App, Route, SnapshotSpec
 from sprintd.auth import presented
 from sprintd.health import HealthPlugin
@@ -24,7 +25,7 @@ from sprintd.http import Request, Response
 from sprintd.manager import make_manager, plugin_sections
 from sprintd.metrics import MetricsPlugin
 from sprintd.server.connection import HTTPServer
-from sprintd.settings import AuthSettings, ConfigError, load_settings, reloaded
+from sprintd.settings import ConfigError, load_settings, reloaded
 from sprintd.testing import exchange, make_app, make_server
 
 READER = "reader-key-0123456789"

@@ -19,7 +19,8 @@ import pytest
 
 from sprintd.hookspecs import hookimpl
 from sprintd.manager import BUILTINS, ENTRY_POINT_GROUP, make_manager, plugin_sections
-from sprintd.settings import ConfigError, PluginSection
+from sprintd.sections import PluginSection
+from sprintd.settings import ConfigError
 
 from .daemons import NO_ORDERS, PLUGINS_DIR, Daemon, DaemonFactory, wait_for
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sprintd.access import RateLimit
 from sprintd.http import retry_after_header as retry_after
 from sprintd.ratelimit import LocalLimiter, TokenBucket
-from sprintd.settings import RateLimit
 
 
 class Clock:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import trio
 
+from sprintd.access import RateLimit
 from sprintd.ratelimit import LEASE_TICK, RedisLimiter
 from sprintd.redis import Redis
-from sprintd.settings import RateLimit
 
 from .daemons import DaemonFactory, wait_for
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from sprintd import PluginSection
 from sprintd.app import App, Route
 from sprintd.hookspecs import hookimpl
 from sprintd.http import Request, Response
-from sprintd.settings import PluginSection
 
 __all__ = ["GCLoadSection"]
 
