@@ -110,7 +110,9 @@ class Journal:
     """
 
     # The order path's calls are the parts' own bound methods, not wrappers:
-    # a wrapper would add a coroutine frame to every record.
+    # a wrapper would add a coroutine frame to every record (to every batch
+    # for ``run``, the writer's task).
+    run: Callable[[], Coroutine[Any, Any, None]]
     append: Callable[[str, Bytes], Coroutine[Any, Any, int]]
     append_many: Callable[[str, Iterable[Bytes]], Coroutine[Any, Any, range]]
     admit: Callable[[], None]
@@ -179,6 +181,8 @@ class Journal:
             retry_interval=probe_interval,
         )
         self._writer.on_written = self._checkpoints.written
+        self._writer.background += [self._space.probe, self._checkpoints.run]
+        self.run = self._writer.run
         self.append = self._writer.append
         self.append_many = self._writer.append_many
         self.admit = self._space.admit
@@ -302,26 +306,6 @@ class Journal:
         self._checkpoints.opened(report)
         self.report = report
         return report
-
-    async def run(self) -> None:
-        """Write batches (group commit), keep room ahead, checkpoint; fsync under ``interval``.
-
-        Run it as a background task for as long as anything appends; appends
-        wait for it. When cancelled, it writes and fsyncs what is pending
-        (blocking the loop for one fsync) and answers every waiting append
-        before it returns.
-
-        A full disk does not stop it: a batch that finds no room is held
-        (its appends wait) and written when the probe finds room again. A
-        write or fsync error of another kind fails the journal (every
-        waiting and later append gets ``JournalError``, ``unavailable`` says
-        why) and ``run()`` returns: the daemon goes on serving reads.
-
-        Raises:
-            JournalClosed: the journal is not open, or ``run()`` ran before (it runs once).
-            RuntimeError: ``run()`` is already running.
-        """
-        await self._writer.run(self._space.probe, self._checkpoints.run)
 
     async def sync(self) -> int:
         """Write and fsync everything appended so far, whatever the policy (``Writer.sync``)."""

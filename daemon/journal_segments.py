@@ -352,11 +352,6 @@ class SegmentFiles:
 
     # --- writing ----------------------------------------------------------------
 
-    def fits(self, size: int) -> bool:
-        """Whether a batch of ``size`` bytes goes in the active segment (an empty one takes any)."""
-        active = self.segments[-1]
-        return not active.records or active.end + size <= self.segment_bytes
-
     def write(self, data: bytes, first: int, last: int, streams: dict[str, int]) -> None:
         """Write a batch at the active segment's end; nothing is counted unless all of it is.
 

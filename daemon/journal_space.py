@@ -102,10 +102,9 @@ class Availability:
         self._spare_wanted.set()
 
     def unheld(self) -> None:
-        """A batch was written: if one was held, that is over."""
-        if self._space_error is not None:
-            self._space_error = None
-            self._refresh()
+        """The held batch was written."""
+        self._space_error = None
+        self._refresh()
 
     def want_spare(self) -> None:
         """The spare was used (rotation): have the probe make the next one now."""

@@ -160,6 +160,8 @@ class Writer:
         self.fsync_interval = fsync_interval
         #: Called with (last seq, bytes written) after every batch written.
         self.on_written: Callable[[int, int], None] | None = None
+        #: Tasks ``run()`` runs beside the writer, and stops with it.
+        self.background: list[Callable[[], Awaitable[None]]] = []
         self._open = False
         self.failed: BaseException | None = None
         # Open, not closed, not failed, run() not stopped: the one check an
@@ -369,13 +371,19 @@ class Writer:
 
     # --- the writer task ----------------------------------------------------------
 
-    async def run(self, *others: Callable[[], Awaitable[None]]) -> None:
-        """Write batches and, under ``interval``, fsync; run ``others`` beside, until cancelled.
+    async def run(self) -> None:
+        """Write batches (group commit), fsync under ``interval``, run ``background`` beside.
 
-        When cancelled, it writes and fsyncs what is pending (blocking the
-        loop for one fsync) and answers every waiting append before it
-        returns. An I/O error other than "no space" fails the journal and
-        returns (see the module's docstring).
+        Run it as a background task for as long as anything appends; appends
+        wait for it. When cancelled, it writes and fsyncs what is pending
+        (blocking the loop for one fsync) and answers every waiting append
+        before it returns.
+
+        A full disk does not stop it: a batch that finds no room is held
+        (its appends wait) and written when the probe finds room again. A
+        write or fsync error of another kind fails the journal (every
+        waiting and later append gets ``JournalError``, ``unavailable`` says
+        why) and ``run()`` returns: the daemon goes on serving reads.
 
         Raises:
             JournalClosed: the journal is not open, or ``run()`` ran before (it runs once).
@@ -389,8 +397,8 @@ class Writer:
             async with trio.open_nursery() as nursery:
                 if self.policy == "interval":
                     nursery.start_soon(self._guarded, self._interval_fsyncs, nursery)
-                for other in others:
-                    nursery.start_soon(other)
+                for task in self.background:
+                    nursery.start_soon(task)
                 await self._guarded(self._write_loop, nursery)
         finally:
             self.running = False
@@ -448,19 +456,26 @@ class Writer:
             self.on_written(last, self.bytes_written)
 
     async def _write_batch(self) -> None:
+        # A batch still here was held for want of space: the refusal ends
+        # when it is written.
+        retry = self._held is not None
         if self._held is None:
             self._held = self._take_batch()
         data, batch, first, last, streams = self._held
         # In flight until finished, so that a failure or a cancelled run()
         # still answers its waiters.
         self._inflight = batch
-        if not self.files.segments:
+        segments = self.files.segments
+        if not segments:
             raise OSError(errno.ENOSPC, "no segment could be made to write to")
-        if not self.files.fits(len(data)):
+        # A batch never spans two segments; an empty segment takes any.
+        active = segments[-1]
+        if active.records and active.end + len(data) > self.files.segment_bytes:
             await self._rotate(first)
         self._write(data, first, last, streams)
         self._held = None
-        self.space.unheld()
+        if retry:
+            self.space.unheld()
         if self.policy == "always":
             await self._fsync_active()
         self._inflight = None
