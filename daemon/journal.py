@@ -132,7 +132,7 @@ class Journal:
         """
         Args:
             directory: the journal directory, made if missing (``<data_dir>/journal``).
-            fsync: ``always``, ``interval`` or ``os`` (see the module's table).
+            fsync: ``always``, ``interval`` or ``os`` (see ``journal_writer``'s table).
             fsync_interval_ms: the period of background fsyncs under ``interval``.
             segment_bytes: a segment is closed and a new one started when the next
                 batch would take it past this size (a batch never spans two);

@@ -52,6 +52,8 @@ from .journal_format import (
 )
 
 __all__ = [
+    "NOTHING_MADE",
+    "NOTHING_WANTED",
     "Room",
     "Segment",
     "SegmentFiles",
