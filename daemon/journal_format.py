@@ -91,6 +91,9 @@ CRC_START = 4
 # length, seq, stream length: packed by the writer before the crc is known.
 LENGTH_SEQ = struct.Struct("<IQB")
 CRC = struct.Struct("<I")
+# What a record's length counts besides its stream name and payload: the seq
+# and the stream length (LENGTH_SEQ without the length field itself).
+LENGTH_FIXED = struct.calcsize("<QB")
 # magic, version, seq, data length, crc32 of the data, crc32 of the 28 bytes before.
 SNAPSHOT_HEADER = struct.Struct("<8sIQQII")
 
@@ -99,8 +102,8 @@ SNAPSHOT_HEADER = struct.Struct("<8sIQQII")
 MAX_PAYLOAD = 16 * 1024 * 1024
 MAX_STREAM = 64
 # seq, stream length and a one-byte stream name, with an empty payload.
-MIN_LENGTH = LENGTH_SEQ.size - 4 + 1
-MAX_LENGTH = LENGTH_SEQ.size - 4 + MAX_STREAM + MAX_PAYLOAD
+MIN_LENGTH = LENGTH_FIXED + 1
+MAX_LENGTH = LENGTH_FIXED + MAX_STREAM + MAX_PAYLOAD
 # Snapshots kept per stream: the newest, and one before it in case the newest
 # cannot be read (compaction keeps the journal back to the older one).
 KEEP_SNAPSHOTS = 2
@@ -287,7 +290,7 @@ def _scan_records(data: bytes, start: int, expect: int, path: Path) -> _Scan:
         if length == 0 and crc == 0 and data.count(0, off) == size - off:
             break  # the preallocated rest of the segment: a clean end
         end = off + 8 + length
-        if length < MIN_LENGTH or length > MAX_LENGTH or not 0 < slen <= length - 9:
+        if length < MIN_LENGTH or length > MAX_LENGTH or not 0 < slen <= length - LENGTH_FIXED:
             problem = (off, f"impossible record length {length}")
             break
         if end > size:
@@ -315,7 +318,12 @@ def _record_at(data: bytes, off: int) -> int | None:
         return None
     crc, length, seq, slen = RECORD_HEAD.unpack_from(data, off)
     end = off + 8 + length
-    if length < MIN_LENGTH or length > MAX_LENGTH or end > len(data) or not 0 < slen <= length - 9:
+    if (
+        length < MIN_LENGTH
+        or length > MAX_LENGTH
+        or end > len(data)
+        or not 0 < slen <= length - LENGTH_FIXED
+    ):
         return None
     if zlib.crc32(memoryview(data)[off + CRC_START : end]) != crc:
         return None
