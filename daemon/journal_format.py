@@ -162,6 +162,8 @@ class TailCut:
 
 @dataclass(frozen=True)
 class SnapshotInfo:
+    """One snapshot file: its stream, the last record it covers, where it is, its size."""
+
     stream: str
     seq: int
     path: Path

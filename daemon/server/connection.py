@@ -58,6 +58,9 @@ log = logging.getLogger("sprintd.server")
 
 
 class HTTPServer:
+    """One worker's connections: the accept loops, one task per connection
+    (HTTP, or a plugin's port), the reaper, and drain (module doc)."""
+
     def __init__(self, app: App, pool: BufferPool) -> None:
         self.app = app
         self.pool = pool

@@ -24,6 +24,10 @@ class EntryError(Exception):
 
 
 class EntryClient:
+    """A blocking client of the order-entry port, for scripts, tests and benches:
+    frames out, replies back in order (``request``), or many frames pipelined
+    (``send_many`` then ``receive``)."""
+
     def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -21,6 +21,8 @@ ENTRY_PORT_OFFSET = 1000
 
 
 class SymbolSettings(Section):
+    """``[orders.symbols.NAME]``: one tradable symbol's grid and engine."""
+
     # Decimal strings: a float could not say 0.01 exactly.
     tick_size: str
     lot_size: str
@@ -48,6 +50,8 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
 class OrdersSection(PluginSection):
+    """``[orders]``: the symbols, the books' sizes and the client-id retention."""
+
     # The books live in this process: one worker owns them.
     process_local: ClassVar[bool] = True
 

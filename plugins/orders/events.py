@@ -192,6 +192,8 @@ MAX_QTY = 10**9
 
 
 class AcceptedEvent(NamedTuple):
+    """An order entered the book or began to match."""
+
     kind: int
     seq: int
     order_id: int
@@ -201,6 +203,8 @@ class AcceptedEvent(NamedTuple):
 
 
 class RejectedEvent(NamedTuple):
+    """A command refused, with the reason."""
+
     kind: int
     seq: int
     order_id: int
@@ -208,6 +212,8 @@ class RejectedEvent(NamedTuple):
 
 
 class TradeEvent(NamedTuple):
+    """A fill: maker and taker, at the maker's price."""
+
     kind: int
     seq: int
     trade_id: int
@@ -219,6 +225,8 @@ class TradeEvent(NamedTuple):
 
 
 class CancelledEvent(NamedTuple):
+    """Quantity that left the book: by the user or by STP."""
+
     kind: int
     seq: int
     order_id: int
@@ -227,6 +235,8 @@ class CancelledEvent(NamedTuple):
 
 
 class ReplacedEvent(NamedTuple):
+    """An order's new price or quantity, and whether it kept its priority."""
+
     kind: int
     seq: int
     order_id: int
@@ -237,6 +247,8 @@ class ReplacedEvent(NamedTuple):
 
 
 class ExpiredEvent(NamedTuple):
+    """An IOC, FOK or market remainder that did not rest."""
+
     kind: int
     seq: int
     order_id: int

@@ -64,6 +64,9 @@ class _PriceTime:
 
 
 class OrdersPlugin:
+    """The orders plugin's hooks: its section, the built-in engine, the journal
+    restore at start-up, routes, book snapshots, the entry port, its health."""
+
     def __init__(self) -> None:
         self.api: OrdersAPI | None = None
 
