@@ -87,7 +87,8 @@ def _markdown(run: Run) -> list[str]:
         f"never two at once. All serve the same bytes: `GET /bench` answers a "
         f"{len(GET_BODY)}-byte JSON body and `POST /echo` echoes a {len(ECHO_BODY)}-byte JSON "
         "body. sprintd answers the GET from its pre-encoded fast path and the POST through "
-        "h11; the peers serve raw ASGI/RSGI apps (no framework).",
+        "its strict parser (h11 reads what that declines); the peers serve raw ASGI/RSGI "
+        "apps (no framework).",
     ]
     lines += report.partial(run.interrupted)
     lines += ["", *report.targets_table(run.targets)]

@@ -32,7 +32,7 @@ class Server:
     argv: tuple[str, ...]
     pythonpath: tuple[Path, ...] = (REPO,)
     # The row title per request method when one process serves two paths
-    # that are compared separately (sprintd's fast path and its h11 path).
+    # that are compared separately (sprintd's fast path and its dynamic path).
     titles: Mapping[str, str] = field(default_factory=dict)
 
     def title_for(self, method: str) -> str:
@@ -89,7 +89,7 @@ SERVERS: tuple[Server, ...] = (
             "{data_dir}",
         ),
         pythonpath=(HERE, REPO),
-        titles={"GET": "sprintd fast path", "POST": "sprintd h11 path"},
+        titles={"GET": "sprintd fast path", "POST": "sprintd dynamic path"},
     ),
     Server(
         key="uvicorn",
