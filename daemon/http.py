@@ -216,6 +216,15 @@ class Response:
         return cls(status, json.dumps(value, separators=(",", ":")).encode("utf-8"), JSON)
 
 
+# What a keep-alive answer without extra headers has before and after the Date
+# line, by (status, content type): the status line, then the server and
+# content-type lines. Made on first use, so the usual answers cost one
+# formatting call; bounded, since a plugin may use any content type.
+_FIXED: dict[tuple[int, bytes], tuple[bytes, bytes]] = {}
+MAX_FIXED = 256
+_USUAL = b"%s%s%scontent-length: %d\r\n\r\n%s"
+
+
 def encode_response(
     status: int,
     body: bytes,
@@ -232,8 +241,16 @@ def encode_response(
     204 or 304 has no content (RFC 9112 section 6.3): its body, if any, is
     not sent, since without a length it would read as the next response.
     """
+    if keep_alive and not headers and not head:
+        fixed = _FIXED.get((status, content_type))
+        if fixed is not None:
+            # The usual answer: one formatting call, no list built.
+            return _USUAL % (fixed[0], _date[0], fixed[1], len(body), body)
     parts = [_STATUS_LINES.get(status) or status_line(status), _date[0], SERVER_LINE]
     has_content = status >= 200 and status not in (204, 304)
+    if has_content and len(_FIXED) < MAX_FIXED:
+        ctype = b"content-type: " + content_type + b"\r\n" if content_type else b""
+        _FIXED[status, content_type] = (parts[0], SERVER_LINE + ctype)
     if content_type and status not in (204, 304):
         parts.append(b"content-type: " + content_type + b"\r\n")
     for name, value in headers:

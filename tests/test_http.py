@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sprintd import http
 from sprintd.http import JSON, MSGPACK, HTTPError, Request, Response, encode_response
 
 ORDER = b'{"symbol":"BTC-USD","side":"sell","price":"64000.00","qty":"0.5","n":[1,2.5,null]}'
@@ -116,3 +117,34 @@ def test_a_response_without_content_sends_no_body(status: int) -> None:
     encoded = encode_response(status, b"null")
     assert encoded.endswith(b"\r\n\r\n")
     assert b"content-length" not in encoded
+
+
+@given(
+    st.sampled_from([200, 201, 202, 204, 304, 400, 404, 429, 500, 503, 599, 299]),
+    st.sampled_from([JSON, MSGPACK, b"text/plain; charset=utf-8", b""]),
+    st.binary(max_size=64),
+    st.booleans(),
+    st.booleans(),
+    st.lists(st.tuples(st.sampled_from([b"x-a", b"retry-after"]), st.binary(max_size=8))),
+)
+def test_the_usual_answer_is_encoded_as_any_other(
+    status: int,
+    content_type: bytes,
+    body: bytes,
+    keep_alive: bool,
+    head: bool,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """The first answer of its kind is built field by field and remembered; the
+    next ones of that kind take the one-call shortcut: the same bytes."""
+    http._FIXED.clear()
+    first = encode_response(status, body, content_type, headers, head=head, keep_alive=keep_alive)
+    again = encode_response(status, body, content_type, headers, head=head, keep_alive=keep_alive)
+    assert again == first
+    # And from a cache that already knew it (a snapshot's, an earlier request's).
+    http._FIXED.clear()
+    encode_response(status, b"", content_type)
+    assert (
+        encode_response(status, body, content_type, headers, head=head, keep_alive=keep_alive)
+        == first
+    )
