@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common.cli import positive, say
+from bench.common.cli import add_run_options, positive, say, start
 from bench.common.net import free_port, running
 from bench.common.paths import BIN, REPO, short
 from bench.common.plotting import DPI, figure
@@ -146,7 +145,7 @@ def _plot(samples: list[Sample], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.orders.datadir", description=__doc__)
     parser.add_argument("--minutes", type=positive, default=5, help="length of the run")
-    parser.add_argument("--out", type=Path, help="results directory")
+    add_run_options(parser, "datadir", pin=None)
     parser.add_argument(
         "--checkpoint-records",
         type=positive,
@@ -157,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "--segment-mib", type=positive, default=16, help="[journal] segment_bytes in MiB"
     )
     args = parser.parse_args(argv)
-    out = args.out or Path(tempfile.mkdtemp(prefix="bench-datadir-"))
-    out.mkdir(parents=True, exist_ok=True)
+    _, out = start("datadir", args.out)
     env = {
         "SPRINTD_JOURNAL__CHECKPOINT_RECORDS": str(args.checkpoint_records),
         "SPRINTD_JOURNAL__SEGMENT_BYTES": str(args.segment_mib * MIB),
