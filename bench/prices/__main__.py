@@ -5,8 +5,9 @@ Three parts, one after another:
 - ``inprocess``: the cost of one update in process (``bench.prices.inprocess``,
   one pinned process per GC regime).
 - ``http``: a daemon (one worker, pinned to its own CPU, the enterprise tier
-  by default) loaded on ``POST /v1/prices`` with one update per request: k6
-  at a constant ``--rate`` (10,000/s), then wrk's closed loop for the
+  by default) loaded on ``POST /v1/prices``: one update per request at a
+  constant ``--rate`` (10,000/s) from h2load, ``--http-batch`` updates per
+  request at the same update rate from k6, then wrk's closed loop for the
   maximum rate.
 - ``feed``: the same daemon's binary feed: a constant ``--rate`` in frames of
   one update, then of ``--feed-batch`` updates, then the maximum rate with
@@ -197,8 +198,15 @@ def _http(
     ).encode()
     loads = (
         (
+            # One update a request at 10,000/s: more than k6 can start from a
+            # shared core (bench.serving.load).
             Load(
-                "http-rate", "POST /v1/prices, constant rate (k6)", "k6", "POST", _PATH, HTTP_BODY
+                "http-rate",
+                "POST /v1/prices, constant rate (h2load)",
+                "h2load",
+                "POST",
+                _PATH,
+                HTTP_BODY,
             ),
             1,
         ),
@@ -255,8 +263,12 @@ def _http(
             engine=call_json(port, "GET", "/v1/price-engine/metrics"),
             daemon_cpu=cpu,
         )
-        if load.closed:
+        if load.closed or load.tool == "h2load":
             measured.notes.append(f"{args.connections} connections")
+        measured.notes.append(
+            f"the load generator ({load.tool}) took {result.tool_cpu_s:.1f} CPU-s, "
+            f"{100 * result.tool_cpu_s / duration:.0f}% of a core"
+        )
         run.figures.append(measured)
         argv = command(load, base + load.path, duration, settings, raw.with_suffix(".summary.json"))
         run.commands.append(pinned(argv, pinning.tools))
@@ -464,7 +476,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--tier", default="enterprise", help="the daemon's tier (default enterprise)"
     )
     parser.add_argument(
-        "--connections", type=positive, default=50, help="wrk connections (default 50)"
+        "--connections", type=positive, default=50, help="wrk and h2load connections (default 50)"
     )
     parser.add_argument(
         "--vus", type=positive, default=100, help="k6 pre-allocated VUs (default 100)"

@@ -94,7 +94,7 @@ def _markdown(run: Run, targets: list[Target]) -> list[str]:
 def _verdict(run: Run, rate: int) -> list[str]:
     lines = []
     for key, what in (
-        ("http-rate", "over HTTP, one update a request (k6, client side)"),
+        ("http-rate", "over HTTP, one update a request (h2load, client side)"),
         ("http-rate-batch", "over HTTP, batched requests (k6, client side)"),
         ("feed-rate-1", "over the binary feed, one update a frame (client side)"),
         ("feed-rate-10", "over the binary feed, 10 updates a frame (client side)"),
@@ -142,9 +142,11 @@ def _method_http(run: Run) -> list[str]:
     s = run.settings
     return [
         f"`POST /v1/prices`, the daemon at tier `{s['tier']}`, one worker. `http-rate` is "
-        f"k6's constant-arrival-rate at {s['rate']:,} requests/s of one update each, "
-        f"`http-rate-batch` at {s['rate'] // s['http_batch']:,} requests/s of "
-        f"{s['http_batch']} updates each (the same {s['rate']:,} updates/s), for "
+        f"h2load at {s['rate']:,} requests/s of one update each over {s['connections']} "
+        "connections (`--rps` per connection, one request in flight on each: k6 cannot start "
+        "that many from a shared core), "
+        f"`http-rate-batch` k6's constant-arrival-rate at {s['rate'] // s['http_batch']:,} "
+        f"requests/s of {s['http_batch']} updates each (the same {s['rate']:,} updates/s), for "
         f"{s['duration']}s each ({s['vus']} pre-allocated VUs; a request k6 could not start "
         f"counts as dropped); `http-max` is wrk's closed loop ({s['connections']} connections, "
         "one update a request) after a 2 s warm-up. Client latency is send to answer (for a "
