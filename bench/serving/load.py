@@ -34,6 +34,7 @@ __all__ = [
     "ECHO_CLOSED",
     "ECHO_RATE",
     "GET_CLOSED",
+    "GET_PIPELINED",
     "GET_RATE",
     "LOADS",
     "PERCENTILES",
@@ -70,6 +71,8 @@ class Load:
     method: str
     path: str
     body: bytes | None = None
+    # Requests written back to back on each connection (wrk only).
+    pipeline: int = 1
 
     @property
     def closed(self) -> bool:
@@ -80,9 +83,19 @@ GET_CLOSED = Load("get-closed", "GET /bench, closed loop (wrk)", "wrk", "GET", G
 ECHO_CLOSED = Load(
     "echo-closed", "POST /echo, closed loop (wrk)", "wrk", "POST", ECHO_PATH, ECHO_BODY
 )
+# Clients that pipeline (and proxies that multiplex): what one read of many
+# requests costs, where the closed loop above costs a read and a send each.
+GET_PIPELINED = Load(
+    "get-pipelined",
+    "GET /bench, 16 pipelined a connection (wrk)",
+    "wrk",
+    "GET",
+    GET_PATH,
+    pipeline=16,
+)
 GET_RATE = Load("get-rate", "GET /bench, constant rate (k6)", "k6", "GET", GET_PATH)
 ECHO_RATE = Load("echo-rate", "POST /echo, constant rate (k6)", "k6", "POST", ECHO_PATH, ECHO_BODY)
-LOADS: tuple[Load, ...] = (GET_CLOSED, ECHO_CLOSED, GET_RATE, ECHO_RATE)
+LOADS: tuple[Load, ...] = (GET_CLOSED, ECHO_CLOSED, GET_PIPELINED, GET_RATE, ECHO_RATE)
 
 
 @dataclass(frozen=True)
@@ -169,6 +182,8 @@ def environment(load: Load, url: str, seconds: int, settings: Settings) -> dict[
     }
     if load.body is not None:
         env["BENCH_BODY"] = load.body.decode()
+    if load.pipeline > 1:
+        env["BENCH_PIPELINE"] = str(load.pipeline)
     if load.tool == "k6":
         env |= {
             "BENCH_URL": url,

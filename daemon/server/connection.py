@@ -4,8 +4,9 @@ A connection is one loop in one task, as in trio's own servers: read, answer
 every complete request in what was read, read again. No task, channel or
 cancel scope is made per request.
 
-The loop tries the fast path first on each complete head (``fastpath.match``)
-and hands everything else, from the first byte it declined, to the h11 path
+The loop tries the fast path first on each complete head (``fastpath.match``);
+the answers to pipelined snapshot requests that one read brought are sent
+together, in one call. It hands everything else, from the first byte it declined, to the h11 path
 (``H11Path.handle``), which reads until its request is whole and gives back
 what followed it (a pipelined request, perhaps a fast one).
 
@@ -43,6 +44,7 @@ from trio.lowlevel import wait_readable
 from ..app import App, Listener
 from ..http import error_response
 from ..settings import ServerSettings
+from ..snapshots import FastEntry
 from ..sockio import linger, send_now, send_rest
 from .buffers import BufferPool
 from .fastpath import Matcher, guarded, match
@@ -188,11 +190,17 @@ class HTTPServer:
             conn.mark = t0 = perf_counter_ns()
             pos = 0
             end = len(data)
+            # Snapshot answers to pipelined requests, sent together. Sent
+            # before anything else answers, and before the loop can end: no
+            # await lies between queuing one and reading ``closing`` again.
+            queued: list[FastEntry] | None = None
             # Draining, the h11 path answers: the last response says
             # "connection: close", which the pre-encoded ones cannot.
             while pos < end and not conn.closing:
                 found = matcher(lines, data, pos, self.max_head)
                 if found is None:
+                    if queued:
+                        await _answer_queued(conn, queued, t0)
                     # Not a snapshot: the strict parser, if it is sure of the
                     # head and the whole body is here; else h11.
                     head = parse(data, pos, self.max_head) if self.strict else None
@@ -224,6 +232,16 @@ class HTTPServer:
                         return
                     continue
                 entry, pos = found
+                if queued is not None or pos < end:
+                    # Pipelined: one send for the answers to every request
+                    # in this read that the fast path takes, not one each.
+                    if queued is None:
+                        queued = []
+                    queued.append(entry)
+                    if pos < end:
+                        continue
+                    await _answer_queued(conn, queued, t0)
+                    continue
                 response = entry.response
                 sent = send_now(sock, response)
                 if sent != len(response):
@@ -312,6 +330,23 @@ def _take(
         # A response is one send: never hold it back for an ACK.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         nursery.start_soon(handler, sock)
+
+
+async def _answer_queued(conn: Conn, queued: list[FastEntry], t0: int) -> None:
+    """Send the snapshot answers ``queued`` for pipelined requests in one
+    call, record each, and empty the queue."""
+    response = b"".join([entry.response for entry in queued])
+    sent = send_now(conn.sock, response)
+    if sent != len(response):
+        conn.state = SEND
+        await send_rest(conn.sock, response, sent)
+        conn.state = IDLE
+    elapsed = perf_counter_ns() - t0
+    for entry in queued:
+        entry.recorder.record(elapsed)
+        if entry.status >= 400:
+            entry.recorder.count_status(entry.status)
+    queued.clear()
 
 
 def _readable(sock: socket.socket) -> bool:
