@@ -21,6 +21,7 @@ from .audit import AuditLog
 from .auth import Guard, load_keys
 from .journal import Journal, JournalError, open_daemon_journal
 from .latency import Recorder
+from .peers import Peers
 from .ratelimit import Limiter, LocalLimiter, RedisLimiter
 from .redis import Redis
 from .routing import Route, Router
@@ -78,7 +79,8 @@ class App:
     for latency, ``snapshots`` to publish fast-path answers and ``audit``
     for security events. ``setup`` fills ``router``, ``snapshots``,
     ``listeners``, ``health_checks``, ``collectors`` and ``background`` from
-    the hooks; the server only reads them. ``draining`` turns true on
+    the hooks; the server only reads them. ``peers`` reaches the other
+    workers of the daemon, when there are others. ``draining`` turns true on
     SIGTERM; ``bound`` holds each listener's address once it is bound.
     """
 
@@ -103,6 +105,9 @@ class App:
     unready: dict[str, str] = field(default_factory=dict)
     # Called when ``unready`` changes (the health plugin republishes /readyz).
     on_readiness: list[Callable[[], None]] = field(default_factory=list)
+    # With workers > 1: this worker's channel to its siblings (``peers``),
+    # so that what describes the daemon (/metrics) is answered for all of them.
+    peers: Peers | None = None
     # The worker passes the audit log it started (and wrote the start-up
     # events to); without one the app makes its own, never started, which
     # keeps its events queued for in-process tests to read.

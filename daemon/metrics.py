@@ -9,14 +9,17 @@ Histogram buckets are cumulative counts of the recorder's log-linear buckets
 whose upper bound lies at or below each ``le`` (a bucket is ~3% wide, so a
 sample within 3% under a bound may be counted in the next bound up).
 
-With several workers each one answers for itself: per-route series carry a
-``worker`` label, so a scrape that lands on another worker never looks like a
-counter reset.
+With several workers, the worker a scrape lands on answers for the daemon:
+it asks its siblings for their families (``peers``) and gives every series
+of every worker, each with a ``worker`` label, so a scrape that lands on
+another worker next time never looks like a counter reset, and
+``sprintd_worker_up`` says which workers answered in time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -35,10 +38,11 @@ from .app import App, Route
 from .hookspecs import hookimpl
 from .http import Request, Response
 from .latency import Recorder
+from .peers import Peers
 from .sla import performance
 from .version import __version__
 
-__all__ = ["MetricsPlugin", "render"]
+__all__ = ["MetricsPlugin", "encode_families", "render", "render_daemon"]
 
 
 def _bounds(low: float, high: float) -> tuple[float, ...]:
@@ -164,6 +168,53 @@ def render(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
+def encode_families(families: Iterable[Metric]) -> list[Any]:
+    """Metric families as msgpack takes them, for a sibling worker's scrape."""
+    return [
+        [m.name, m.documentation, m.type, m.unit, [[s.name, s.labels, s.value] for s in m.samples]]
+        for m in families
+    ]
+
+
+class _Families:
+    """Families gathered from several workers, as a collector to render."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, Metric] = {}
+
+    def add(self, encoded: list[Any], worker: str) -> None:
+        for name, documentation, kind, unit, samples in encoded:
+            family = self.by_name.get(name)
+            if family is None:
+                family = self.by_name[name] = Metric(name, documentation, kind, unit)
+            for sample_name, labels, value in samples:
+                # Series that are per process (process_*, python_gc_*) have no
+                # worker label of their own: every series gets one here.
+                family.add_sample(sample_name, {"worker": worker} | labels, value)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.by_name.values()
+
+
+def render_daemon(registry: CollectorRegistry, peers: Peers, others: dict[int, list[Any]]) -> bytes:
+    """This worker's families and its siblings' (``others``, by worker index), as one text."""
+    families = _Families()
+    families.add(encode_families(registry.collect()), str(peers.index))
+    for index, encoded in sorted(others.items()):
+        families.add(encoded, str(index))
+    up = GaugeMetricFamily(
+        "sprintd_worker_up",
+        "1 for each worker that answered this scrape in time, 0 for one that did not.",
+        labels=["worker"],
+    )
+    for index in range(peers.count):
+        up.add_metric([str(index)], 1.0 if index == peers.index or index in others else 0.0)
+    families.by_name[up.name] = up
+    merged = CollectorRegistry(auto_describe=False)
+    merged.register(families)
+    return generate_latest(merged)
+
+
 class MetricsPlugin:
     """Registered once per plugin manager: each app gets its own registry."""
 
@@ -175,8 +226,19 @@ class MetricsPlugin:
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
         content_type = CONTENT_TYPE_LATEST.encode("ascii")
+        scope = app.settings.auth.metrics_scope
+        peers = app.peers
+        if peers is None:
 
-        def get_metrics(request: Request) -> Response:
-            return Response(200, render(registry), content_type)
+            def get_metrics(request: Request) -> Response:
+                return Response(200, render(registry), content_type)
 
-        return [Route("GET", "/metrics", get_metrics, scope=app.settings.auth.metrics_scope)]
+            return [Route("GET", "/metrics", get_metrics, scope=scope)]
+
+        peers.handle("metrics", lambda: encode_families(registry.collect()))
+
+        async def get_daemon_metrics(request: Request) -> Response:
+            others = await peers.ask("metrics")
+            return Response(200, render_daemon(registry, peers, others), content_type)
+
+        return [Route("GET", "/metrics", get_daemon_metrics, scope=scope)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ import trio
 
 from .app import App
 from .audit import AuditLog
+from .peers import Peers
 from .server.listener import Binder
 from .server.serve import serve
 from .settings import ConfigError, LoadedSettings
@@ -67,6 +69,7 @@ def build_app(
     pm: pluggy.PluginManager,
     worker_index: int = 0,
     audit: AuditLog | None = None,
+    peers: Peers | None = None,
 ) -> App:
     """Apply the tier's tuning to this process, then let the plugins build the app."""
     settings = loaded.settings
@@ -77,7 +80,14 @@ def build_app(
         knob = report.knobs[name]
         log.warning("tuning %s not applied: %s", name, knob.reason)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = App(loaded=loaded, pm=pm, tuner=tuner, worker_index=worker_index, audit_log=audit)
+    app = App(
+        loaded=loaded,
+        pm=pm,
+        tuner=tuner,
+        worker_index=worker_index,
+        peers=peers,
+        audit_log=audit,
+    )
     app.setup()
     # Audited once the plugins have accepted the settings: a configuration
     # that stops start-up was never in force.
@@ -99,8 +109,11 @@ def run_worker(
     plugin or the audit log refuses the settings (the caller exits 2).
     """
     audit = start_audit(loaded, worker_index)
+    workers = loaded.settings.server.workers
+    # A supervised worker's siblings are the supervisor's other children.
+    peers = Peers(str(os.getppid()), worker_index, workers) if workers > 1 else None
     try:
-        app = build_app(loaded, pm, worker_index, audit)
+        app = build_app(loaded, pm, worker_index, audit, peers)
         try:
             trio.run(functools.partial(serve, app, reload=reload, binder=binder))
         finally:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .daemons import Daemon, DaemonFactory
+from .daemons import NO_ORDERS, Daemon, DaemonFactory, wait_for
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
@@ -153,3 +156,53 @@ def test_latency_histogram_is_consistent_per_route(served: Daemon) -> None:
         assert value(samples, "sprintd_requests_total", route=route) == total
         assert value(samples, "sprintd_request_duration_seconds_sum", route=route) >= 0
     assert value(samples, "sprintd_request_duration_seconds_count", route="/health") >= 3
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_one_scrape_answers_for_every_worker(daemon: DaemonFactory) -> None:
+    served = daemon("--workers", "2", workers=2, env=NO_ORDERS)
+    # New connections: the kernel spreads them over both workers.
+    for _ in range(40):
+        assert served.get("/health").status == 200
+    for _ in range(6):
+        text, samples, _ = scrape(served)
+        assert value(samples, "sprintd_worker_up", worker="0") == 1.0
+        assert value(samples, "sprintd_worker_up", worker="1") == 1.0
+        # Each worker's own series, whichever worker answered the scrape ...
+        health = {
+            labels: count
+            for labels, count in samples["sprintd_requests_total"].items()
+            if ("route", "/health") in labels
+        }
+        assert {dict(labels)["worker"] for labels in health} == {"0", "1"}
+        # ... and together they count every request the daemon answered.
+        assert sum(health.values()) == 40
+        # Series that are per process are told apart by their worker.
+        assert {dict(k)["worker"] for k in samples["process_resident_memory_bytes"]} == {"0", "1"}
+        check = subprocess.run(
+            [PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True, check=False
+        )
+        assert check.returncode == 0, (check.stdout + check.stderr).decode()
+
+
+def test_a_scrape_while_a_worker_is_killed_answers_in_time(daemon: DaemonFactory) -> None:
+    served = daemon("--workers", "2", workers=2, env=NO_ORDERS)
+    victim = _children(served.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    # Answered, with what the live workers say, never a hang; the killed
+    # worker is restarted by the supervisor and is counted again.
+    for _ in range(4):
+        _, samples, _ = scrape(served)
+        up = [value(samples, "sprintd_worker_up", worker=w) for w in ("0", "1")]
+        assert 1.0 in up
+    wait_for(
+        lambda: (
+            [value(scrape(served)[1], "sprintd_worker_up", worker=w) for w in ("0", "1")]
+            == [1.0, 1.0]
+        ),
+        timeout=20,
+    )
+    assert victim not in _children(served.pid)

@@ -153,6 +153,8 @@ async def serve(
         background.start_soon(app.tuner.gc.run)
         if handle_signals:
             await background.start(lifecycle.watch_signals, background)
+        if app.peers is not None:
+            await background.start(app.peers.serve)
         for task in app.background:
             background.start_soon(task, app)
         async with trio.open_nursery() as connections:
