@@ -11,6 +11,14 @@ any rate for nothing. /readyz turns 503 as soon as the worker drains, and
 while the journal refuses writes (``{"status":"fail","reason":
 "journal_unavailable","message":...}``), republished whenever the journal's
 availability changes; /livez stays 200 (restarting would not help).
+
+With workers > 1, /health and /v1/stats answer for the daemon, whichever
+worker the kernel hands the connection to: the worker asks its siblings
+(``peers``) and merges their recorders' histograms into its figures, and
+/health lists every worker with its status (one that does not answer in
+time is a warning; the others still serve). /livez and /readyz stay each
+worker's own: a balancer that probes a port needs the answer of the worker
+it reached.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
@@ -29,11 +37,13 @@ from .app import App, BackgroundTask, CheckStatus, HealthCheck, Route, SnapshotS
 from .audit import AuditLog
 from .hookspecs import hookimpl
 from .http import Request, Response
+from .latency import Recorder, merged, summarize
+from .peers import ASK_TIMEOUT_S, Peers
 from .sla import performance
 from .tuning import vm_locked_kib
 from .version import __version__
 
-__all__ = ["HealthPlugin", "health", "stats"]
+__all__ = ["HealthPlugin", "daemon_health", "daemon_stats", "health", "stats"]
 
 HEALTH_JSON = b"application/health+json"
 LIVE = b'{"status":"pass"}'
@@ -140,15 +150,23 @@ def health(app: App) -> tuple[int, dict[str, Any]]:
     return (503 if worst == "fail" else 200), body
 
 
-def stats(app: App) -> dict[str, Any]:
+def stats(
+    app: App,
+    recorders: Mapping[str, Recorder] | None = None,
+    recent: Mapping[str, list[int]] | None = None,
+) -> dict[str, Any]:
+    """Per-route figures over ``recorders`` and their ``recent`` samples (the
+    whole daemon's, ``daemon_stats``), or this worker's own by default."""
     routes = {}
-    for name, rec in sorted(app.recorders.items()):
+    for name, rec in sorted((app.recorders if recorders is None else recorders).items()):
         routes[name] = {
             "count": rec.count,
             "client_errors": rec.client_errors,
             "server_errors": rec.server_errors,
             "all_time_ms": rec.summary().as_ms(),
-            "recent_ms": rec.recent_summary().as_ms(),
+            "recent_ms": (
+                rec.recent_summary() if recent is None else summarize(recent[name])
+            ).as_ms(),
             "sla_compliance": rec.fraction_at_or_below(int(app.profile.sla_p999_ms * 1e6)),
         }
     return {
@@ -156,8 +174,100 @@ def stats(app: App) -> dict[str, Any]:
         "sla_target_ms": app.profile.sla_p999_ms,
         "uptime_s": round(time.time() - app.started_at, 3),
         "routes": routes,
-        "performance_stats": performance(app),
+        "performance_stats": performance(app, recorders),
     }
+
+
+# --- the daemon's view, with workers > 1 -------------------------------------------
+
+
+def _worker_health(app: App) -> dict[str, Any]:
+    """What a worker tells a sibling answering /health for the daemon."""
+    _, body = health(app)
+    return {
+        "status": body["status"],
+        "pid": body["runtime"]["pid"],
+        "uptime_s": body["runtime"]["uptime_s"],
+        "checks": body["checks"],
+        "recorders": {name: rec.export() for name, rec in app.recorders.items()},
+    }
+
+
+def _worker_stats(app: App) -> dict[str, Any]:
+    """What a worker tells a sibling answering /v1/stats for the daemon."""
+    return {
+        "recorders": {name: rec.export() for name, rec in app.recorders.items()},
+        "recent": {name: rec.recent() for name, rec in app.recorders.items()},
+    }
+
+
+def _merged(app: App, exports: list[dict[str, Any]]) -> dict[str, Recorder]:
+    """This worker's recorders merged with its siblings' ``exports``, by route."""
+    recorders: dict[str, list[Recorder]] = {name: [rec] for name, rec in app.recorders.items()}
+    for export in exports:
+        for name, state in export.items():
+            recorders.setdefault(name, []).append(Recorder.restored(name, state))
+    return {name: merged(name, recs) for name, recs in recorders.items()}
+
+
+async def daemon_health(app: App, peers: Peers) -> tuple[int, dict[str, Any]]:
+    """/health for the whole daemon: this worker's document, its status the
+    worst of every worker's (a worker that does not answer is a warning: the
+    others serve), ``workers`` one entry each, ``performance_stats`` over
+    every worker's requests."""
+    _, body = health(app)
+    answers = await peers.ask("health")
+    workers: list[dict[str, Any]] = []
+    statuses = [body["status"]]
+    for index in range(peers.count):
+        if index == app.worker_index:
+            runtime = body["runtime"]
+            workers.append({"worker": index, "status": body["status"], "pid": runtime["pid"]})
+            continue
+        answer = answers.get(index)
+        if answer is None:
+            output = f"did not answer within {ASK_TIMEOUT_S:g} s (restarting?)"
+            workers.append({"worker": index, "status": "warn", "output": output})
+            statuses.append("warn")
+            continue
+        failing = sorted(
+            name
+            for name, observations in answer["checks"].items()
+            if any(o["status"] != "pass" for o in observations)
+        )
+        workers.append(
+            {"worker": index, "status": answer["status"], "pid": answer["pid"], "checks": failing}
+        )
+        statuses.append(answer["status"])
+    worst = max(statuses, key=_STATUS_RANK.__getitem__)
+    answered = sum(1 for worker in workers if "pid" in worker)
+    body["checks"]["workers"] = [
+        {
+            "status": "pass" if answered == peers.count else "warn",
+            "observedValue": answered,
+            "observedUnit": "workers answering",
+            "target": peers.count,
+        }
+    ]
+    body["status"] = worst
+    body["workers"] = workers
+    recorders = _merged(app, [answer["recorders"] for answer in answers.values()])
+    body["performance_stats"] = performance(app, recorders)
+    return (503 if worst == "fail" else 200), body
+
+
+async def daemon_stats(app: App, peers: Peers) -> dict[str, Any]:
+    """/v1/stats for the whole daemon: every route over every worker that answered."""
+    answers = await peers.ask("stats")
+    recorders = _merged(app, [answer["recorders"] for answer in answers.values()])
+    # Every worker's last samples, each ring as it stands.
+    recent = {name: rec.recent() for name, rec in app.recorders.items()}
+    for answer in answers.values():
+        for name, samples in answer["recent"].items():
+            recent.setdefault(name, []).extend(samples)
+    body = stats(app, recorders, recent)
+    body["workers"] = sorted([app.worker_index, *answers])
+    return body
 
 
 def _audit_check(audit: AuditLog) -> tuple[CheckStatus, dict[str, Any]]:
@@ -184,18 +294,38 @@ class HealthPlugin:
 
     @hookimpl
     def sprintd_routes(self, app: App) -> Sequence[Route]:
-        def get_health(request: Request) -> Response:
-            status, body = health(app)
-            return Response(status, json.dumps(body).encode("utf-8"), HEALTH_JSON)
-
-        def get_stats(request: Request) -> Response:
-            return Response.data(stats(app), msgpack_=request.wants_msgpack())
-
         # Health stays open for load balancers; the stats are metrics, and
         # guarded as [auth] metrics_scope says.
+        metrics_scope = app.settings.auth.metrics_scope
+        peers = app.peers
+        if peers is None:
+
+            def get_health(request: Request) -> Response:
+                status, body = health(app)
+                return Response(status, json.dumps(body).encode("utf-8"), HEALTH_JSON)
+
+            def get_stats(request: Request) -> Response:
+                return Response.data(stats(app), msgpack_=request.wants_msgpack())
+
+            return [
+                Route("GET", "/health", get_health, scope="open"),
+                Route("GET", "/v1/stats", get_stats, scope=metrics_scope),
+            ]
+
+        peers.handle("health", functools.partial(_worker_health, app))
+        peers.handle("stats", functools.partial(_worker_stats, app))
+
+        async def get_daemon_health(request: Request) -> Response:
+            status, body = await daemon_health(app, peers)
+            return Response(status, json.dumps(body).encode("utf-8"), HEALTH_JSON)
+
+        async def get_daemon_stats(request: Request) -> Response:
+            body = await daemon_stats(app, peers)
+            return Response.data(body, msgpack_=request.wants_msgpack())
+
         return [
-            Route("GET", "/health", get_health, scope="open"),
-            Route("GET", "/v1/stats", get_stats, scope=app.settings.auth.metrics_scope),
+            Route("GET", "/health", get_daemon_health, scope="open"),
+            Route("GET", "/v1/stats", get_daemon_stats, scope=metrics_scope),
         ]
 
     @hookimpl

@@ -17,6 +17,7 @@ import math
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["RING_SIZE", "Recorder", "Summary", "merged", "summarize"]
 
@@ -173,6 +174,38 @@ class Recorder:
 
     def reset(self) -> None:
         self.__init__(self.name)  # type: ignore[misc]
+
+    def export(self) -> list[Any]:
+        """The histogram and counters as msgpack takes them (the buckets that
+        hold anything, by index), for ``restored`` in another process."""
+        used = [[index, n] for index, n in enumerate(self.buckets) if n]
+        return [
+            used,
+            self.count,
+            self.total,
+            self.client_errors,
+            self.server_errors,
+            self.min,
+            self.max,
+        ]
+
+    @classmethod
+    def restored(cls, name: str, state: Sequence[Any]) -> Recorder:
+        """A recorder with the histogram and counters ``export`` gave (not the ring).
+
+        Raises:
+            ValueError: ``state`` is not what ``export`` returns.
+        """
+        try:
+            used, count, total, client, server, low, high = state
+            rec = cls(name)
+            for index, n in used:
+                rec.buckets[index] = int(n)
+        except (TypeError, IndexError, ValueError) as exc:
+            raise ValueError(f"not a recorder's export: {exc}") from None
+        rec.count, rec.total, rec.client_errors, rec.server_errors = count, total, client, server
+        rec.min, rec.max = low, high
+        return rec
 
     def recent(self) -> list[int]:
         """The last ``RING_SIZE`` samples (fewer before the ring has filled)."""

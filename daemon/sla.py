@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .app import App
@@ -11,15 +12,16 @@ from .latency import Recorder, merged
 __all__ = ["performance"]
 
 
-def _served(app: App) -> list[Recorder]:
+def _served(recorders: Mapping[str, Recorder]) -> list[Recorder]:
     # "<malformed>" and "<unmatched>" record requests no route served.
-    return [rec for name, rec in app.recorders.items() if not name.startswith("<")]
+    return [rec for name, rec in recorders.items() if not name.startswith("<")]
 
 
-def performance(app: App) -> dict[str, Any]:
-    """SLA compliance: the share of requests answered within the tier's p99.9 target."""
+def performance(app: App, recorders: Mapping[str, Recorder] | None = None) -> dict[str, Any]:
+    """SLA compliance: the share of requests answered within the tier's p99.9 target,
+    over ``recorders`` (the whole daemon's) or, by default, this worker's."""
     target_ms = app.profile.sla_p999_ms
-    total = merged("all", _served(app))
+    total = merged("all", _served(app.recorders if recorders is None else recorders))
     summary = total.summary()
     compliance = total.fraction_at_or_below(int(target_ms * 1e6))
     return {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -11,7 +12,7 @@ import pytest
 
 import sprintd
 
-from .daemons import Daemon, DaemonFactory
+from .daemons import NO_ORDERS, Daemon, DaemonFactory
 
 STATUSES = {"pass", "warn", "fail"}
 
@@ -158,3 +159,25 @@ def test_health_at_enterprise(daemon: DaemonFactory) -> None:
     assert body["performance_stats"]["sla_target_ms"] == 5.0
     assert body["runtime"]["gc"]["mode"] == "manual"
     assert body["runtime"]["gc"]["enabled"] is False
+
+
+def test_health_and_stats_answer_for_every_worker(daemon: DaemonFactory) -> None:
+    served = daemon("--workers", "2", workers=2, env=NO_ORDERS)
+    pids = sorted(
+        int(p) for p in Path(f"/proc/{served.pid}/task/{served.pid}/children").read_text().split()
+    )
+    # New connections: the kernel spreads them over both workers.
+    for _ in range(40):
+        assert served.get("/livez").status == 200
+    for _ in range(4):
+        body = served.get("/v1/stats").json()
+        assert body["workers"] == [0, 1]
+        # Every worker's requests, whichever worker answered.
+        assert body["routes"]["/livez"]["count"] == 40
+        assert body["routes"]["/livez"]["recent_ms"]["count"] == 40
+        health = served.get("/health")
+        assert health.status == 200
+        document = health.json()
+        assert sorted(worker["pid"] for worker in document["workers"]) == pids
+        assert document["checks"]["workers"][0]["status"] == "pass"
+        assert document["performance_stats"]["requests"] >= 40

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -275,3 +276,21 @@ def test_fraction_at_or_below_extremes() -> None:
     assert bucket_bounds(bucket_index(300)) == (296, 303)
     assert rec.fraction_at_or_below(302) == 0.5
     assert rec.fraction_at_or_below(303) == 0.75
+
+
+@given(st.lists(st.integers(min_value=0, max_value=MAX_VALUE), max_size=200))
+def test_an_exported_recorder_is_restored_whole(samples: list[int]) -> None:
+    rec = Recorder("r")
+    for ns in samples:
+        rec.record(ns)
+    rec.count_status(404)
+    rec.count_status(503)
+    back = Recorder.restored("r", msgpack.unpackb(msgpack.packb(rec.export())))
+    assert back.buckets == rec.buckets
+    assert back.summary() == rec.summary()
+    assert (back.client_errors, back.server_errors) == (1, 1)
+
+
+def test_a_restored_recorder_refuses_what_is_not_an_export() -> None:
+    with pytest.raises(ValueError, match="not a recorder's export"):
+        Recorder.restored("r", [1, 2])
