@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import InitVar, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import pluggy
 
@@ -69,6 +69,11 @@ class Listener:
     serve: Callable[[Conn], Awaitable[None]]
 
 
+# (method, target, headers, body, keep_alive) -> the encoded answer, or an
+# awaitable of it.
+Forward = Callable[[bytes, bytes, list[tuple[bytes, bytes]], bytes, bool], bytes | Awaitable[bytes]]
+
+
 @dataclass
 class App:
     """What one worker serves: the object every hook receives.
@@ -108,6 +113,14 @@ class App:
     # With workers > 1: this worker's channel to its siblings (``peers``),
     # so that what describes the daemon (/metrics) is answered for all of them.
     peers: Peers | None = None
+    # With workers > 1, the plugins that keep their state in one process
+    # (``server.owner``): registered in the owner worker alone.
+    local_plugins: tuple[str, ...] = ()
+    # In every other worker: sends a request its routes do not take to the
+    # owner, and gives the owner's answer (set by the server).
+    forward: Forward | None = field(default=None, init=False, repr=False)
+    # The listeners of ``local_plugins``, by name: bound in the owner alone.
+    owner_listeners: set[str] = field(default_factory=set, init=False, repr=False)
     # The worker passes the audit log it started (and wrote the start-up
     # events to); without one the app makes its own, never started, which
     # keeps its events queued for in-process tests to read.
@@ -243,8 +256,13 @@ class App:
         for specs in hook.sprintd_snapshots(app=self):
             for spec in specs:
                 self.add_snapshot(spec)
-        for listeners in hook.sprintd_listeners(app=self):
+        # Called plugin by plugin, in the hook's order: a port of a plugin
+        # that keeps its state here is this worker's alone.
+        for impl in reversed(hook.sprintd_listeners.get_hookimpls()):
+            listeners = cast(Sequence[Listener], impl.function(app=self))
             self.listeners.extend(listeners)
+            if impl.plugin_name in self.local_plugins:
+                self.owner_listeners.update(listener.name for listener in listeners)
         for checks in hook.sprintd_health_checks(app=self):
             self.health_checks.extend(checks)
         for collectors in hook.sprintd_metrics(app=self):

@@ -27,6 +27,7 @@ __all__ = [
     "add_plugins",
     "apply_enabled",
     "bare_manager",
+    "local_plugins",
     "make_manager",
     "plugin_sections",
 ]
@@ -127,26 +128,22 @@ def plugin_sections(pm: pluggy.PluginManager) -> dict[str, type[PluginSection]]:
 
 
 def apply_enabled(pm: pluggy.PluginManager, settings: Settings) -> None:
-    """Unregister plugins whose section says ``enabled = false``.
-
-    Raises:
-        ConfigError: a process-local plugin is enabled with more than one worker.
-    """
-    local: list[str] = []
+    """Unregister plugins whose section says ``enabled = false``."""
     for impl in pm.hook.sprintd_settings_sections.get_hookimpls():
         declared = cast(Mapping[str, type[PluginSection]], impl.function())
         for name, kind in declared.items():
-            section = settings.section(name, kind)
-            if not section.enabled:
+            if not settings.section(name, kind).enabled:
                 pm.unregister(name=impl.plugin_name)
-            elif section.keeps_state_locally() and settings.server.workers > 1:
-                local.append(name)
-    if local:
-        # Every one of them named at once: the user fixes them in one go.
-        names = ", ".join(repr(name) for name in sorted(local))
-        keeps = "keeps its" if len(local) == 1 else "keep their"
-        off = " and ".join(f"{name}.enabled = false" for name in sorted(local))
-        raise ConfigError(
-            f"server.workers = {settings.server.workers}: plugin{'s' if len(local) > 1 else ''} "
-            f"{names} {keeps} state in one process; run 1 worker or set {off}"
-        )
+
+
+def local_plugins(pm: pluggy.PluginManager, settings: Settings) -> tuple[str, ...]:
+    """The registered plugins whose configuration keeps their state in the
+    process: with workers > 1, one worker owns it (``server.owner``)."""
+    local: list[str] = []
+    for impl in pm.hook.sprintd_settings_sections.get_hookimpls():
+        declared = cast(Mapping[str, type[PluginSection]], impl.function())
+        if any(
+            settings.section(name, kind).keeps_state_locally() for name, kind in declared.items()
+        ):
+            local.append(impl.plugin_name)
+    return tuple(local)

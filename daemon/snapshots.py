@@ -13,7 +13,7 @@ fast path finds method, target and version with one dict lookup.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .access import Access
@@ -51,7 +51,7 @@ class Snapshot:
     """One fast-path response: a path's body pre-encoded for GET and HEAD,
     swapped whole by ``publish``."""
 
-    __slots__ = ("_get", "_head", "body", "content_type", "path", "scope", "status")
+    __slots__ = ("_get", "_head", "body", "changed", "content_type", "path", "scope", "status")
 
     def __init__(
         self,
@@ -69,6 +69,8 @@ class Snapshot:
         self._head = FastEntry(recorder, scope)
         self.body = body
         self.status = status
+        # Told of every publish while the table is watched (``SnapshotTable.watch``).
+        self.changed: Callable[[Snapshot], None] | None = None
         self._encode()
 
     @property
@@ -81,6 +83,8 @@ class Snapshot:
         if status is not None:
             self.status = status
         self._encode()
+        if self.changed is not None:
+            self.changed(self)
 
     def response(self, *, head: bool) -> bytes:
         return (self._head if head else self._get).response
@@ -108,6 +112,14 @@ class SnapshotTable:
         self._by_path: dict[str, Snapshot] = {}
         # Request line -> entry: the fast path's only lookup.
         self.lines: dict[bytes, FastEntry] = {}
+        self._watcher: Callable[[Snapshot], None] | None = None
+
+    def watch(self, changed: Callable[[Snapshot], None]) -> None:
+        """Call ``changed`` with every snapshot registered or published from
+        now on (the owner of plugins' state pushes them to its siblings)."""
+        self._watcher = changed
+        for snap in self._by_path.values():
+            snap.changed = changed
 
     def register(
         self,
@@ -127,6 +139,9 @@ class SnapshotTable:
         target = path.encode("ascii")
         self.lines[b"GET " + target + b" HTTP/1.1"] = snap._get
         self.lines[b"HEAD " + target + b" HTTP/1.1"] = snap._head
+        if self._watcher is not None:
+            snap.changed = self._watcher
+            self._watcher(snap)
         return snap
 
     def get(self, path: str) -> Snapshot | None:

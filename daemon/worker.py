@@ -13,8 +13,10 @@ import trio
 
 from .app import App
 from .audit import AuditLog
+from .manager import local_plugins
 from .peers import Peers
 from .server.listener import Binder
+from .server.owner import OWNER_INDEX
 from .server.serve import serve
 from .settings import ConfigError, LoadedSettings
 from .tuning import Tuner
@@ -70,6 +72,7 @@ def build_app(
     worker_index: int = 0,
     audit: AuditLog | None = None,
     peers: Peers | None = None,
+    local_plugins: tuple[str, ...] = (),
 ) -> App:
     """Apply the tier's tuning to this process, then let the plugins build the app."""
     settings = loaded.settings
@@ -86,6 +89,7 @@ def build_app(
         tuner=tuner,
         worker_index=worker_index,
         peers=peers,
+        local_plugins=local_plugins,
         audit_log=audit,
     )
     app.setup()
@@ -110,10 +114,18 @@ def run_worker(
     """
     audit = start_audit(loaded, worker_index)
     workers = loaded.settings.server.workers
-    # A supervised worker's siblings are the supervisor's other children.
-    peers = Peers(str(os.getppid()), worker_index, workers) if workers > 1 else None
+    peers = None
+    local: tuple[str, ...] = ()
+    if workers > 1:
+        # A supervised worker's siblings are the supervisor's other children.
+        peers = Peers(str(os.getppid()), worker_index, workers)
+        local = local_plugins(pm, loaded.settings)
+        if worker_index != OWNER_INDEX:
+            # Their state is the owner's; this worker forwards to it.
+            for name in local:
+                pm.unregister(name=name)
     try:
-        app = build_app(loaded, pm, worker_index, audit, peers)
+        app = build_app(loaded, pm, worker_index, audit, peers, local)
         try:
             trio.run(functools.partial(serve, app, reload=reload, binder=binder))
         finally:

@@ -52,8 +52,9 @@ FAST_SERVER_ENV = {
 }
 
 
-# The built-in orders, prices and payments (memory store) plugins keep their
-# state in one process: two-worker daemons run without them.
+# Without the built-in stateful plugins: a daemon whose test is about the
+# server alone starts without a journal or an owner worker (tests/test_owner.py
+# runs them with two workers).
 NO_ORDERS = {
     "SPRINTD_ORDERS__ENABLED": "false",
     "SPRINTD_PRICES__ENABLED": "false",

@@ -288,27 +288,9 @@ def test_a_section_without_its_plugin_is_unknown(sprintd_cli: Any, tmp_path: Pat
 # --- process-local plugins -----------------------------------------------------
 
 
-def test_process_local_plugin_refuses_two_workers(sprintd_cli: Any) -> None:
-    result = sprintd_cli(
-        "run",
-        "--port",
-        "0",
-        "--workers",
-        "2",
-        env={"SPRINTD_PLUGINS": '["sprintd_test_local"]', **NO_ORDERS},
-        pythonpath=[PLUGINS_DIR],
-    )
-    assert_config_error(result, "ledger", "server.workers = 2")
-
-
-def test_the_built_in_orders_plugin_refuses_two_workers(sprintd_cli: Any) -> None:
-    result = sprintd_cli("run", "--port", "0", "--workers", "2")
-    assert_config_error(result, "orders", "server.workers = 2")
-
-
 def test_process_local_plugin_runs_with_one_worker(daemon: DaemonFactory) -> None:
     served = daemon(env={"SPRINTD_PLUGINS": '["sprintd_test_local"]'}, pythonpath=[PLUGINS_DIR])
-    assert served.get("/test/ledger").json() == {"entries": 0}
+    assert served.get("/test/ledger").json() == {"entries": 0, "worker": 0}
 
 
 def test_process_local_plugin_disabled_allows_two_workers(daemon: DaemonFactory) -> None:

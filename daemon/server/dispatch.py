@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Awaitable, Coroutine
-from typing import Any, cast
+from collections.abc import Awaitable
+from typing import cast
 
 from ..app import App
 from ..auth import Key
@@ -27,7 +27,12 @@ from ..http import HTTPError, Request, Response, encode_response, error_response
 from ..latency import Recorder
 from ..routing import BoundRoute, method_not_allowed
 
-__all__ = ["dispatch"]
+__all__ = ["FORWARDED", "dispatch"]
+
+# The recorder of requests a worker forwarded to the owner, from their bytes
+# to the owner's answer sent on (the route's own recorder, at the owner,
+# times its part).
+FORWARDED = "<forwarded>"
 
 log = logging.getLogger("sprintd.server")
 
@@ -51,14 +56,15 @@ def dispatch(
     keep_alive: bool,
     sock: socket.socket | None = None,
     received_ns: int = 0,
-) -> tuple[bytes | Coroutine[Any, Any, bytes], Recorder]:
+) -> tuple[bytes | Awaitable[bytes], Recorder]:
     """The encoded response to a parsed request, and the recorder it counts in
     (``unmatched`` for a request no route or snapshot takes).
 
-    A synchronous handler is answered here; an async one comes back as a
-    coroutine that gives the encoded response, so a sync route pays for no
-    coroutine at all. With auth enabled, whatever is not open is answered
-    only once the guard admits it (``sock`` names the peer in audit lines).
+    A synchronous handler is answered here; an async one (or the owner's
+    answer to a forwarded request) comes back as an awaitable that gives the
+    encoded response, so a sync route pays for no coroutine at all. With auth
+    enabled, whatever is not open is answered only once the guard admits it
+    (``sock`` names the peer in audit lines).
     ``received_ns`` becomes the request's ``received_ns``.
     """
     path, _, query = target.partition(b"?")
@@ -67,8 +73,11 @@ def dispatch(
     if head or method == b"GET":
         snap = app.snapshots.get(path.decode("latin-1"))
         # A snapshot answers its exact path; with a query, a route for the
-        # path (GET /v1/book/X?depth=50) is asked instead.
-        if snap is not None and not (query and app.router.has_route(method, path)):
+        # path (GET /v1/book/X?depth=50) is asked instead, here or, in a
+        # worker that forwards, perhaps at the owner.
+        if snap is not None and not (
+            query and (app.forward is not None or app.router.has_route(method, path))
+        ):
             if guard is not None and snap.scope != "open":
                 admitted = guard.admit(headers, snap.scope, method, path, sock)
                 if isinstance(admitted, HTTPError):
@@ -86,6 +95,10 @@ def dispatch(
     try:
         bound = app.router.resolve(method, path, request)
     except HTTPError as exc:
+        if app.forward is not None:
+            # Not this worker's: the owner of the plugins' state answers it,
+            # its guard and all (``server.owner``).
+            return app.forward(method, target, headers, body, keep_alive), app.recorder(FORWARDED)
         if app.snapshots.get(path.decode("latin-1")) is not None:
             # A snapshot path without a route for this method: the router
             # knows only routes, so it said 404 or left GET and HEAD out.

@@ -31,12 +31,23 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from typing import Protocol
 
 __all__ = ["Binder", "Exclusive", "ListenError", "open_group", "open_listener"]
 
-# A listener for the server: (name, host, port) -> a listening, non-blocking socket.
-Binder = Callable[[str, str, int], socket.socket]
+
+class Binder(Protocol):
+    """A listener for the server: a listening, non-blocking socket for ``name``
+    at ``host:port``. ``shared``: one socket per worker (SO_REUSEPORT); else
+    the one worker that asks serves the port alone."""
+
+    def __call__(self, name: str, host: str, port: int, *, shared: bool = True) -> socket.socket:
+        """The socket, opened or handed over.
+
+        Raises:
+            ListenError: it cannot be opened.
+        """
 
 
 class ListenError(Exception):
@@ -153,6 +164,7 @@ class Exclusive:
         sock = self._held[name] = open_listener(name, host, port, self.backlog)
         return sock
 
-    def __call__(self, name: str, host: str, port: int) -> socket.socket:
+    def __call__(self, name: str, host: str, port: int, *, shared: bool = True) -> socket.socket:
+        # One worker: every port is its alone, shared or not.
         held = self._held.pop(name, None)
         return held if held is not None else open_listener(name, host, port, self.backlog)

@@ -26,9 +26,11 @@ import trio
 
 from ..app import App
 from ..http import tick_date
+from ..peers import Peers
 from ..settings import ConfigError, LoadedSettings, reloaded
 from .connection import HTTPServer
 from .listener import Binder, Exclusive
+from .owner import OWNER_INDEX, OwnerLink, OwnerService
 
 __all__ = ["serve"]
 
@@ -117,6 +119,17 @@ class _Lifecycle:
                 nursery.start_soon(self.drain)
 
 
+async def _share_state(app: App, peers: Peers, server: HTTPServer, nursery: trio.Nursery) -> None:
+    """Workers > 1 with plugins that keep their state in one process: the
+    owner answers its siblings, the siblings forward to it (``owner``)."""
+    if app.worker_index == OWNER_INDEX:
+        await nursery.start(OwnerService(app, peers.namespace, server.unmatched).serve)
+    else:
+        link = OwnerLink(app, peers.namespace)
+        app.forward = link.forward
+        nursery.start_soon(link.run)
+
+
 async def serve(
     app: App,
     *,
@@ -142,7 +155,8 @@ async def serve(
     app.bound["http"] = http.getsockname()[:2]
     extra = []
     for listener in app.listeners:
-        sock = bind(listener.name, listener.host, listener.port)
+        shared = listener.name not in app.owner_listeners
+        sock = bind(listener.name, listener.host, listener.port, shared=shared)
         app.bound[listener.name] = sock.getsockname()[:2]
         extra.append((sock, server.listener_connection(listener)))
     lifecycle = _Lifecycle(app, server, reload)
@@ -155,6 +169,8 @@ async def serve(
             await background.start(lifecycle.watch_signals, background)
         if app.peers is not None:
             await background.start(app.peers.serve)
+            if app.local_plugins:
+                await _share_state(app, app.peers, server, background)
         for task in app.background:
             background.start_soon(task, app)
         async with trio.open_nursery() as connections:

@@ -60,8 +60,9 @@ class _Groups:
         self.failed: dict[tuple[str, str, int], str] = {}
         self.closed = False
 
-    def open(self, name: str, host: str, port: int) -> list[socket.socket]:
-        """The group for a listener, opened the first time it is asked for.
+    def open(self, name: str, host: str, port: int, shared: bool = True) -> list[socket.socket]:
+        """The group for a listener, opened the first time it is asked for:
+        a socket per worker, or one only for a port one worker serves alone.
 
         Raises:
             ListenError: it cannot be opened (reported the first time only).
@@ -72,7 +73,8 @@ class _Groups:
         group = self.groups.get(key)
         if group is None:
             try:
-                group = open_group(name, host, port, self.backlog, self.workers)
+                size = self.workers if shared else 1
+                group = open_group(name, host, port, self.backlog, size)
             except ListenError as exc:
                 self.failed[key] = str(exc)
                 raise
@@ -98,8 +100,9 @@ class _Groups:
 def _ask(channel: socket.socket) -> Binder:
     """A worker's ``Binder``: its socket of each group, from the supervisor."""
 
-    def bind(name: str, host: str, port: int) -> socket.socket:
-        channel.send(json.dumps({"name": name, "host": host, "port": port}).encode())
+    def bind(name: str, host: str, port: int, *, shared: bool = True) -> socket.socket:
+        asked = {"name": name, "host": host, "port": port, "shared": shared}
+        channel.send(json.dumps(asked).encode())
         answer, fds, _, _ = socket.recv_fds(channel, MESSAGE_SIZE, 1)
         if not fds:
             raise ListenError(answer.decode() or "the supervisor has gone")
@@ -175,13 +178,14 @@ def supervise(loaded: LoadedSettings, run: Callable[[LoadedSettings, int, Binder
         asked = json.loads(request)
         known = len(groups.failed)
         try:
-            group = groups.open(asked["name"], asked["host"], asked["port"])
+            group = groups.open(asked["name"], asked["host"], asked["port"], asked["shared"])
         except ListenError as exc:
             if len(groups.failed) > known:  # said once, not once per worker
                 print(f"sprintd: {exc}", file=sys.stderr)
             channel.send(str(exc).encode())
             return
-        socket.send_fds(channel, [b"ok"], [group[index].fileno()])
+        # A port one worker serves alone has one socket, that worker's.
+        socket.send_fds(channel, [b"ok"], [group[index % len(group)].fileno()])
 
     def forward(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
