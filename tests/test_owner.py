@@ -175,3 +175,35 @@ async def test_a_stuck_owner_is_given_up_on_in_time(autojump_clock: trio.abc.Clo
             nursery.cancel_scope.cancel()
     finally:
         stuck.close()
+
+
+def test_a_sibling_killed_mid_stream_loses_nothing_acknowledged(daemon: DaemonFactory) -> None:
+    served = _linked(daemon("--workers", "2", workers=2))
+    sibling = next(w["pid"] for w in served.health()["workers"] if w["worker"] == 1)
+    acknowledged = set()
+    with _connection_to(served, 1) as conn:
+        for _ in range(20):
+            answer = _ask(conn, "POST", "/v1/orders", ORDER)
+            assert answer.status == 201
+            acknowledged.add(answer.json()["order_id"])
+        # Mid-stream: a request on its way when the sibling dies.
+        data = json.dumps(ORDER).encode()
+        conn.send(
+            b"POST /v1/orders HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(data), data)
+        )
+        os.kill(sibling, signal.SIGKILL)
+    # The owner never stopped: every acknowledged order is there, and the
+    # restarted sibling serves again.
+    for order_id in acknowledged:
+        assert served.get(f"/v1/orders/{order_id}").status == 200
+    wait_for(
+        lambda: (
+            sibling not in [w.get("pid") for w in served.health()["workers"]]
+            and served.health()["checks"]["workers"][0]["status"] == "pass"
+        ),
+        timeout=20,
+    )
+    book = served.get("/v1/book/BTC-USD").json()
+    resting = float(book["bids"][0][1])
+    assert resting in (20.0, 21.0), book  # the one under way: applied or not, never twice

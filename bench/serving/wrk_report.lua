@@ -4,6 +4,8 @@
 --   BENCH_BODY         request body, sent as application/json when set
 --   BENCH_PERCENTILES  comma-separated percentiles for done() to report
 --   BENCH_PIPELINE     requests written back to back on a connection (1 when unset)
+-- A body holding "{id}" gets a fresh UUID-shaped id there on every request
+-- (a payment's correlationId: the API refuses one it has seen).
 -- done() prints one line, "BENCH_JSON {...}", with latencies in microseconds;
 -- the harness reads that rather than wrk's text, whose units are rounded.
 -- Without pipelining only init-time globals are set (no request()/response()),
@@ -15,6 +17,17 @@ local body = os.getenv("BENCH_BODY")
 if body and body ~= "" then
    wrk.body = body
    wrk.headers["Content-Type"] = "application/json"
+end
+
+if body and body:find("{id}", 1, true) then
+   math.randomseed(os.time())
+   local prefix = string.format("%08x", math.random(0, 0x7fffffff))
+   local counter = 0
+   function request()
+      counter = counter + 1
+      local id = string.format("%s-0000-4000-8000-%012x", prefix, counter)
+      return wrk.format(nil, nil, nil, (body:gsub("{id}", id)))
+   end
 end
 
 local depth = tonumber(os.getenv("BENCH_PIPELINE") or "1")

@@ -173,14 +173,21 @@ class OwnerService:
                 try:
                     async for frame in _frames(stream):
                         for request in frame:
-                            answering.start_soon(self._answer, sibling, request)
+                            later = self._answer(sibling, request)
+                            if later is not None:
+                                answering.start_soon(self._answer_later, sibling, *later)
                 except (trio.BrokenResourceError, FrameError, PayloadError) as exc:
                     log.warning("owner: a sibling's link failed: %r", exc)
                 writing.cancel_scope.cancel()
         finally:
             self.siblings.discard(sibling)
 
-    async def _answer(self, sibling: _Sibling, request: list[Any]) -> None:
+    def _answer(
+        self, sibling: _Sibling, request: list[Any]
+    ) -> tuple[int, Awaitable[bytes], Recorder, int] | None:
+        """Answer a forwarded request as one of the owner's own; what is left
+        to await for one whose handler is async (a task each: one order's
+        journal flush must not hold up the next)."""
         t0 = perf_counter_ns()
         ident, method, target, headers, body, keep_alive = request
         response, recorder = dispatch(
@@ -194,7 +201,18 @@ class OwnerService:
             received_ns=t0,
         )
         if not isinstance(response, bytes):
-            response = await response
+            return ident, response, recorder, t0
+        self._answered(sibling, ident, response, recorder, t0)
+        return None
+
+    async def _answer_later(
+        self, sibling: _Sibling, ident: int, response: Awaitable[bytes], recorder: Recorder, t0: int
+    ) -> None:
+        self._answered(sibling, ident, await response, recorder, t0)
+
+    def _answered(
+        self, sibling: _Sibling, ident: int, response: bytes, recorder: Recorder, t0: int
+    ) -> None:
         recorder.record(perf_counter_ns() - t0)
         sibling.answers.append([ident, response])
         sibling.send_soon()
