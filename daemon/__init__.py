@@ -14,6 +14,7 @@ from .hookspecs import hookimpl, hookspec
 from .http import HTTPError, Request, Response
 from .journal import Journal, JournalError, JournalUnavailable
 from .latency import RING_SIZE, Recorder, Summary, summarize
+from .metrics import LATENCY_BUCKETS_S, add_histogram
 from .redis import Redis, RedisError, Script
 from .routing import Route
 from .sections import PluginSection, Section
@@ -31,6 +32,7 @@ from .sockio import connect, recv, send_all
 from .version import __version__
 
 __all__ = [
+    "LATENCY_BUCKETS_S",
     "RING_SIZE",
     "App",
     "BackgroundTask",
@@ -62,6 +64,7 @@ __all__ = [
     "Summary",
     "TimedFrameHandler",
     "__version__",
+    "add_histogram",
     "connect",
     "decode_payload",
     "encode_frame",

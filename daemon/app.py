@@ -173,6 +173,11 @@ class App:
             )
         return self._journal
 
+    @property
+    def journal_opened(self) -> Journal | None:
+        """The journal if a plugin has opened it (``journal`` opens it), else None."""
+        return self._journal
+
     def set_unready(self, reason: str, message: str | None) -> None:
         """Fail /readyz with ``reason`` (a code) and ``message``; None clears it."""
         if message is None:

@@ -59,7 +59,18 @@ MAX_AUDIT_PATH = 256
 class Key:
     """A configured API key, as the hot path needs it."""
 
-    __slots__ = ("bucket", "digest", "limit", "logged_at", "name", "scopes", "tier", "trips")
+    __slots__ = (
+        "bucket",
+        "digest",
+        "forbidden",
+        "limit",
+        "logged_at",
+        "name",
+        "rate_limited",
+        "scopes",
+        "tier",
+        "trips",
+    )
 
     def __init__(
         self,
@@ -79,6 +90,9 @@ class Key:
         # Rate-limit trips since the last audit line about them, and when that was.
         self.trips = 0
         self.logged_at = -float("inf")
+        # Its refusals since start (403, 429), for /metrics.
+        self.forbidden = 0
+        self.rate_limited = 0
 
 
 def presented(name: bytes, value: bytes) -> bytes | None:
@@ -177,7 +191,17 @@ class Guard:
         self.audit = audit
         self.sample_interval = sample_interval
         self.clock = clock
-        self.denied = {"unauthorized": 0, "forbidden": 0, "rate_limited": 0}
+        # 401s have no key to count them on; 403s and 429s count on theirs.
+        self.unauthorized = 0
+
+    @property
+    def denied(self) -> dict[str, int]:
+        """Refusals since start, by reason: unauthorized, forbidden, rate_limited."""
+        return {
+            "unauthorized": self.unauthorized,
+            "forbidden": sum(key.forbidden for key in self.keys),
+            "rate_limited": sum(key.rate_limited for key in self.keys),
+        }
 
     def identify(self, secret: bytes | None) -> Key | None:
         """The key whose secret this is, compared against every key in constant time."""
@@ -206,13 +230,13 @@ class Guard:
                 break
         key = self.identify(secret)
         if key is None:
-            self.denied["unauthorized"] += 1
+            self.unauthorized += 1
             reason = "no_key" if secret is None else "unknown_key"
             self._failed(reason, None, scope, method, path, sock)
             return HTTPError(401, "unauthorized", UNAUTHORIZED_MESSAGE, WWW_AUTHENTICATE)
         wait = key.bucket.take()
         if wait:
-            self.denied["rate_limited"] += 1
+            key.rate_limited += 1
             self._tripped(key, method, path, sock)
             return HTTPError(
                 429,
@@ -222,7 +246,7 @@ class Guard:
                 retry_after=wait,
             )
         if scope not in key.scopes:
-            self.denied["forbidden"] += 1
+            key.forbidden += 1
             self._failed("missing_scope", key, scope, method, path, sock)
             return HTTPError(403, "forbidden", f"this key does not have the {scope!r} scope")
         return key

@@ -48,6 +48,7 @@ from .journal_format import (
 from .journal_segments import SegmentFiles, in_use, lock_directory
 from .journal_space import Availability, JournalUnavailable
 from .journal_writer import FSYNC_POLICIES, Bytes, FsyncPolicy, JournalClosed, Writer
+from .latency import Recorder
 
 __all__ = [
     "DEFAULT_SEGMENT_BYTES",
@@ -248,6 +249,21 @@ class Journal:
     def bytes_written(self) -> int:
         """Record bytes written since open."""
         return self._writer.bytes_written
+
+    @property
+    def records_written(self) -> int:
+        """Records written since open."""
+        return self._writer.records_written
+
+    @property
+    def batch_records(self) -> Recorder:
+        """Records per batch written since open, one sample a batch."""
+        return self._writer.batch_records
+
+    @property
+    def fsync_latency(self) -> Recorder:
+        """Fsyncs of the active segment since open, in ns (``fsyncs`` of them)."""
+        return self._writer.fsync_latency
 
     @property
     def checkpoints(self) -> int:

@@ -55,6 +55,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Literal
@@ -65,6 +66,7 @@ from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_resch
 from .journal_format import CRC, LENGTH_FIXED, LENGTH_SEQ, MAX_PAYLOAD, JournalError, check_stream
 from .journal_segments import SegmentFiles
 from .journal_space import Availability
+from .latency import Recorder
 
 __all__ = ["FSYNC_POLICIES", "Bytes", "FsyncPolicy", "JournalClosed", "Writer"]
 
@@ -195,6 +197,13 @@ class Writer:
         self.fsyncs = 0
         #: Record bytes written since open (for checkpoints and metrics).
         self.bytes_written = 0
+        #: Records written since open, and per batch (one sample a batch,
+        #: never one an append): group commit's fan-in.
+        self.records_written = 0
+        self.batch_records = Recorder("journal_batch_records")
+        #: Each fsync of the active segment, ns from asking to done (the
+        #: thread's hand-off included: what an ``always`` append waits).
+        self.fsync_latency = Recorder("journal_fsync")
 
     # --- state ------------------------------------------------------------------
 
@@ -448,6 +457,8 @@ class Writer:
         self.files.write(data, first, last, streams)
         self.written_seq = last
         self.batches_written += 1
+        self.records_written += last - first + 1
+        self.batch_records.record(last - first + 1)
         self.bytes_written += len(data)
         if self._dirty is not None:
             self._dirty.set()
@@ -502,7 +513,9 @@ class Writer:
         # A dup, so that rotation may close the original while the thread runs.
         seq = self.written_seq
         fd = os.dup(self.files.fd)
+        began = time.perf_counter_ns()
         await trio.to_thread.run_sync(_fsync_and_close, fd)
+        self.fsync_latency.record(time.perf_counter_ns() - began)
         self.fsyncs += 1
         self._mark_synced(seq)
 

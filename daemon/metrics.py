@@ -35,14 +35,23 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from .app import App, Route
+from .auth import Guard
 from .hookspecs import hookimpl
 from .http import Request, Response
+from .journal import Journal
 from .latency import Recorder
 from .peers import Peers
 from .sla import performance
 from .version import __version__
 
-__all__ = ["MetricsPlugin", "encode_families", "render", "render_daemon"]
+__all__ = [
+    "LATENCY_BUCKETS_S",
+    "MetricsPlugin",
+    "add_histogram",
+    "encode_families",
+    "render",
+    "render_daemon",
+]
 
 
 def _bounds(low: float, high: float) -> tuple[float, ...]:
@@ -55,15 +64,31 @@ def _bounds(low: float, high: float) -> tuple[float, ...]:
 LATENCY_BUCKETS_S = _bounds(0.000025, 10.0)
 # GC pauses: 10 us to 250 ms.
 GC_BUCKETS_S = _bounds(0.00001, 0.25)
+# Records per journal batch: 1 to 10,000 (group commit under a thousand appenders).
+BATCH_BUCKETS = tuple(float(m * 10**e) for e in range(5) for m in (1, 2, 5) if m * 10**e <= 10_000)
 
 
-def _histogram(
-    family: HistogramMetricFamily, labels: list[str], rec: Recorder, bounds: Sequence[float]
+def add_histogram(
+    family: HistogramMetricFamily,
+    labels: Sequence[str],
+    rec: Recorder,
+    bounds: Sequence[float] = LATENCY_BUCKETS_S,
+    scale: float = 1e9,
 ) -> None:
-    counts = rec.cumulative([int(b * 1e9) for b in bounds])
+    """Add a recorder's samples to ``family`` as one labelled histogram.
+
+    Args:
+        family: the histogram family (its labels' names given when made).
+        labels: this series' label values.
+        rec: the recorder, read now (a collector runs at scrape time).
+        bounds: the ``le`` bounds, in the family's unit (seconds by default).
+        scale: recorder units per family unit: 1e9 for nanoseconds recorded
+            and seconds exposed, 1 for a count recorded as is.
+    """
+    counts = rec.cumulative([int(b * scale) for b in bounds])
     buckets = [(repr(b), n) for b, n in zip(bounds, counts, strict=True)]
     buckets.append(("+Inf", rec.count))
-    family.add_metric(labels, buckets, rec.total / 1e9)
+    family.add_metric(list(labels), buckets, rec.total / scale)
 
 
 class _AppCollector:
@@ -98,7 +123,7 @@ class _AppCollector:
             labels=["route", "worker", "kind"],
         )
         for name, rec in sorted(app.recorders.items()):
-            _histogram(latency, [name, worker], rec, LATENCY_BUCKETS_S)
+            add_histogram(latency, [name, worker], rec)
             requests.add_metric([name, worker], rec.count)
             errors.add_metric([name, worker, "client"], rec.client_errors)
             errors.add_metric([name, worker, "server"], rec.server_errors)
@@ -133,7 +158,7 @@ class _AppCollector:
             labels=["generation"],
         )
         for gen, rec in enumerate(app.tuner.gc.monitor.recorders):
-            _histogram(gc_pauses, [str(gen)], rec, GC_BUCKETS_S)
+            add_histogram(gc_pauses, [str(gen)], rec, GC_BUCKETS_S)
         yield gc_pauses
         yield CounterMetricFamily(
             "sprintd_gc_full_collections",
@@ -142,14 +167,7 @@ class _AppCollector:
         )
 
         if app.guard is not None:
-            denied = CounterMetricFamily(
-                "sprintd_auth_denied",
-                "Requests refused by the API-key guard: 401, 403 and 429.",
-                labels=["reason", "worker"],
-            )
-            for reason, count in app.guard.denied.items():
-                denied.add_metric([reason, worker], count)
-            yield denied
+            yield _auth_denied(app.guard, worker)
         audit = CounterMetricFamily(
             "sprintd_audit_events",
             "Audit-log events written, and dropped (queue full or write failed).",
@@ -159,9 +177,105 @@ class _AppCollector:
         audit.add_metric(["dropped", worker], app.audit.dropped + app.audit.lost)
         yield audit
 
+        journal = app.journal_opened
+        if journal is not None:
+            yield from _journal_families(journal, worker)
+
         # Plugins' collectors, read at scrape time: they register after this route.
         for collector in app.collectors:
             yield from collector.collect()
+
+
+def _auth_denied(guard: Guard, worker: str) -> Metric:
+    """401 (no key known: ``key=""``), 403 and 429 by the key's name."""
+    denied = CounterMetricFamily(
+        "sprintd_auth_denied",
+        "Requests refused by the API-key guard, by reason (unauthorized 401, "
+        "forbidden 403, rate_limited 429) and key name (none for 401).",
+        labels=["reason", "key", "worker"],
+    )
+    denied.add_metric(["unauthorized", "", worker], guard.unauthorized)
+    for key in guard.keys:
+        denied.add_metric(["forbidden", key.name, worker], key.forbidden)
+        denied.add_metric(["rate_limited", key.name, worker], key.rate_limited)
+    return denied
+
+
+def _journal_families(journal: Journal, worker: str) -> Iterator[Metric]:
+    """The write-ahead journal's counts since open, and its state now."""
+    w = [worker]
+    counters = (
+        (
+            "records_written",
+            "Records written (in the page cache) since start.",
+            journal.records_written,
+        ),
+        (
+            "batches_written",
+            "Batches written since start: one write() each.",
+            journal.batches_written,
+        ),
+        ("written_bytes", "Record bytes written since start.", journal.bytes_written),
+        ("fsyncs", "Fsyncs of the active segment since start.", journal.fsyncs),
+        (
+            "checkpoints",
+            "Checkpoints (every stream snapshotted) written since start.",
+            journal.checkpoints,
+        ),
+        (
+            "checkpoint_failures",
+            "Snapshots the disk refused (each retried).",
+            journal.checkpoint_failures,
+        ),
+    )
+    for name, doc, count in counters:
+        counter = CounterMetricFamily(f"sprintd_journal_{name}", doc, labels=["worker"])
+        counter.add_metric(w, count)
+        yield counter
+    batches = HistogramMetricFamily(
+        "sprintd_journal_batch_size_records",
+        "Records per batch written (group commit's fan-in).",
+        labels=["worker"],
+    )
+    add_histogram(batches, w, journal.batch_records, BATCH_BUCKETS, scale=1.0)
+    yield batches
+    fsync = HistogramMetricFamily(
+        "sprintd_journal_fsync_duration_seconds",
+        "Fsyncs of the active segment, from asking to done.",
+        labels=["worker"],
+    )
+    add_histogram(fsync, w, journal.fsync_latency)
+    yield fsync
+    last_time = journal.last_checkpoint_time
+    gauges = (
+        (
+            "disk_bytes",
+            "Bytes of the journal's files: segments, spare, snapshots.",
+            journal.disk_bytes,
+        ),
+        ("segments", "Segment files in the journal.", journal.segment_count),
+        ("last_seq", "Sequence number of the last record appended.", journal.last_seq),
+        ("synced_seq", "Records up to this sequence number are fsynced.", journal.synced_seq),
+        (
+            "last_checkpoint_seq",
+            "Sequence number the last checkpoint covers.",
+            journal.last_checkpoint_seq,
+        ),
+        (
+            "last_checkpoint_timestamp_seconds",
+            "Unix time of the last checkpoint written since start (0: none yet).",
+            0.0 if last_time is None else last_time,
+        ),
+        (
+            "available",
+            "1 while writes are admitted, 0 while they are refused.",
+            float(journal.writable),
+        ),
+    )
+    for name, doc, value in gauges:
+        gauge = GaugeMetricFamily(f"sprintd_journal_{name}", doc, labels=["worker"])
+        gauge.add_metric(w, value)
+        yield gauge
 
 
 def render(registry: CollectorRegistry) -> bytes:

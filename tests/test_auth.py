@@ -28,6 +28,8 @@ from sprintd.server.connection import HTTPServer
 from sprintd.settings import ConfigError, load_settings, reloaded
 from sprintd.testing import exchange, make_app, make_server
 
+from .scraping import parse, promtool_complaints
+
 READER = "reader-key-0123456789"
 TRADER = "trader-key-0123456789"
 ADMIN = "admin-key-0123456789ab"
@@ -225,8 +227,41 @@ async def test_metrics_scope_guards_metrics_and_stats(plugin: _Plugin) -> None:
         assert status_of(answer) == 200
     assert status_of(await exchange(server, request("GET", "/health"))) == 200
     metrics = (await exchange(server, request("GET", "/metrics", f"X-API-Key: {ADMIN}"))).decode()
-    assert 'sprintd_auth_denied_total{reason="unauthorized",worker="0"} 2.0' in metrics
-    assert 'sprintd_auth_denied_total{reason="forbidden",worker="0"} 2.0' in metrics
+    assert 'sprintd_auth_denied_total{key="",reason="unauthorized",worker="0"} 2.0' in metrics
+    assert 'sprintd_auth_denied_total{key="reader",reason="forbidden",worker="0"} 2.0' in metrics
+
+
+async def test_metrics_count_401_403_and_429_by_key_name(plugin: _Plugin) -> None:
+    server = make_server(make_app([plugin, MetricsPlugin()], auth_environ()))
+    await exchange(server, request("GET", "/read"))
+    await exchange(server, request("GET", "/read", "X-API-Key: not-a-key-0123456789"))
+    for _ in range(3):
+        assert (
+            status_of(
+                await exchange(server, request("POST", "/write", f"X-API-Key: {READER}", body=b"x"))
+            )
+            == 403
+        )
+    assert status_of(await exchange(server, request("GET", "/read", f"X-API-Key: {TRADER}"))) == 403
+    # The free tier's burst is 5: seven of twelve over it.
+    answers = split(await exchange(server, request("GET", "/guarded", f"X-API-Key: {SLOW}") * 12))
+    assert [status for status, _, _ in answers].count(429) == 7
+    text = (await exchange(server, request("GET", "/metrics"))).split(b"\r\n\r\n", 1)[1].decode()
+    assert promtool_complaints(text) == ""
+    samples, types = parse(text)
+    assert types["sprintd_auth_denied"] == "counter"
+    denied = {
+        (dict(labels)["reason"], dict(labels)["key"]): count
+        for labels, count in samples["sprintd_auth_denied_total"].items()
+    }
+    assert denied == {
+        ("unauthorized", ""): 2,
+        **{("forbidden", name): 0 for name in KEYS},
+        **{("rate_limited", name): 0 for name in KEYS},
+        ("forbidden", "reader"): 3,
+        ("forbidden", "trader"): 1,
+        ("rate_limited", "slow"): 7,
+    }
 
 
 # --- constant time -----------------------------------------------------------------

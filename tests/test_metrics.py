@@ -3,46 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from .daemons import NO_ORDERS, Daemon, DaemonFactory, wait_for
-
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-
-Samples = dict[str, dict[tuple[tuple[str, str], ...], float]]
+from .scraping import Samples, promtool_complaints, scrape, value
 
 
 @pytest.fixture(scope="module")
 def served(module_daemon: DaemonFactory) -> Daemon:
     return module_daemon()
-
-
-def scrape(served: Daemon) -> tuple[str, Samples, dict[str, str]]:
-    """The body, every sample by name and labels, and every family's type."""
-    result = served.get("/metrics")
-    assert result.status == 200
-    assert result.headers["content-type"].startswith("text/plain; version=")
-    text = result.body.decode("utf-8")
-    samples: Samples = defaultdict(dict)
-    types = {}
-    for family in text_string_to_metric_families(text):
-        types[family.name] = family.type
-        for sample in family.samples:
-            samples[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
-    return text, samples, types
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    found = [v for key, v in samples[name].items() if set(labels.items()) <= set(key)]
-    assert len(found) == 1, (name, labels, samples.get(name))
-    return found[0]
 
 
 def test_promtool_accepts_the_metrics_after_traffic(served: Daemon) -> None:
@@ -53,16 +25,7 @@ def test_promtool_accepts_the_metrics_after_traffic(served: Daemon) -> None:
         conn.send(b"NONSENSE\r\n\r\n")
         assert conn.read_response().status == 400
     text, _, _ = scrape(served)
-    check = subprocess.run(
-        [PROMTOOL, "check", "metrics"],
-        input=text.encode(),
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    complaints = (check.stdout + check.stderr).decode()
-    assert check.returncode == 0, complaints
-    assert complaints.strip() == ""
+    assert promtool_complaints(text) == ""
 
 
 def test_families_and_types(served: Daemon) -> None:
@@ -158,6 +121,70 @@ def test_latency_histogram_is_consistent_per_route(served: Daemon) -> None:
     assert value(samples, "sprintd_request_duration_seconds_count", route="/health") >= 3
 
 
+# --- the journal ---------------------------------------------------------------------
+
+ORDER = b'{"symbol":"BTC-USD","side":"buy","type":"limit","price":"100.00","qty":"0.01"}'
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def post_order(served: Daemon) -> int:
+    return served.request("POST", "/v1/orders", ORDER, JSON_HEADERS).status
+
+
+def test_journal_families_follow_appends_fsyncs_and_checkpoints(daemon: DaemonFactory) -> None:
+    served = daemon(
+        env={"SPRINTD_JOURNAL__FSYNC": "always", "SPRINTD_JOURNAL__CHECKPOINT_RECORDS": "4"}
+    )
+    text, before, types = scrape(served)
+    assert promtool_complaints(text) == ""
+    assert types["sprintd_journal_fsync_duration_seconds"] == "histogram"
+    assert types["sprintd_journal_batch_size_records"] == "histogram"
+    assert types["sprintd_journal_records_written"] == "counter"
+    assert value(before, "sprintd_journal_available") == 1
+    assert value(before, "sprintd_journal_records_written_total") == 0
+    assert value(before, "sprintd_journal_segments") >= 1
+    assert value(before, "sprintd_journal_disk_bytes") > 0
+
+    for _ in range(10):
+        assert post_order(served) == 201
+    # A checkpoint runs beside the writer: wait for the one 4 records call for.
+    wait_for(lambda: value(scrape(served)[1], "sprintd_journal_checkpoints_total") >= 1)
+    text, after, _ = scrape(served)
+    assert promtool_complaints(text) == ""
+    assert value(after, "sprintd_journal_records_written_total") == 10
+    assert value(after, "sprintd_journal_last_seq") == 10
+    batches = value(after, "sprintd_journal_batches_written_total")
+    assert 1 <= batches <= 10
+    # One sample a batch, summing to the records.
+    assert value(after, "sprintd_journal_batch_size_records_count") == batches
+    assert value(after, "sprintd_journal_batch_size_records_sum") == 10
+    assert value(after, "sprintd_journal_batch_size_records_bucket", le="+Inf") == batches
+    # fsync = always: every batch fsynced before its append returned.
+    fsyncs = value(after, "sprintd_journal_fsyncs_total")
+    assert fsyncs >= batches
+    assert value(after, "sprintd_journal_fsync_duration_seconds_count") == fsyncs
+    assert value(after, "sprintd_journal_fsync_duration_seconds_sum") > 0
+    assert value(after, "sprintd_journal_synced_seq") == 10
+    assert value(after, "sprintd_journal_written_bytes_total") > 10 * len(ORDER) / 2
+    assert 4 <= value(after, "sprintd_journal_last_checkpoint_seq") <= 10
+    assert value(after, "sprintd_journal_last_checkpoint_timestamp_seconds") > 1.7e9
+    assert value(after, "sprintd_journal_checkpoint_failures_total") == 0
+
+
+def test_journal_available_is_0_while_writes_are_refused(
+    daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    """A file system with less free space than ``reserve_bytes``: writes refused."""
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    served = daemon(env={"SPRINTD_JOURNAL__RESERVE_BYTES": str(free * 2)})
+    wait_for(lambda: value(scrape(served)[1], "sprintd_journal_available") == 0)
+    assert post_order(served) == 503
+    text, samples, _ = scrape(served)
+    assert promtool_complaints(text) == ""
+    assert value(samples, "sprintd_journal_records_written_total") == 0
+    assert served.get("/readyz").status == 503
+
+
 def _children(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
@@ -182,10 +209,7 @@ def test_one_scrape_answers_for_every_worker(daemon: DaemonFactory) -> None:
         assert sum(health.values()) == 40
         # Series that are per process are told apart by their worker.
         assert {dict(k)["worker"] for k in samples["process_resident_memory_bytes"]} == {"0", "1"}
-        check = subprocess.run(
-            [PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True, check=False
-        )
-        assert check.returncode == 0, (check.stdout + check.stderr).decode()
+        assert promtool_complaints(text) == ""
 
 
 def test_a_scrape_while_a_worker_is_killed_answers_in_time(daemon: DaemonFactory) -> None:

@@ -1,21 +1,31 @@
-"""The systemd units against what the shipped configurations need of them.
+"""The packaging against what the daemon needs of it and gives it.
 
 Under ``ProtectSystem=strict`` every path is read-only except those the unit
 names, and the unit runs as the ``sprintd`` user: a file the example
 configuration writes must be in a directory the unit makes writable, and a
 file it reads must be readable by that user as packaging/README.md installs it.
+
+The Prometheus alerting rules pass ``promtool check rules`` and their unit
+tests (``promtool test rules``), and name only series a daemon exposes.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from pathlib import Path, PurePosixPath
 
 import pytest
 
+from .daemons import DaemonFactory
+from .scraping import PROMTOOL, scrape
+
 REPO = Path(__file__).parents[1]
 UNITS = sorted((REPO / "packaging" / "systemd").glob("*.service"))
+RULES_DIR = REPO / "packaging" / "prometheus"
+RULES = RULES_DIR / "sprintd.rules.yml"
+RULES_TESTS = RULES_DIR / "sprintd.rules.test.yml"
 # systemd's specifiers for the directories that *Directory= settings live under.
 BASES = {"StateDirectory": "/var/lib", "LogsDirectory": "/var/log", "CacheDirectory": "/var/cache"}
 
@@ -77,3 +87,34 @@ def test_the_settings_directory_is_readable_by_the_service_user() -> None:
         assert mode is not None and int(mode.group(1), 8) & 0o040, line
     directories = [line for line in installs if line.startswith("install -d")]
     assert any("/etc/sprintd/keys" in line for line in directories)
+
+
+# --- Prometheus alerting rules --------------------------------------------------------
+
+
+def promtool(*args: str) -> str:
+    """Run promtool in the rules' directory; its output, asserting it succeeded."""
+    done = subprocess.run(
+        [PROMTOOL, *args], cwd=RULES_DIR, capture_output=True, timeout=60, check=False
+    )
+    output = (done.stdout + done.stderr).decode()
+    assert done.returncode == 0, output
+    return output
+
+
+def test_the_alerting_rules_pass_promtool_check() -> None:
+    assert "SUCCESS: 6 rules found" in promtool("check", "rules", RULES.name)
+
+
+def test_the_alerting_rules_pass_their_unit_tests() -> None:
+    assert "SUCCESS" in promtool("test", "rules", RULES_TESTS.name)
+
+
+def test_the_rules_name_only_series_a_daemon_exposes(daemon: DaemonFactory) -> None:
+    """A family renamed in the daemon and not in the rules would never fire."""
+    _, samples, types = scrape(daemon())
+    exposed = set(samples) | set(types)  # series, and the families the texts name
+    for path in (RULES, RULES_TESTS):
+        named = set(re.findall(r"\bsprintd_\w+", path.read_text()))
+        assert named, path
+        assert sorted(named - exposed) == [], path.name

@@ -34,6 +34,7 @@ from . import snapshot as persistence
 from .api import STREAM, OrdersAPI
 from .config import DEFAULT_RESERVE, ENTRY_PORT_OFFSET, OrdersSection
 from .engine import PriceTimeEngine
+from .metrics import OrdersCollector
 from .service import OrderService
 
 __all__ = ["OrdersPlugin"]
@@ -159,6 +160,10 @@ class OrdersPlugin:
                 framed_listener(api.entry),
             )
         ]
+
+    @hookimpl
+    def sprintd_metrics(self, app: App) -> Sequence[OrdersCollector]:
+        return [OrdersCollector(self._api().service, app.worker_index)]
 
     @hookimpl
     def sprintd_health_checks(self, app: App) -> Sequence[HealthCheck]:

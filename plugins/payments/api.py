@@ -37,6 +37,7 @@ class PaymentsAPI:
     def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
         self.store = store
         self.dispatcher = dispatcher
+        self.accepted = 0  # 202s, for /metrics
 
     def routes(self) -> Sequence[Route]:
         return [
@@ -54,6 +55,7 @@ class PaymentsAPI:
             raise _unavailable(exc) from None
         if payment is not None:
             self.dispatcher.submit(payment)
+            self.accepted += 1
             return _ACCEPTED
         if outcome is Accepted.SAME:
             return _DUPLICATE

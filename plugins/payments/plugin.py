@@ -23,6 +23,7 @@ from .api import PaymentsAPI
 from .config import PaymentsSection
 from .dispatcher import Dispatcher
 from .health import HealthMonitor
+from .metrics import PaymentsCollector
 from .processors import Processor
 from .redis_store import RedisStore
 from .store import MemoryStore, Pending
@@ -125,6 +126,11 @@ class PaymentsPlugin:
             # Trio sockets close inside the run that made them.
             for proc in parts.processors:
                 proc.client.close()
+
+    @hookimpl
+    def sprintd_metrics(self, app: App) -> Sequence[PaymentsCollector]:
+        parts = self._parts()
+        return [PaymentsCollector(parts.api, parts.dispatcher, app.worker_index)]
 
     @hookimpl
     def sprintd_health_checks(self, app: App) -> Sequence[HealthCheck]:

@@ -31,6 +31,7 @@ from sprintd import (
 from .api import PricesAPI, make_engine
 from .config import FEED_PORT_OFFSET, PricesSection
 from .engine import SLA_P95_US
+from .metrics import PricesCollector
 
 __all__ = ["HISTORY_INTERVAL_S", "PricesPlugin"]
 
@@ -87,6 +88,10 @@ class PricesPlugin:
                 timed_framed_listener(api.feed, max_frame=_max_frame(section.max_batch)),
             )
         ]
+
+    @hookimpl
+    def sprintd_metrics(self, app: App) -> Sequence[PricesCollector]:
+        return [PricesCollector(self._api().engine, app.worker_index)]
 
     @hookimpl
     def sprintd_health_checks(self, app: App) -> Sequence[HealthCheck]:
