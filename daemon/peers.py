@@ -21,20 +21,21 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import trio
 
 from .framing import FrameDecoder, FrameError, PayloadError, decode_payload, encode_frame
 
-__all__ = ["ASK_TIMEOUT_S", "Peers"]
+__all__ = ["ASK_TIMEOUT_S", "Peers", "connect_local", "frames", "listen_local"]
 
 log = logging.getLogger("sprintd.peers")
 
 ASK_TIMEOUT_S = 1.0
 # Answers are metrics and health documents: a few hundred kilobytes at most.
 MAX_ANSWER = 16 << 20
+READ_SIZE = 1 << 16
 
 
 class Peers:
@@ -63,20 +64,14 @@ class Peers:
         Raises:
             OSError: the address is taken (another worker of this index is alive).
         """
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            await sock.bind(self.address(self.index))
-            sock.listen(self.count * 4)
-        except BaseException:
-            sock.close()
-            raise
+        listener = await listen_local(self.address(self.index), self.count * 4)
         task_status.started()
-        await trio.serve_listeners(self._answer, [trio.SocketListener(sock)])
+        await trio.serve_listeners(self._answer, [listener])
 
     async def _answer(self, stream: trio.SocketStream) -> None:
         async with stream:
             try:
-                question = await _read_frame(stream, MAX_ANSWER)
+                question = await _first_frame(stream)
                 handler = self._handlers.get(str(question[0])) if question else None
                 if handler is None:
                     reply = [False, f"no answer to {question!r:.60}"]
@@ -110,29 +105,62 @@ class Peers:
         return answers
 
     async def _ask_one(self, index: int, question: str) -> list[Any]:
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            await sock.connect(self.address(index))
-        except BaseException:
-            sock.close()
-            raise
-        async with trio.SocketStream(sock) as stream:
+        async with await connect_local(self.address(index)) as stream:
             await stream.send_all(encode_frame([question]))
-            return await _read_frame(stream, MAX_ANSWER)
+            return await _first_frame(stream)
 
 
-async def _read_frame(stream: trio.SocketStream, max_frame: int) -> list[Any]:
-    """The first frame on ``stream``, decoded.
+async def listen_local(address: bytes, backlog: int) -> trio.SocketListener:
+    """A listener on a local (Unix) address.
+
+    Raises:
+        OSError: the address is taken.
+    """
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
+async def connect_local(address: bytes) -> trio.SocketStream:
+    """A stream to a local (Unix) address.
+
+    Raises:
+        OSError: nothing listens there.
+    """
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.connect(address)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
+async def frames(stream: trio.SocketStream, max_frame: int) -> AsyncIterator[list[Any]]:
+    """The decoded frames of ``stream`` until it ends.
+
+    Raises:
+        FrameError, PayloadError: not a frame of the core's framing.
+        trio.BrokenResourceError: the stream broke.
+    """
+    decoder = FrameDecoder(max_frame)
+    while data := await stream.receive_some(READ_SIZE):
+        decoder.feed(data)
+        for payload in decoder.frames():
+            yield decode_payload(payload)
+
+
+async def _first_frame(stream: trio.SocketStream) -> list[Any]:
+    """The first frame on ``stream``.
 
     Raises:
         EOFError: the stream ended before a whole frame.
-        FrameError, PayloadError: not a frame of the core's framing.
     """
-    decoder = FrameDecoder(max_frame)
-    while True:
-        data = await stream.receive_some(65536)
-        if not data:
-            raise EOFError("the stream ended mid-frame")
-        decoder.feed(data)
-        for payload in decoder.frames():
-            return decode_payload(payload)
+    async for frame in frames(stream, MAX_ANSWER):
+        return frame
+    raise EOFError("the stream ended before a whole frame")

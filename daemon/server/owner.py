@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from itertools import count
 from time import perf_counter_ns
 from typing import Any
@@ -42,9 +41,10 @@ from typing import Any
 import trio
 
 from ..app import App
-from ..framing import FrameDecoder, FrameError, PayloadError, decode_payload, encode_frame
+from ..framing import FrameError, PayloadError, encode_frame
 from ..http import error_response, retry_after_header
 from ..latency import Recorder
+from ..peers import connect_local, frames, listen_local
 from ..snapshots import Snapshot
 from .dispatch import dispatch
 
@@ -61,7 +61,6 @@ RECONNECT_S = 0.1
 UNLINKED = "owner_unavailable"
 # A frame of requests or answers: many of them, each at most a request's size.
 MAX_FRAME = 64 << 20
-READ_SIZE = 1 << 16
 
 
 def _address(namespace: str) -> bytes:
@@ -76,15 +75,6 @@ def _unavailable(keep_alive: bool, why: str) -> bytes:
         [(b"retry-after", retry_after_header(1))],
         keep_alive=keep_alive,
     )
-
-
-async def _frames(stream: trio.SocketStream) -> AsyncIterator[list[Any]]:
-    """The decoded frames of ``stream`` until it ends."""
-    decoder = FrameDecoder(MAX_FRAME)
-    while data := await stream.receive_some(READ_SIZE):
-        decoder.feed(data)
-        for payload in decoder.frames():
-            yield decode_payload(payload)
 
 
 # --- the owner -----------------------------------------------------------------------
@@ -143,15 +133,9 @@ class OwnerService:
             sibling.send_soon()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            await sock.bind(_address(self.namespace))
-            sock.listen(64)
-        except BaseException:
-            sock.close()
-            raise
+        listener = await listen_local(_address(self.namespace), 64)
         task_status.started()
-        await trio.serve_listeners(self._sibling, [trio.SocketListener(sock)])
+        await trio.serve_listeners(self._sibling, [listener])
 
     async def _sibling(self, stream: trio.SocketStream) -> None:
         sibling = _Sibling(stream)
@@ -171,7 +155,7 @@ class OwnerService:
             ):
                 writing.start_soon(sibling.write)
                 try:
-                    async for frame in _frames(stream):
+                    async for frame in frames(stream, MAX_FRAME):
                         for request in frame:
                             later = self._answer(sibling, request)
                             if later is not None:
@@ -279,16 +263,10 @@ class OwnerLink:
         """Keep the link to the owner up, until cancelled."""
         while True:
             try:
-                sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    await sock.connect(_address(self.namespace))
-                except BaseException:
-                    sock.close()
-                    raise
+                stream = await connect_local(_address(self.namespace))
             except OSError:
                 await trio.sleep(RECONNECT_S)
                 continue
-            stream = trio.SocketStream(sock)
             try:
                 async with stream, trio.open_nursery() as nursery:
                     self._stream = stream
@@ -321,7 +299,7 @@ class OwnerLink:
     async def _read(self, stream: trio.SocketStream) -> None:
         """Take the owner's answers and pushes until the link ends."""
         try:
-            async for kind, items in _frames(stream):
+            async for kind, items in frames(stream, MAX_FRAME):
                 if kind == "a":
                     for ident, answer in items:
                         waiting = self._waiting.get(ident)
