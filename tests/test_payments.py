@@ -7,8 +7,12 @@ never against the daemon's word alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import select
 import signal
+import socket
 import time
 import uuid
 from decimal import Decimal
@@ -322,3 +326,70 @@ def test_acknowledged_payments_survive_kill_9_and_reach_one_processor_once(
     assert summary(second)["default"]["totalRequests"] + summary(second)["fallback"][
         "totalRequests"
     ] == len(sent)
+
+
+# --- no processors configured ---------------------------------------------------------------
+
+
+def _session_ports(sid: int) -> set[int]:
+    """The local ports of the TCP sockets (IPv4) of every process in session ``sid``
+    (a daemon and its forked workers), from /proc."""
+    inodes = set()
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The session is the 6th field of stat, after the ")" that ends the name.
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) != sid:
+                continue
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[9] in inodes:
+            ports.add(int(fields[1].split(":")[1], 16))
+    return ports
+
+
+def test_without_processor_urls_it_answers_not_configured_and_calls_nobody(
+    daemon: DaemonFactory,
+) -> None:
+    # Listeners on the ports the plugin once defaulted to. Other daemons on
+    # a shared machine may still call them: only a connection from this
+    # daemon's process counts.
+    listeners = []
+    for port in (8001, 8002):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            pytest.skip(f"port {port} is in use here")
+        sock.listen(64)
+        listeners.append(sock)
+    try:
+        served = daemon(env={"SPRINTD_PAYMENTS__ENABLED": "true"})
+        status, body = post(served, {"correlationId": new_id(), "amount": 1})
+        assert status == 503 and body["error"]["code"] == "not_configured", body
+        for method, path in (("GET", "/payments-summary"), ("POST", "/purge-payments")):
+            result = served.request(method, path)
+            assert result.status == 503, (path, result.body)
+            assert result.json()["error"]["code"] == "not_configured"
+        assert state(served)["configured"] is False
+        # A configured plugin polls each processor's health at once: a second
+        # is four of its polling passes. Nothing is answered, so a caller's
+        # socket stays open while it is looked up.
+        deadline = time.monotonic() + 1.0
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select(listeners, [], [], left)
+            for listener in ready:
+                conn, (_, peer_port) = listener.accept()
+                with conn:
+                    ours = peer_port in _session_ports(served.pid)
+                assert not ours, f"the daemon called port {listener.getsockname()[1]}"
+    finally:
+        for sock in listeners:
+            sock.close()

@@ -15,9 +15,12 @@ __all__ = ["PaymentsSection"]
 class PaymentsSection(PluginSection):
     """``[payments]``: the processors, the store, and the pacing of sends and health polls."""
 
-    # The processors' base URLs (``POST {url}/payments``).
-    default_url: str = "http://127.0.0.1:8001"
-    fallback_url: str = "http://127.0.0.1:8002"
+    # The processors' base URLs (``POST {url}/payments``). No default: a
+    # daemon that guessed them would send payments and health polls to
+    # whatever listens there. Without both, the routes answer 503
+    # not_configured and nothing is called.
+    default_url: str | None = None
+    fallback_url: str | None = None
     # memory: this process owns the payments, journaled (one worker, one
     # instance). redis: they live in [redis] url, shared by every worker and
     # instance that names it.
@@ -52,7 +55,9 @@ class PaymentsSection(PluginSection):
 
     @field_validator("default_url", "fallback_url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parts = urlsplit(value)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError("expected http://host:port")
@@ -63,4 +68,9 @@ class PaymentsSection(PluginSection):
         return value.rstrip("/")
 
     def keeps_state_locally(self) -> bool:
-        return self.store == "memory"
+        # Unconfigured, the plugin keeps nothing (every route answers 503).
+        return self.store == "memory" and self.configured
+
+    @property
+    def configured(self) -> bool:
+        return self.default_url is not None and self.fallback_url is not None
