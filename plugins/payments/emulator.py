@@ -22,9 +22,9 @@ The API:
 ``GET /admin/payments-summary?from=&to=``   ``{totalRequests, totalAmount, totalFee,
                                             feePerTransaction}`` over ``requestedAt``,
                                             inclusive bounds, both optional
-``PUT /admin/configurations/delay``         ``{delay}`` in ms
-``PUT /admin/configurations/failure``       ``{failure}``
-``PUT /admin/configurations/token``         ``{token}``
+``PUT /admin/configurations/delay``         ``{delay}`` in ms: 200
+``PUT /admin/configurations/failure``       ``{failure}``: 200
+``PUT /admin/configurations/token``         ``{token}``: 204
 ``POST /admin/purge-payments``              forget every payment
 =========================================  ===============================================
 
@@ -206,15 +206,18 @@ def _admin(proc: Processor, method: bytes, path: bytes, query: bytes, body: byte
     if method == b"PUT" and path.startswith(b"/admin/configurations/"):
         data = _json(body)
         which = path.rsplit(b"/", 1)[1]
+        # The contest's processors (and its test, which aborts on any other
+        # status) answer 200 to the delay and the failure, 204 to the token.
         if which == b"delay" and isinstance(data.get("delay"), int) and data["delay"] >= 0:
             proc.delay_ms = data["delay"]
-        elif which == b"failure" and isinstance(data.get("failure"), bool):
+            return {"delay": proc.delay_ms}
+        if which == b"failure" and isinstance(data.get("failure"), bool):
             proc.failure = data["failure"]
-        elif which == b"token" and isinstance(data.get("token"), str) and data["token"]:
+            return {"failure": proc.failure}
+        if which == b"token" and isinstance(data.get("token"), str) and data["token"]:
             proc.token = data["token"]
-        else:
-            raise _Answer(400, {"error": f"bad configuration {which.decode()}"})
-        return None
+            return None
+        raise _Answer(400, {"error": f"bad configuration {which.decode()}"})
     raise _Answer(404, {"error": "not found"})
 
 
