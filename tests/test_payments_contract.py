@@ -114,30 +114,56 @@ def test_the_summary_body_has_the_challenges_fields_and_exact_numbers() -> None:
     assert amount_text(Decimal("1E+2")) == "100"
 
 
-def _proc(name: str, failing: bool = False, min_ms: int = 0, suspect: float = 0.0) -> Processor:
+def _proc(
+    name: str,
+    failing: bool = False,
+    min_ms: int = 0,
+    suspect: float = 0.0,
+    ok_since_check: bool = False,
+) -> Processor:
     proc = Processor(name, "http://127.0.0.1:1", connect_timeout=1)
     proc.health.failing, proc.health.min_response_ms = failing, min_ms
     proc.health.suspect_until = suspect
+    proc.health.checked_ms = 1000
+    proc.health.ok_ms = 2000 if ok_since_check else 0
     return proc
 
 
 @pytest.mark.parametrize(
-    ("default", "fallback", "chosen"),
+    ("default", "fallback", "waited", "backlog", "chosen"),
     [
-        ({}, {}, "default"),
-        ({"min_ms": 150}, {"min_ms": 0}, "default"),  # not much slower
-        ({"min_ms": 1000}, {"min_ms": 0}, "fallback"),  # much slower
-        ({"min_ms": 1000}, {"failing": True}, "default"),  # slow beats failing
-        ({"failing": True}, {}, "fallback"),
-        ({"suspect": 10.0}, {}, "fallback"),  # a 500 or a timeout seen here
-        ({"failing": True}, {"failing": True}, "default"),  # both down: the cheaper
-        ({"suspect": 10.0}, {"failing": True}, "default"),
-        ({}, {"suspect": 10.0}, "default"),
+        ({}, {}, 0, 0, "default"),
+        # Latency reaches no client: a slow default is still the cheaper one.
+        ({"min_ms": 1000}, {}, 0, 0, "default"),
+        ({"min_ms": 1000}, {"failing": True}, 0, 0, "default"),
+        # Down: waited for, up to fallback_after_s (30 here) ...
+        ({"failing": True}, {}, 0, 0, None),
+        ({"suspect": 10.0}, {}, 29.9, 0, None),  # a 500 or a timeout seen here
+        # ... then the fallback pays, if it can take it.
+        ({"failing": True}, {}, 30, 0, "fallback"),
+        ({"failing": True}, {"failing": True}, 60, 0, None),
+        ({"suspect": 10.0}, {"suspect": 10.0}, 60, 0, None),
+        # A payment went through since the health result said failing.
+        ({"failing": True, "ok_since_check": True}, {}, 30, 0, "default"),
+        ({}, {"suspect": 10.0}, 0, 0, "default"),
+        # More queued than the default gets through in fallback_after_s.
+        ({"min_ms": 100}, {}, 0, 31, "fallback"),
+        ({"min_ms": 100}, {"min_ms": 200}, 0, 31, "default"),  # not faster there
+        ({"min_ms": 100}, {"failing": True}, 0, 31, "default"),
     ],
 )
-def test_routing(default: dict[str, Any], fallback: dict[str, Any], chosen: str) -> None:
-    picked = choose(_proc("default", **default), _proc("fallback", **fallback), 200, now=5.0)
-    assert picked.name == chosen
+def test_routing(
+    default: dict[str, Any], fallback: dict[str, Any], waited: float, backlog: float, chosen: str
+) -> None:
+    picked = choose(
+        _proc("default", **default),
+        _proc("fallback", **fallback),
+        now=5.0,
+        waited_s=waited,
+        backlog_s=backlog,
+        fallback_after_s=30,
+    )
+    assert (picked.name if picked else None) == chosen
 
 
 async def test_the_memory_store_replays_to_the_same_state(tmp_path: Path) -> None:

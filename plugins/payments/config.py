@@ -42,9 +42,11 @@ class PaymentsSection(PluginSection):
     retry_cap: float = Field(1.0, gt=0)
     # The processors allow one health call per 5 s each, across all callers.
     health_interval: float = Field(5.0, gt=0)
-    # The default costs less: it is used while it is healthy and its
-    # minResponseTime is at most this much above the fallback's.
-    slower_ms: int = Field(200, ge=0)
+    # The default costs a third of the fallback's fee, and a processor's
+    # latency never reaches a client: a payment waits for the default (down,
+    # or busy with the payments before it) up to this long, and only then
+    # does the fallback take it (see README, "Routing for profit").
+    fallback_after_s: float = Field(30.0, ge=0)
     # A processor that answered 500 or timed out is avoided this long (the
     # health result may be up to health_interval old).
     suspect_s: float = Field(1.0, ge=0)

@@ -30,7 +30,9 @@ The API:
 
 The admin endpoints want the header ``X-Rinha-Token`` (401 otherwise). Two
 more, not in the challenge, let tests look inside: ``GET /admin/payments``
-(``{correlationId: requestedAt}``) and ``GET /admin/stats`` (counters).
+(``{correlationId: requestedAt}``), ``GET /admin/lateness``
+(``{correlationId: ms from its requestedAt to its recording}``) and ``GET
+/admin/stats`` (counters).
 
 Amounts are kept as decimals and totals are exact; ``totalAmount`` is a JSON
 number written from the decimal, never through a float.
@@ -41,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -90,6 +93,9 @@ class Processor:
     max_inflight: int = MAX_INFLIGHT
     # correlationId -> (requestedAt in us, amount)
     payments: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    # correlationId -> ms from its requestedAt to its recording here: what the
+    # contest's consistency check, on a window ending 1.5 s back, can see.
+    lateness: dict[str, int] = field(default_factory=dict)
     stats: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             (
@@ -163,6 +169,7 @@ async def _payment(proc: Processor, body: bytes) -> tuple[int, Any]:
         proc.stats["duplicates"] += 1
         raise _Answer(422, {"error": "correlationId already exists"})
     proc.payments[cid] = (requested, Decimal(amount))
+    proc.lateness[cid] = (time.time_ns() // 1000 - requested) // 1000
     proc.stats["processed"] += 1
     return 200, {"message": "payment processed successfully"}
 
@@ -198,10 +205,13 @@ def _admin(proc: Processor, method: bytes, path: bytes, query: bytes, body: byte
         ).encode()
     if method == b"GET" and path == b"/admin/payments":
         return {cid: at for cid, (at, _) in proc.payments.items()}
+    if method == b"GET" and path == b"/admin/lateness":
+        return proc.lateness
     if method == b"GET" and path == b"/admin/stats":
         return {**proc.stats, "inflight": proc.inflight, "stored": len(proc.payments)}
     if method == b"POST" and path == b"/admin/purge-payments":
         proc.payments.clear()
+        proc.lateness.clear()
         return {"message": "All payments purged."}
     if method == b"PUT" and path.startswith(b"/admin/configurations/"):
         data = _json(body)

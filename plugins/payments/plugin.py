@@ -126,6 +126,7 @@ class PaymentsPlugin:
             processors,
             interval=section.health_interval,
             shared=store if isinstance(store, RedisStore) else None,
+            pacer=dispatcher.pacer,
         )
         self.parts = _Parts(store, processors, dispatcher, monitor, recovered)
 

@@ -182,6 +182,21 @@ class ProcessorHealth:
     # Monotonic time before which this worker avoids the processor (it
     # answered 500 or timed out).
     suspect_until: float = 0.0
+    # When it last took a payment here (wall clock, ms): newer than a failing
+    # health result, it says the processor is back before the next poll does.
+    ok_ms: int = 0
+    # Seconds a payment took here (moving average of the answers that came).
+    latency_s: float = 0.0
+
+    def usable(self, now: float) -> bool:
+        """Not failing by its last health result (or working since), and no
+        500 or timeout seen here lately."""
+        return (not self.failing or self.ok_ms > self.checked_ms) and self.suspect_until <= now
+
+    def expected_s(self) -> float:
+        """What a payment sent now is expected to take: the slower of the
+        reported minResponseTime and the measured latency."""
+        return max(self.min_response_ms / 1000, self.latency_s)
 
 
 class Processor:
