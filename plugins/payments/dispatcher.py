@@ -193,7 +193,10 @@ class Dispatcher:
 
     def route(self) -> tuple[str, int]:
         """Where a new payment is committed at its accept, and its requestedAt:
-        now. (Its first send chooses again: see ``deliver``.)"""
+        now. Only a first guess, kept cheap for the accept: its first send
+        chooses again (``deliver``) and commits anew if the guess was wrong."""
+        if self._down_since is None:
+            return self.default.name, instant_ms()
         return (self.choose() or self.default).name, instant_ms()
 
     async def _wait(self) -> None:
