@@ -104,10 +104,12 @@ def run_official(instances: int, tier: str, pin: bool, out: Path) -> OfficialRes
     )
     try:
         # As run-tests.sh: a fresh token, which setup() gives the processors.
-        command = [K6, "run", "-e", f"MAX_REQUESTS={MAX_REQUESTS}"]
+        command = [K6, "run", "--no-usage-report", "-e", f"MAX_REQUESTS={MAX_REQUESTS}"]
         command += ["-e", f"TOKEN={uuid.uuid4()}", str(SCRIPT)]
         probe_summary = raw / "probe-summary.json"
-        probe = [K6, "run", "--quiet", "--summary-export", str(probe_summary)]
+        # Its REST API on a port of its own (the test's k6 has 6565).
+        probe = [K6, "run", "--quiet", "--no-usage-report", "--address", "127.0.0.1:0"]
+        probe += ["--summary-export", str(probe_summary)]
         probe += ["-e", f"BACKEND={stack.backend}", str(PROBE)]
         result = OfficialResult(instances, command, _load())
         with open(raw / "k6.log", "wb") as log, open(raw / "probe.log", "wb") as probe_log:
