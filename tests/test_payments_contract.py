@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from sprintd.plugins.payments.contract import (
     parse_payment,
     summary_body,
 )
-from sprintd.plugins.payments.dispatcher import choose
+from sprintd.plugins.payments.dispatcher import Pacer, choose
 from sprintd.plugins.payments.processors import Processor
 from sprintd.plugins.payments.store import Accepted, MemoryStore, _Done
 
@@ -242,3 +244,39 @@ def test_done_payments_are_summed_by_inclusive_bounds_in_any_order(
         if (low_us is None or at * 1000 >= low_us) and (high_us is None or at * 1000 <= high_us)
     ]
     assert kept.between(low_ms, high_ms) == (len(inside), sum(inside, Decimal(0)))
+
+
+async def test_the_pacer_lets_a_waiting_connection_in_between_slices() -> None:
+    """Background tasks that each do a step longer than a slice let a socket
+    that became readable be served after a step or two, not after every task's."""
+    pacer = Pacer()
+    steps = 0
+    served_after: list[int] = []
+    ours, theirs = socket.socketpair()
+    reader = trio.socket.from_stdlib_socket(ours)
+
+    async def backlog() -> None:
+        nonlocal steps
+        while True:
+            await pacer.turn()
+            time.sleep(pacer.slice_s * 2)  # CPU work (the loop is blocked)
+            steps += 1
+            await trio.lowlevel.checkpoint()  # as a send or a store call would
+
+    async def connection() -> None:
+        await reader.recv(1)
+        served_after.append(steps - sent_at)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(50):
+            nursery.start_soon(backlog)
+        nursery.start_soon(connection)
+        await trio.sleep(0.05)
+        sent_at = steps
+        theirs.send(b"x")
+        while not served_after:
+            await trio.sleep(0)
+        nursery.cancel_scope.cancel()
+    reader.close()
+    theirs.close()
+    assert served_after[0] <= 3, f"{served_after[0]} backlog steps ran first"
