@@ -23,8 +23,8 @@ from bench.common.net import ServerError
 from bench.common.paths import REPO, short
 from bench.common.report import commands, finish, partial, targets_table
 from bench.common.report import write as write_report
-from bench.rinha.official import OfficialResult, report_lines, run_official
-from bench.rinha.official import targets as targets_of_official
+from bench.rinha.contest import OfficialResult, report_lines, run_official
+from bench.rinha.contest import targets as targets_of_official
 from bench.rinha.report import targets, write
 from bench.rinha.runner import MODES, ModeResult, Options, run_mode
 from bench.rinha.stack import StackError, down, up
