@@ -275,6 +275,22 @@ def test_requested_at_is_the_send_not_the_accept(
     agree(served, processors)
 
 
+def test_sends_in_flight_are_capped_per_100_ms_of_delay(
+    daemon: DaemonFactory, processors: Processors
+) -> None:
+    # A flooded processor records payments late after their requestedAt (its
+    # own queue): the daemon keeps `inflight` per 100 ms of its delay there.
+    processors.configure("default", delay=50)
+    served = start(daemon, processors, inflight="4")
+    cids = {new_id() for _ in range(40)}
+    for cid in cids:
+        assert post(served, {"correlationId": cid, "amount": 1})[0] == 202
+    wait_for(lambda: settled(served), timeout=20)
+    assert_once_each(processors, cids)
+    assert 1 < processors.stats("default")["peak_inflight"] <= 4
+    agree(served, processors)
+
+
 def test_retries_after_500_and_429_reach_each_processor_once(
     daemon: DaemonFactory, processors: Processors
 ) -> None:

@@ -25,15 +25,17 @@ class PaymentsSection(PluginSection):
     # instance). redis: they live in [redis] url, shared by every worker and
     # instance that names it.
     store: Literal["memory", "redis"] = "memory"
-    # Tasks per worker sending payments to the processors: the payments in
-    # flight at once. A processor answering in d seconds takes at most
-    # concurrency / d payments a second from one worker. More is not better:
-    # a processor records a payment when it gets to it, so payments queued
+    # Tasks per worker sending payments to the processors: at most this many
+    # payments in flight at once (a task is a few KB).
+    concurrency: int = Field(512, ge=1, le=10_000)
+    # Sends in flight per processor while it answers within 100 ms; one that
+    # reports a longer minResponseTime gets proportionally more (up to
+    # concurrency): 64 carry 640 payments/s whatever the delay. Not more: a
+    # processor records a payment when it gets to it, so payments queued
     # inside a flooded processor are recorded late after their requestedAt,
-    # where a consistency check can see them before their answer is back
-    # here (and its admin API stops answering in time). 64 carry 640
-    # payments/s per worker at 100 ms a payment.
-    concurrency: int = Field(64, ge=1, le=10_000)
+    # where a consistency check sees them before their answer is back here
+    # (and its admin API stops answering in time).
+    inflight: int = Field(64, ge=1, le=10_000)
     connect_timeout: float = Field(1.0, gt=0)
     # A payment's answer is awaited this long plus the processor's reported
     # minResponseTime; then the outcome is unknown and the payment stays with

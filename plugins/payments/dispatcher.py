@@ -1,7 +1,9 @@
 """Sending accepted payments to the processors: routing, retries, exactly once.
 
 ``concurrency`` tasks take payments from one queue; each delivers its payment
-before it takes the next. A delivery is a loop of attempts::
+before it takes the next. At most ``inflight`` sends per 100 ms of a
+processor's reported delay are in flight to it at once (``_slots``). A
+delivery is a loop of attempts::
 
     not pinned: choose a processor by policy (``choose``), or wait for one;
     commit (processor, requestedAt: now) to the store     before anything is sent
@@ -179,9 +181,9 @@ class Dispatcher:
             if self._down_since is None:
                 self._down_since = now
             waited = now - self._down_since
-        # The default takes `concurrency` payments at a time, each for its
+        # The default takes `_slots` payments at a time, each for its
         # expected latency.
-        backlog = self.queued * default.health.expected_s() / self.section.concurrency
+        backlog = self.queued * default.health.expected_s() / self._slots(default)
         return choose(
             default,
             self.fallback,
@@ -190,6 +192,13 @@ class Dispatcher:
             backlog_s=backlog,
             fallback_after_s=self.section.fallback_after_s,
         )
+
+    def _slots(self, proc: Processor) -> int:
+        """The sends allowed in flight to ``proc``: ``inflight`` per 100 ms of
+        its reported delay (at least ``inflight``, at most ``concurrency``)."""
+        section = self.section
+        per_100ms = max(1, proc.health.min_response_ms // 100)
+        return min(section.inflight * per_100ms, section.concurrency)
 
     def route(self) -> tuple[str, int]:
         """Where a new payment is committed at its accept, and its requestedAt:
@@ -249,13 +258,18 @@ class Dispatcher:
             proc = self.by_name[name]
             timeout = section.request_timeout + proc.health.min_response_ms / 1000
             status = 0
-            began = trio.current_time()
-            try:
-                status = await proc.pay(payment.cid, payment.amount, at, timeout=timeout)
-            except NotSent:
-                pass
-            except Unsure:
-                payment.pinned = True
+            slots = proc.slots
+            wanted = self._slots(proc)
+            if slots.total_tokens != wanted:
+                slots.total_tokens = wanted
+            async with slots:
+                began = trio.current_time()
+                try:
+                    status = await proc.pay(payment.cid, payment.amount, at, timeout=timeout)
+                except NotSent:
+                    pass
+                except Unsure:
+                    payment.pinned = True
             await self.pacer.turn()
             proc.sent += 1
             if 200 <= status < 300 or status == 422:
@@ -310,6 +324,8 @@ class Dispatcher:
                     "failing": proc.health.failing,
                     "min_response_ms": proc.health.min_response_ms,
                     "latency_ms": round(proc.health.latency_s * 1000, 2),
+                    "in_flight": proc.slots.borrowed_tokens,
+                    "slots": proc.slots.total_tokens,
                     "checked_ms": proc.health.checked_ms,
                     "sent": proc.sent,
                     "failures": proc.failures,

@@ -106,6 +106,7 @@ class Processor:
                 "overloaded",
                 "health_calls",
                 "health_limited",
+                "peak_inflight",  # the most payments in progress at once
             ),
             0,
         )
@@ -157,6 +158,7 @@ async def _payment(proc: Processor, body: bytes) -> tuple[int, Any]:
         proc.stats["overloaded"] += 1
         raise _Answer(429, {"error": "overloaded"})
     proc.inflight += 1
+    proc.stats["peak_inflight"] = max(proc.stats["peak_inflight"], proc.inflight)
     try:
         if proc.delay_ms:
             await trio.sleep(proc.delay_ms / 1000)

@@ -207,6 +207,8 @@ class Processor:
         self.url = url
         self.client = HTTPClient(url, connect_timeout=connect_timeout)
         self.health = ProcessorHealth()
+        # The sends in flight here (the dispatcher sizes it).
+        self.slots = trio.CapacityLimiter(1)
         self.sent = 0
         self.failures = 0
 
