@@ -256,15 +256,17 @@ def test_the_fallback_pays_once_the_default_was_down_fallback_after_s(
     agree(served, processors)
 
 
+@pytest.mark.parametrize("limit", ["concurrency", "inflight"])
 def test_requested_at_is_the_send_not_the_accept(
-    daemon: DaemonFactory, processors: Processors
+    daemon: DaemonFactory, processors: Processors, limit: str
 ) -> None:
-    # One payment at a time, 50 ms each: the last of 50 waits ~2.5 s in the
-    # queue. Sent with its accept's instant, it would be recorded that late
+    # One payment at a time, 50 ms each: the last of 50 waits ~2.5 s (in the
+    # queue for a task, or in a task for a send slot). Sent with the instant
+    # of its accept or of its wait's start, it would be recorded that late
     # after its requestedAt, inside the contest's check window (which ends
     # 1.5 s back) while the daemon's answer was still on its way.
     processors.configure("default", delay=50)
-    served = start(daemon, processors, concurrency="1")
+    served = start(daemon, processors, **{limit: "1"})
     cids = [new_id() for _ in range(50)]
     for cid in cids:
         assert post(served, {"correlationId": cid, "amount": 1})[0] == 202

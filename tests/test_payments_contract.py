@@ -168,6 +168,15 @@ def test_routing(
     assert (picked.name if picked else None) == chosen
 
 
+def test_a_processors_delay_is_the_smaller_of_reported_and_measured() -> None:
+    health = _proc("default", min_ms=2000).health
+    assert health.delay_s() == 2.0  # nothing measured yet
+    health.latency_s = 0.02  # back to 20 ms before the next health result
+    assert health.delay_s() == 0.02
+    health.min_response_ms, health.latency_s = 20, 1.5  # queued, not slow
+    assert health.delay_s() == 0.02
+
+
 async def test_the_memory_store_replays_to_the_same_state(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal", fsync="os")
     journal.open()

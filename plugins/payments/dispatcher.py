@@ -117,7 +117,7 @@ def choose(
         if (
             backlog_s > fallback_after_s
             and fallback.health.usable(now)
-            and fallback.health.expected_s() < default.health.expected_s()
+            and fallback.health.delay_s() < default.health.delay_s()
         ):
             return fallback
         return default
@@ -181,9 +181,8 @@ class Dispatcher:
             if self._down_since is None:
                 self._down_since = now
             waited = now - self._down_since
-        # The default takes `_slots` payments at a time, each for its
-        # expected latency.
-        backlog = self.queued * default.health.expected_s() / self._slots(default)
+        # The default takes `_slots` payments at a time, each for its delay.
+        backlog = self.queued * default.health.delay_s() / self._slots(default)
         return choose(
             default,
             self.fallback,
@@ -195,9 +194,9 @@ class Dispatcher:
 
     def _slots(self, proc: Processor) -> int:
         """The sends allowed in flight to ``proc``: ``inflight`` per 100 ms of
-        its reported delay (at least ``inflight``, at most ``concurrency``)."""
+        its delay (at least ``inflight``, at most ``concurrency``)."""
         section = self.section
-        per_100ms = max(1, proc.health.min_response_ms // 100)
+        per_100ms = max(1, int(proc.health.delay_s() * 10))
         return min(section.inflight * per_100ms, section.concurrency)
 
     def route(self) -> tuple[str, int]:
@@ -222,6 +221,24 @@ class Dispatcher:
             self._back.set()
             self._back = trio.Event()
 
+    async def _commit(self, payment: Pending, proc: Processor) -> bool:
+        """Commit an unpinned payment to ``proc`` with requestedAt now, unless its
+        commit is that already and fresh; False: drop it (purged, or another
+        instance took it over).
+
+        Raises:
+            StoreError: the store cannot take the commit now.
+        """
+        committed = payment.committed
+        now_ms = instant_ms()
+        if (
+            committed is not None
+            and committed[0] == proc.name
+            and now_ms - committed[1] <= FRESH_MS
+        ):
+            return True
+        return await self.store.commit(payment, proc.name, now_ms)
+
     async def deliver(self, payment: Pending) -> None:
         """Send one payment until a processor has it (or it is no longer ours)."""
         section = self.section
@@ -229,47 +246,48 @@ class Dispatcher:
         while True:
             await self.pacer.turn()
             probing = False
-            if not payment.pinned:
-                proc = self.choose()
-                if proc is None:
+            if payment.pinned:
+                assert payment.committed is not None
+                proc = self.by_name[payment.committed[0]]
+            else:
+                chosen = self.choose()
+                if chosen is None:
                     if self._probing:
                         await self._wait()
                         continue
                     # This payment asks the default whether it is back.
                     self._probing = probing = True
-                    proc = self.default
-                committed = payment.committed
-                now_ms = instant_ms()
-                if (
-                    committed is None
-                    or committed[0] != proc.name
-                    or now_ms - committed[1] > FRESH_MS
-                ):
-                    try:
-                        if not await self.store.commit(payment, proc.name, now_ms):
-                            self._probing &= not probing
-                            return  # purged, or another instance took it over
-                    except StoreError:
-                        self._probing &= not probing
-                        delay = await self._backoff(delay)
-                        continue
-            assert payment.committed is not None
-            name, at = payment.committed
-            proc = self.by_name[name]
-            timeout = section.request_timeout + proc.health.min_response_ms / 1000
-            status = 0
+                    chosen = self.default
+                proc = chosen
             slots = proc.slots
             wanted = self._slots(proc)
             if slots.total_tokens != wanted:
                 slots.total_tokens = wanted
+            status = 0
             async with slots:
-                began = trio.current_time()
+                # Committed once it has its slot, so that requestedAt is the
+                # send's instant, not the start of its wait for one.
                 try:
-                    status = await proc.pay(payment.cid, payment.amount, at, timeout=timeout)
-                except NotSent:
-                    pass
-                except Unsure:
-                    payment.pinned = True
+                    committed = payment.pinned or await self._commit(payment, proc)
+                except StoreError:
+                    committed = None
+                if committed:
+                    assert payment.committed is not None
+                    name, at = payment.committed
+                    timeout = section.request_timeout + proc.health.min_response_ms / 1000
+                    began = trio.current_time()
+                    try:
+                        status = await proc.pay(payment.cid, payment.amount, at, timeout=timeout)
+                    except NotSent:
+                        pass
+                    except Unsure:
+                        payment.pinned = True
+            if not committed:
+                self._probing &= not probing
+                if committed is None:
+                    delay = await self._backoff(delay)
+                    continue
+                return  # purged, or another instance took it over
             await self.pacer.turn()
             proc.sent += 1
             if 200 <= status < 300 or status == 422:

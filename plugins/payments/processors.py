@@ -193,10 +193,13 @@ class ProcessorHealth:
         500 or timeout seen here lately."""
         return (not self.failing or self.ok_ms > self.checked_ms) and self.suspect_until <= now
 
-    def expected_s(self) -> float:
-        """What a payment sent now is expected to take: the slower of the
-        reported minResponseTime and the measured latency."""
-        return max(self.min_response_ms / 1000, self.latency_s)
+    def delay_s(self) -> float:
+        """The processor's own delay: the smaller of its reported
+        minResponseTime and the measured latency (the larger one is a health
+        result up to 5 s old, or time spent queued: in a flooded processor or
+        on this busy loop, which more sends would only make worse)."""
+        reported = self.min_response_ms / 1000
+        return min(reported, self.latency_s) if self.latency_s else reported
 
 
 class Processor:
