@@ -67,9 +67,11 @@ SLICE = 0.0005
 # A commit made longer ago than this (ms) is renewed before its first send:
 # the processor must see the send's instant as requestedAt (module docstring).
 FRESH_MS = 250
-# Tasks waiting for a processor look again this often (or when a probe or a
-# health result says it is back).
-WAIT_S = 0.25
+# Tasks waiting for a processor look again this often, or at once when a
+# probe gets through (the probe is what notices a default back: the waiting
+# tasks only look for a fallback that may take over, and hundreds of them
+# looking often would cost the loop for nothing).
+WAIT_S = 1.0
 # Weight of the newest answer in a processor's measured latency.
 LATENCY_WEIGHT = 0.1
 
