@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import trio
@@ -102,13 +102,20 @@ async def exchange(server: HTTPServer, data: bytes) -> bytes:
 
 
 async def drive(
-    server: HTTPServer, request: bytes, count: int, profiler: Profiler | None = None
+    server: HTTPServer,
+    request: bytes,
+    count: int,
+    profiler: Profiler | None = None,
+    *,
+    more: Iterator[bytes] | None = None,
 ) -> None:
     """Send ``request`` once, then ``count`` more times on the same connection,
-    each after the answer to the one before.
+    each after the answer to the one before; with ``more``, the ``count``
+    later ones are taken from it instead (requests that must differ, such as
+    payments with their own ids).
 
-    The first answer sets the size every later one must reach, so ``request``
-    must get the same answer each time. ``profiler`` is installed with
+    The first answer sets the size every later one must reach, so every
+    request must get an answer of the same size. ``profiler`` is installed with
     ``sys.setprofile`` for the ``count`` requests only, not for the first.
     """
     ours, theirs = socket.socketpair()
@@ -122,7 +129,7 @@ async def drive(
             sys.setprofile(profiler)
         try:
             for _ in range(count):
-                await client.send(request)
+                await client.send(request if more is None else next(more))
                 got = 0
                 while got < size:
                     got += len(await client.recv(65536))

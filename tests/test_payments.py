@@ -7,8 +7,12 @@ never against the daemon's word alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import select
 import signal
+import socket
 import time
 import uuid
 from decimal import Decimal
@@ -155,7 +159,8 @@ def test_accept_validate_and_deduplicate(daemon: DaemonFactory, processors: Proc
 def test_the_summary_agrees_with_the_processors_inclusive_bounds(
     daemon: DaemonFactory, processors: Processors
 ) -> None:
-    served = start(daemon, processors)
+    # The fallback takes over as soon as the default is down.
+    served = start(daemon, processors, fallback_after_s="0")
     amounts = ["0.01", "19.90", "1234.5", "7", "99999.99"] * 8
     cids = set()
     for i, amount in enumerate(amounts):
@@ -207,52 +212,91 @@ def test_purge_forgets_everything(daemon: DaemonFactory, processors: Processors)
 # --- routing, retries, failover ------------------------------------------------------------
 
 
-def test_routing_follows_health_and_prefers_the_default(
+def lateness(processors: Processors, name: str) -> dict[str, int]:
+    found: dict[str, int] = processors.admin(name, "GET", "/admin/lateness")
+    return found
+
+
+def test_a_failing_default_is_waited_for_not_paid_around(
     daemon: DaemonFactory, processors: Processors
 ) -> None:
     for proc in (processors.default, processors.fallback):
         proc.proc.health_interval = 0.5
-    processors.configure("default", delay=600)
+    processors.configure("default", failure=True)
     served = start(daemon, processors, health_interval="0.5")
-
-    def routed_to(name: str) -> None:
-        cid = new_id()
-        assert post(served, {"correlationId": cid, "amount": 1})[0] == 202
-        wait_for(lambda: settled(served))
-        assert cid in processors.payments(name), name
-
-    wait_for(lambda: state(served)["processors"]["default"]["min_response_ms"] == 600)
-    routed_to("fallback")  # the default is 600 ms slower: much slower
-    processors.configure("default", delay=100)
-    wait_for(lambda: state(served)["processors"]["default"]["min_response_ms"] == 100, timeout=5)
-    routed_to("default")  # 100 ms slower: not much
-    processors.configure("default", delay=0, failure=True)
     wait_for(lambda: state(served)["processors"]["default"]["failing"], timeout=5)
-    routed_to("fallback")
-    processors.configure("fallback", failure=True)
-    wait_for(lambda: state(served)["processors"]["fallback"]["failing"], timeout=5)
+    cids = {new_id() for _ in range(20)}
+    for cid in cids:
+        assert post(served, {"correlationId": cid, "amount": "3.10"})[0] == 202
+    # Waiting: the default is probed (each probe a 500 it counts), nobody
+    # records anything, and the summary says so.
+    wait_for(lambda: processors.stats("default")["failed"] >= 3)
+    assert agree(served, processors)["fallback"]["totalRequests"] == 0
+    assert not recorded(processors)["default"]
+    processors.configure("default", failure=False)
+    wait_for(lambda: settled(served), timeout=10)
+    found = assert_once_each(processors, cids)
+    assert set(found["default"]) == cids
+    assert processors.stats("fallback")["received"] == 0
+    agree(served, processors)
+    assert processors.stats("default")["health_limited"] == 0
 
-    def refused() -> int:
-        return sum(processors.stats(name)["failed"] for name in ("default", "fallback"))
 
-    before = refused()
-    cid = new_id()
-    assert post(served, {"correlationId": cid, "amount": 1})[0] == 202
-    # Both failing: it keeps retrying (each try a 500 the processors count),
-    # and is recorded nowhere.
-    wait_for(lambda: refused() >= before + 3)
-    assert cid not in processors.payments("default") | processors.payments("fallback")
-    processors.configure("fallback", failure=False)
-    wait_for(lambda: cid in processors.payments("fallback"), timeout=5)
-    for name in ("default", "fallback"):
-        stats = processors.stats(name)
-        assert stats["health_limited"] == 0, (name, stats)
+def test_the_fallback_pays_once_the_default_was_down_fallback_after_s(
+    daemon: DaemonFactory, processors: Processors
+) -> None:
+    processors.configure("default", failure=True)
+    served = start(daemon, processors, fallback_after_s="0.3")
+    cids = {new_id() for _ in range(20)}
+    for cid in cids:
+        assert post(served, {"correlationId": cid, "amount": 1})[0] == 202
+    wait_for(lambda: settled(served), timeout=10)
+    found = assert_once_each(processors, cids)
+    assert set(found["fallback"]) == cids
+    agree(served, processors)
+
+
+@pytest.mark.parametrize("limit", ["concurrency", "inflight"])
+def test_requested_at_is_the_send_not_the_accept(
+    daemon: DaemonFactory, processors: Processors, limit: str
+) -> None:
+    # One payment at a time, 50 ms each: the last of 50 waits ~2.5 s (in the
+    # queue for a task, or in a task for a send slot). Sent with the instant
+    # of its accept or of its wait's start, it would be recorded that late
+    # after its requestedAt, inside the contest's check window (which ends
+    # 1.5 s back) while the daemon's answer was still on its way.
+    processors.configure("default", delay=50)
+    served = start(daemon, processors, **{limit: "1"})
+    cids = [new_id() for _ in range(50)]
+    for cid in cids:
+        assert post(served, {"correlationId": cid, "amount": 1})[0] == 202
+    wait_for(lambda: settled(served), timeout=30)
+    assert_once_each(processors, set(cids))
+    late = lateness(processors, "default")
+    assert max(late.values()) < 1500, sorted(late.values())[-5:]
+    agree(served, processors)
+
+
+def test_sends_in_flight_are_capped_per_100_ms_of_delay(
+    daemon: DaemonFactory, processors: Processors
+) -> None:
+    # A flooded processor records payments late after their requestedAt (its
+    # own queue): the daemon keeps `inflight` per 100 ms of its delay there.
+    processors.configure("default", delay=50)
+    served = start(daemon, processors, inflight="4")
+    cids = {new_id() for _ in range(40)}
+    for cid in cids:
+        assert post(served, {"correlationId": cid, "amount": 1})[0] == 202
+    wait_for(lambda: settled(served), timeout=20)
+    assert_once_each(processors, cids)
+    assert 1 < processors.stats("default")["peak_inflight"] <= 4
+    agree(served, processors)
 
 
 def test_retries_after_500_and_429_reach_each_processor_once(
     daemon: DaemonFactory, processors: Processors
 ) -> None:
-    served = start(daemon, processors)
+    served = start(daemon, processors, fallback_after_s="0")
     # The health poll said healthy; from now on the default fails (a 500
     # makes the dispatcher avoid it for suspect_s), and the fallback takes
     # one payment at a time, answering 429 to the rest.
@@ -322,3 +366,70 @@ def test_acknowledged_payments_survive_kill_9_and_reach_one_processor_once(
     assert summary(second)["default"]["totalRequests"] + summary(second)["fallback"][
         "totalRequests"
     ] == len(sent)
+
+
+# --- no processors configured ---------------------------------------------------------------
+
+
+def _session_ports(sid: int) -> set[int]:
+    """The local ports of the TCP sockets (IPv4) of every process in session ``sid``
+    (a daemon and its forked workers), from /proc."""
+    inodes = set()
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The session is the 6th field of stat, after the ")" that ends the name.
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) != sid:
+                continue
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[9] in inodes:
+            ports.add(int(fields[1].split(":")[1], 16))
+    return ports
+
+
+def test_without_processor_urls_it_answers_not_configured_and_calls_nobody(
+    daemon: DaemonFactory,
+) -> None:
+    # Listeners on the ports the plugin once defaulted to. Other daemons on
+    # a shared machine may still call them: only a connection from this
+    # daemon's process counts.
+    listeners = []
+    for port in (8001, 8002):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            pytest.skip(f"port {port} is in use here")
+        sock.listen(64)
+        listeners.append(sock)
+    try:
+        served = daemon(env={"SPRINTD_PAYMENTS__ENABLED": "true"})
+        status, body = post(served, {"correlationId": new_id(), "amount": 1})
+        assert status == 503 and body["error"]["code"] == "not_configured", body
+        for method, path in (("GET", "/payments-summary"), ("POST", "/purge-payments")):
+            result = served.request(method, path)
+            assert result.status == 503, (path, result.body)
+            assert result.json()["error"]["code"] == "not_configured"
+        assert state(served)["configured"] is False
+        # A configured plugin polls each processor's health at once: a second
+        # is four of its polling passes. Nothing is answered, so a caller's
+        # socket stays open while it is looked up.
+        deadline = time.monotonic() + 1.0
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select(listeners, [], [], left)
+            for listener in ready:
+                conn, (_, peer_port) = listener.accept()
+                with conn:
+                    ours = peer_port in _session_ports(served.pid)
+                assert not ours, f"the daemon called port {listener.getsockname()[1]}"
+    finally:
+        for sock in listeners:
+            sock.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from sprintd.plugins.payments.contract import (
     parse_payment,
     summary_body,
 )
-from sprintd.plugins.payments.dispatcher import choose
+from sprintd.plugins.payments.dispatcher import Pacer, choose
 from sprintd.plugins.payments.processors import Processor
 from sprintd.plugins.payments.store import Accepted, MemoryStore, _Done
 
@@ -114,30 +116,65 @@ def test_the_summary_body_has_the_challenges_fields_and_exact_numbers() -> None:
     assert amount_text(Decimal("1E+2")) == "100"
 
 
-def _proc(name: str, failing: bool = False, min_ms: int = 0, suspect: float = 0.0) -> Processor:
+def _proc(
+    name: str,
+    failing: bool = False,
+    min_ms: int = 0,
+    suspect: float = 0.0,
+    ok_since_check: bool = False,
+) -> Processor:
     proc = Processor(name, "http://127.0.0.1:1", connect_timeout=1)
     proc.health.failing, proc.health.min_response_ms = failing, min_ms
     proc.health.suspect_until = suspect
+    proc.health.checked_ms = 1000
+    proc.health.ok_ms = 2000 if ok_since_check else 0
     return proc
 
 
 @pytest.mark.parametrize(
-    ("default", "fallback", "chosen"),
+    ("default", "fallback", "waited", "backlog", "chosen"),
     [
-        ({}, {}, "default"),
-        ({"min_ms": 150}, {"min_ms": 0}, "default"),  # not much slower
-        ({"min_ms": 1000}, {"min_ms": 0}, "fallback"),  # much slower
-        ({"min_ms": 1000}, {"failing": True}, "default"),  # slow beats failing
-        ({"failing": True}, {}, "fallback"),
-        ({"suspect": 10.0}, {}, "fallback"),  # a 500 or a timeout seen here
-        ({"failing": True}, {"failing": True}, "default"),  # both down: the cheaper
-        ({"suspect": 10.0}, {"failing": True}, "default"),
-        ({}, {"suspect": 10.0}, "default"),
+        ({}, {}, 0, 0, "default"),
+        # Latency reaches no client: a slow default is still the cheaper one.
+        ({"min_ms": 1000}, {}, 0, 0, "default"),
+        ({"min_ms": 1000}, {"failing": True}, 0, 0, "default"),
+        # Down: waited for, up to fallback_after_s (30 here) ...
+        ({"failing": True}, {}, 0, 0, None),
+        ({"suspect": 10.0}, {}, 29.9, 0, None),  # a 500 or a timeout seen here
+        # ... then the fallback pays, if it can take it.
+        ({"failing": True}, {}, 30, 0, "fallback"),
+        ({"failing": True}, {"failing": True}, 60, 0, None),
+        ({"suspect": 10.0}, {"suspect": 10.0}, 60, 0, None),
+        # A payment went through since the health result said failing.
+        ({"failing": True, "ok_since_check": True}, {}, 30, 0, "default"),
+        ({}, {"suspect": 10.0}, 0, 0, "default"),
+        # More queued than the default gets through in fallback_after_s.
+        ({"min_ms": 100}, {}, 0, 31, "fallback"),
+        ({"min_ms": 100}, {"min_ms": 200}, 0, 31, "default"),  # not faster there
+        ({"min_ms": 100}, {"failing": True}, 0, 31, "default"),
     ],
 )
-def test_routing(default: dict[str, Any], fallback: dict[str, Any], chosen: str) -> None:
-    picked = choose(_proc("default", **default), _proc("fallback", **fallback), 200, now=5.0)
-    assert picked.name == chosen
+def test_routing(
+    default: dict[str, Any], fallback: dict[str, Any], waited: float, backlog: float, chosen: str
+) -> None:
+    picked = choose(
+        _proc("default", **default),
+        _proc("fallback", **fallback),
+        now=5.0,
+        waited_s=waited,
+        backlog_s=backlog,
+        fallback_after_s=30,
+    )
+    assert (picked.name if picked else None) == chosen
+
+
+def test_a_processors_delay_is_the_smaller_of_reported_and_measured() -> None:
+    health = _proc("default", min_ms=2000).health
+    assert health.delay_s() == 2.0  # nothing measured yet
+    health.latency_s = 0.02  # back to 20 ms before the next health result
+    assert health.delay_s() == 0.02
+    health.min_response_ms, health.latency_s = 20, 1.5  # queued, not slow
+    assert health.delay_s() == 0.02
 
 
 async def test_the_memory_store_replays_to_the_same_state(tmp_path: Path) -> None:
@@ -216,3 +253,39 @@ def test_done_payments_are_summed_by_inclusive_bounds_in_any_order(
         if (low_us is None or at * 1000 >= low_us) and (high_us is None or at * 1000 <= high_us)
     ]
     assert kept.between(low_ms, high_ms) == (len(inside), sum(inside, Decimal(0)))
+
+
+async def test_the_pacer_lets_a_waiting_connection_in_between_slices() -> None:
+    """Background tasks that each do a step longer than a slice let a socket
+    that became readable be served after a step or two, not after every task's."""
+    pacer = Pacer()
+    steps = 0
+    served_after: list[int] = []
+    ours, theirs = socket.socketpair()
+    reader = trio.socket.from_stdlib_socket(ours)
+
+    async def backlog() -> None:
+        nonlocal steps
+        while True:
+            await pacer.turn()
+            time.sleep(pacer.slice_s * 2)  # CPU work (the loop is blocked)
+            steps += 1
+            await trio.lowlevel.checkpoint()  # as a send or a store call would
+
+    async def connection() -> None:
+        await reader.recv(1)
+        served_after.append(steps - sent_at)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(50):
+            nursery.start_soon(backlog)
+        nursery.start_soon(connection)
+        await trio.sleep(0.05)
+        sent_at = steps
+        theirs.send(b"x")
+        while not served_after:
+            await trio.sleep(0)
+        nursery.cancel_scope.cancel()
+    reader.close()
+    theirs.close()
+    assert served_after[0] <= 3, f"{served_after[0]} backlog steps ran first"

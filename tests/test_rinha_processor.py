@@ -97,7 +97,13 @@ def test_health_answers_once_per_interval_and_admin_wants_the_token(
         proc, "PUT", "/admin/configurations/token", {"token": "new"}, token=processors.TOKEN
     )
     assert status == 204
+    # The contest's requests.js aborts the test unless the delay and failure
+    # settings answer 200 (and the token 204, above).
+    assert _call(proc, "PUT", "/admin/configurations/delay", {"delay": 7}, token="new")[0] == 200
     assert _call(proc, "GET", "/admin/payments-summary", token="new")[0] == 200
+    failing = {"failure": True}
+    assert _call(proc, "PUT", "/admin/configurations/failure", failing, token="new")[0] == 200
+    assert (proc.proc.delay_ms, proc.proc.failure) == (7, True)
     stats = _call(proc, "GET", "/admin/stats", token="new")[1]
     assert (stats["health_calls"], stats["health_limited"]) == (1, 1)
 

@@ -3,20 +3,28 @@
 up    start two processors and sprintd (one instance, or two on Redis behind
       nginx) and leave them running; the front answers the Rinha API on --port
 down  stop what ``up`` started
-run   for each mode, start a fresh set-up, run the k6 load, stop it; then
-      write bench/results/rinha-<timestamp>/report.md with its plots
+official  the contest's own test (official/rinha.js, 60 s to 550 VUs) on its
+          ports (processors 8001, 8002; the back end 9999): its verdict beside
+          the published results, in bench/results/rinha-<timestamp>/report.md
+run       the soak: for each mode, start a fresh set-up, run the longer k6 load
+          (rinha.js), stop it; then write bench/results/rinha-<timestamp>/report.md
+          with its plots
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from bench.common.cli import add_run_options, choices, positive, say, start
 from bench.common.facts import collect
 from bench.common.net import ServerError
 from bench.common.paths import REPO, short
-from bench.common.report import finish
+from bench.common.report import commands, finish, partial, targets_table
+from bench.common.report import write as write_report
+from bench.rinha.contest import OfficialResult, report_lines, run_official
+from bench.rinha.contest import targets as targets_of_official
 from bench.rinha.report import targets, write
 from bench.rinha.runner import MODES, ModeResult, Options, run_mode
 from bench.rinha.stack import StackError, down, up
@@ -43,7 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     up_ = sub.add_parser("up", help="start the set-up and leave it running")
     up_.add_argument("--instances", type=int, choices=(1, 2), default=2)
     sub.add_parser("down", help="stop the set-up that up started")
-    run = sub.add_parser("run", help="load each mode and write a report")
+    official = sub.add_parser("official", help="the contest's test, its verdict beside theirs")
+    official.add_argument("--instances", type=int, choices=(1, 2), default=2)
+    add_run_options(official, "rinha", pin=None)
+    official.add_argument("--pin", action="store_true", help="each sprintd on a core of its own")
+    official.add_argument("--tier", default="turbo", help="sprintd's tier")
+    run = sub.add_parser("run", help="the soak: load each mode and write a report")
     run.add_argument("--modes", type=lambda v: choices(v, tuple(MODES)), default=list(MODES))
     run.add_argument("--duration", type=positive, default=DEFAULT_DURATION, help="seconds")
     run.add_argument("--phase", type=positive, default=DEFAULT_PHASE, help="seconds per phase")
@@ -84,8 +97,45 @@ def _run(args: argparse.Namespace) -> int:
     return finish(targets(results), report, interrupted=interrupted, failed=failed)
 
 
+def _official(args: argparse.Namespace) -> int:
+    started, out = start("rinha", args.out)
+    facts = collect(("trio", "h11", "hiredis", "k6"))
+    result: OfficialResult | None = None
+    interrupted = failed = False
+    try:
+        result = run_official(args.instances, args.tier, args.pin, out)
+    except (StackError, ServerError, RuntimeError, OSError, ValueError, KeyError) as exc:
+        say(f"[official] not measured: {exc}")
+        failed = True
+    except KeyboardInterrupt:
+        interrupted = True
+    found = targets_of_official(result)
+    lines = [
+        f"# Rinha de Backend 2025, the official test ({started})",
+        *partial(interrupted),
+        "",
+        *targets_table(found),
+        "",
+        *(report_lines(result) if result is not None else []),
+        "",
+        "## Command",
+        "",
+        *commands([result.command] if result is not None else []),
+        "",
+        "## Machine",
+        "",
+        "```json",
+        json.dumps(facts, indent=2, default=str),
+        "```",
+    ]
+    report = write_report(out, {"official": result.official if result else None}, lines)
+    return finish(found, report, interrupted=interrupted, failed=failed)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "official":
+        return _official(args)
     if args.command == "run":
         return _run(args)
     if args.command == "down":

@@ -147,8 +147,17 @@ def _nginx_conf(stack: Stack, directory: Path) -> Path:
     return path
 
 
-def up(directory: Path, *, instances: int, front: int, tier: str, pin: bool = False) -> Stack:
-    """Start the whole set-up; on any failure, stop what was started and raise.
+def up(
+    directory: Path,
+    *,
+    instances: int,
+    front: int,
+    tier: str,
+    pin: bool = False,
+    processor_ports: dict[str, int] | None = None,
+) -> Stack:
+    """Start the whole set-up, the processors on ``processor_ports`` (free
+    ports when None); on any failure, stop what was started and raise.
 
     Raises:
         StackError: a binary is missing, the front port is taken, a part did not start.
@@ -157,8 +166,11 @@ def up(directory: Path, *, instances: int, front: int, tier: str, pin: bool = Fa
         raise StackError("instances: 1 (memory store) or 2 (Redis, behind nginx)")
     if pin and not os.access(TASKSET, os.X_OK):
         raise StackError(f"--pin needs {TASKSET} (util-linux)")
-    if not port_free(front):
-        raise StackError(f"port {front} is taken (a set-up already up? python -m bench.rinha down)")
+    for port in (front, *(processor_ports or {}).values()):
+        if not port_free(port):
+            raise StackError(
+                f"port {port} is taken (a set-up already up? python -m bench.rinha down)"
+            )
     redis_bin = shutil.which("redis-server")
     if instances == 2:
         nginx_binary()
@@ -169,7 +181,7 @@ def up(directory: Path, *, instances: int, front: int, tier: str, pin: bool = Fa
         directory=str(directory),
         instances=instances,
         front=front,
-        processors={"default": free_port(), "fallback": free_port()},
+        processors=processor_ports or {"default": free_port(), "fallback": free_port()},
         sprintd=[front] if instances == 1 else [free_port(), free_port()],
         redis=free_port() if instances == 2 else None,
     )

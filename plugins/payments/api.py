@@ -11,6 +11,7 @@ another amount, 409. The processors are never called while a client waits.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from sprintd import HTTPError, Request, Response, Route
 
@@ -34,17 +35,24 @@ def _unavailable(exc: StoreError) -> HTTPError:
 class PaymentsAPI:
     """The payments HTTP routes: accept a payment, summarize, purge."""
 
+    # Method, path, and the scope a key needs with [auth] on: paying is a
+    # trading key's, purging an admin's.
+    PATHS: tuple[tuple[str, str, Literal["read", "trade", "admin"]], ...] = (
+        ("POST", "/payments", "trade"),
+        ("GET", "/payments-summary", "read"),
+        ("POST", "/purge-payments", "admin"),
+    )
+
     def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.accepted = 0  # 202s, for /metrics
 
     def routes(self) -> Sequence[Route]:
+        handlers = (self.post_payment, self.get_summary, self.purge)
         return [
-            # With [auth] on: paying is a trading key's, purging an admin's.
-            Route("POST", "/payments", self.post_payment, scope="trade"),
-            Route("GET", "/payments-summary", self.get_summary),
-            Route("POST", "/purge-payments", self.purge, scope="admin"),
+            Route(method, path, handler, scope=scope)
+            for (method, path, scope), handler in zip(self.PATHS, handlers, strict=True)
         ]
 
     async def post_payment(self, request: Request) -> Response:

@@ -15,17 +15,27 @@ __all__ = ["PaymentsSection"]
 class PaymentsSection(PluginSection):
     """``[payments]``: the processors, the store, and the pacing of sends and health polls."""
 
-    # The processors' base URLs (``POST {url}/payments``).
-    default_url: str = "http://127.0.0.1:8001"
-    fallback_url: str = "http://127.0.0.1:8002"
+    # The processors' base URLs (``POST {url}/payments``). No default: a
+    # daemon that guessed them would send payments and health polls to
+    # whatever listens there. Without both, the routes answer 503
+    # not_configured and nothing is called.
+    default_url: str | None = None
+    fallback_url: str | None = None
     # memory: this process owns the payments, journaled (one worker, one
     # instance). redis: they live in [redis] url, shared by every worker and
     # instance that names it.
     store: Literal["memory", "redis"] = "memory"
-    # Tasks per worker sending payments to the processors: the payments in
-    # flight at once. A processor answering in d seconds takes at most
-    # concurrency / d payments a second from one worker (a task is a few KB).
+    # Tasks per worker sending payments to the processors: at most this many
+    # payments in flight at once (a task is a few KB).
     concurrency: int = Field(512, ge=1, le=10_000)
+    # Sends in flight per processor while it answers within 100 ms; one that
+    # reports a longer minResponseTime gets proportionally more (up to
+    # concurrency): 64 carry 640 payments/s whatever the delay. Not more: a
+    # processor records a payment when it gets to it, so payments queued
+    # inside a flooded processor are recorded late after their requestedAt,
+    # where a consistency check sees them before their answer is back here
+    # (and its admin API stops answering in time).
+    inflight: int = Field(64, ge=1, le=10_000)
     connect_timeout: float = Field(1.0, gt=0)
     # A payment's answer is awaited this long plus the processor's reported
     # minResponseTime; then the outcome is unknown and the payment stays with
@@ -39,9 +49,11 @@ class PaymentsSection(PluginSection):
     retry_cap: float = Field(1.0, gt=0)
     # The processors allow one health call per 5 s each, across all callers.
     health_interval: float = Field(5.0, gt=0)
-    # The default costs less: it is used while it is healthy and its
-    # minResponseTime is at most this much above the fallback's.
-    slower_ms: int = Field(200, ge=0)
+    # The default costs a third of the fallback's fee, and a processor's
+    # latency never reaches a client: a payment waits for the default (down,
+    # or busy with the payments before it) up to this long, and only then
+    # does the fallback take it (see README, "Routing for profit").
+    fallback_after_s: float = Field(30.0, ge=0)
     # A processor that answered 500 or timed out is avoided this long (the
     # health result may be up to health_interval old).
     suspect_s: float = Field(1.0, ge=0)
@@ -52,7 +64,9 @@ class PaymentsSection(PluginSection):
 
     @field_validator("default_url", "fallback_url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parts = urlsplit(value)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError("expected http://host:port")
@@ -63,4 +77,9 @@ class PaymentsSection(PluginSection):
         return value.rstrip("/")
 
     def keeps_state_locally(self) -> bool:
-        return self.store == "memory"
+        # Unconfigured, the plugin keeps nothing (every route answers 503).
+        return self.store == "memory" and self.configured
+
+    @property
+    def configured(self) -> bool:
+        return self.default_url is not None and self.fallback_url is not None

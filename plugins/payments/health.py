@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import trio
 
 from .contract import instant_ms
+from .dispatcher import Pacer
 from .processors import Processor
 from .redis_store import RedisStore
 from .store import StoreError
@@ -50,8 +51,11 @@ class HealthMonitor:
         *,
         interval: float,
         shared: RedisStore | None,
+        pacer: Pacer,
     ) -> None:
         self.processors = processors
+        # Polls yield to accepting as the dispatcher's sends do.
+        self.pacer = pacer
         self.hold = interval + SLACK
         self.shared = shared
         self.polls = 0
@@ -61,6 +65,7 @@ class HealthMonitor:
         """Poll (or read) each processor's health until cancelled."""
         while True:
             for proc in self.processors:
+                await self.pacer.turn()
                 # A store error shows on /health; the next look retries.
                 with contextlib.suppress(StoreError):
                     await self.look(proc)

@@ -17,7 +17,18 @@ from typing import Any
 
 import trio
 
-from sprintd import App, CheckStatus, ConfigError, HealthCheck, PluginSection, Route, hookimpl
+from sprintd import (
+    App,
+    CheckStatus,
+    ConfigError,
+    HealthCheck,
+    HTTPError,
+    PluginSection,
+    Request,
+    Response,
+    Route,
+    hookimpl,
+)
 
 from .api import PaymentsAPI
 from .config import PaymentsSection
@@ -52,12 +63,25 @@ class _Parts:
         self.recovered = recovered
 
 
+async def _not_configured(request: Request) -> Response:
+    raise HTTPError(
+        503,
+        "not_configured",
+        "no payment processors configured: set [payments] default_url and fallback_url",
+    )
+
+
 class PaymentsPlugin:
     """The payments plugin's hooks: settings, store and dispatcher set-up, routes,
-    background tasks and the ``/health`` check."""
+    background tasks and the ``/health`` check.
+
+    Without both processor URLs it is unconfigured: its routes answer 503
+    ``not_configured`` and it starts nothing, so it never calls anybody.
+    """
 
     def __init__(self) -> None:
         self.parts: _Parts | None = None
+        self.configured = False
 
     def _parts(self) -> _Parts:
         if self.parts is None:
@@ -71,6 +95,9 @@ class PaymentsPlugin:
     @hookimpl
     def sprintd_configure(self, app: App) -> None:
         section = app.settings.section("payments", PaymentsSection)
+        self.configured = section.configured
+        if section.default_url is None or section.fallback_url is None:
+            return
         store: MemoryStore | RedisStore
         recovered: list[Pending] = []
         if section.store == "memory":
@@ -100,16 +127,22 @@ class PaymentsPlugin:
             processors,
             interval=section.health_interval,
             shared=store if isinstance(store, RedisStore) else None,
+            pacer=dispatcher.pacer,
         )
         self.parts = _Parts(store, processors, dispatcher, monitor, recovered)
 
     @hookimpl
     def sprintd_routes(self, app: App) -> Sequence[Route]:
+        if not self.configured:
+            return [
+                Route(method, path, _not_configured, scope=scope)
+                for method, path, scope in PaymentsAPI.PATHS
+            ]
         return self._parts().api.routes()
 
     @hookimpl
     def sprintd_background_tasks(self, app: App) -> Sequence[Any]:
-        return [self._run]
+        return [self._run] if self.configured else []
 
     async def _run(self, app: App) -> None:
         parts = self._parts()
@@ -134,10 +167,12 @@ class PaymentsPlugin:
 
     @hookimpl
     def sprintd_health_checks(self, app: App) -> Sequence[HealthCheck]:
+        if not self.configured:
+            return [HealthCheck("payments", lambda: ("pass", {"configured": False}))]
         parts = self._parts()
 
         def check() -> tuple[CheckStatus, dict[str, Any]]:
-            details = {**parts.store.details(), **parts.dispatcher.details()}
+            details = {"configured": True, **parts.store.details(), **parts.dispatcher.details()}
             details["health_polls"] = parts.monitor.polls
             down = all(proc.health.failing for proc in parts.processors)
             return ("warn" if down or details.get("last_error") else "pass"), details

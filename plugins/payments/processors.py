@@ -182,6 +182,24 @@ class ProcessorHealth:
     # Monotonic time before which this worker avoids the processor (it
     # answered 500 or timed out).
     suspect_until: float = 0.0
+    # When it last took a payment here (wall clock, ms): newer than a failing
+    # health result, it says the processor is back before the next poll does.
+    ok_ms: int = 0
+    # Seconds a payment took here (moving average of the answers that came).
+    latency_s: float = 0.0
+
+    def usable(self, now: float) -> bool:
+        """Not failing by its last health result (or working since), and no
+        500 or timeout seen here lately."""
+        return (not self.failing or self.ok_ms > self.checked_ms) and self.suspect_until <= now
+
+    def delay_s(self) -> float:
+        """The processor's own delay: the smaller of its reported
+        minResponseTime and the measured latency (the larger one is a health
+        result up to 5 s old, or time spent queued: in a flooded processor or
+        on this busy loop, which more sends would only make worse)."""
+        reported = self.min_response_ms / 1000
+        return min(reported, self.latency_s) if self.latency_s else reported
 
 
 class Processor:
@@ -192,6 +210,8 @@ class Processor:
         self.url = url
         self.client = HTTPClient(url, connect_timeout=connect_timeout)
         self.health = ProcessorHealth()
+        # The sends in flight here (the dispatcher sizes it).
+        self.slots = trio.CapacityLimiter(1)
         self.sent = 0
         self.failures = 0
 
