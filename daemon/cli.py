@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ import msgpack
 import pluggy
 
 from .journal import JournalError, describe, in_use, inspect, read_records
+from .logs import configure as configure_logging
 from .manager import add_plugins, apply_enabled, make_manager, plugin_sections
 from .server.listener import Exclusive, ListenError
 from .server.workers import supervise
@@ -212,12 +212,9 @@ def _main(argv: Sequence[str] | None) -> int:
         if handler is not None:
             status: int = handler(args)
             return status
-        logging.basicConfig(
-            level=logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s sprintd[%(process)d] %(levelname)s %(name)s: %(message)s",
-        )
+        configure_logging()
         loaded = load(args, pm)
+        configure_logging(loaded.settings.log.format)
         if args.command == "config":
             _print_config(loaded)
             return 0

@@ -12,6 +12,7 @@ import trio
 
 from .app import App
 from .audit import AuditLog
+from .logs import AccessLog, set_worker
 from .server.listener import Binder
 from .server.serve import serve
 from .settings import ConfigError, LoadedSettings
@@ -62,11 +63,30 @@ def start_audit(loaded: LoadedSettings, worker_index: int) -> AuditLog:
     return audit
 
 
+def start_access_log(loaded: LoadedSettings, worker_index: int) -> AccessLog | None:
+    """The worker's access log, writing; None when ``[log] access`` is off.
+
+    Raises:
+        ConfigError: its file cannot be opened.
+    """
+    settings = loaded.settings.log
+    if settings.access is False:
+        return None
+    access = AccessLog(settings, worker_index)
+    try:
+        access.start()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"log.access = '{settings.access}': {reason}") from None
+    return access
+
+
 def build_app(
     loaded: LoadedSettings,
     pm: pluggy.PluginManager,
     worker_index: int = 0,
     audit: AuditLog | None = None,
+    access_log: AccessLog | None = None,
 ) -> App:
     """Apply the tier's tuning to this process, then let the plugins build the app."""
     settings = loaded.settings
@@ -77,7 +97,14 @@ def build_app(
         knob = report.knobs[name]
         log.warning("tuning %s not applied: %s", name, knob.reason)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = App(loaded=loaded, pm=pm, tuner=tuner, worker_index=worker_index, audit_log=audit)
+    app = App(
+        loaded=loaded,
+        pm=pm,
+        tuner=tuner,
+        worker_index=worker_index,
+        audit_log=audit,
+        access_log=access_log,
+    )
     app.setup()
     # Audited once the plugins have accepted the settings: a configuration
     # that stops start-up was never in force.
@@ -98,13 +125,19 @@ def run_worker(
     ``reload`` re-reads the settings on SIGHUP. Raises ``ConfigError`` when a
     plugin or the audit log refuses the settings (the caller exits 2).
     """
+    set_worker(worker_index)
     audit = start_audit(loaded, worker_index)
     try:
-        app = build_app(loaded, pm, worker_index, audit)
+        access = start_access_log(loaded, worker_index)
         try:
-            trio.run(functools.partial(serve, app, reload=reload, binder=binder))
+            app = build_app(loaded, pm, worker_index, audit, access)
+            try:
+                trio.run(functools.partial(serve, app, reload=reload, binder=binder))
+            finally:
+                app.teardown()
         finally:
-            app.teardown()
+            if access is not None:
+                access.close()
     finally:
         audit.close()
     log.info("worker %d stopped", worker_index)
