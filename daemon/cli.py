@@ -25,7 +25,7 @@ import pluggy
 from .journal import JournalError, describe, in_use, inspect, read_records
 from .logs import configure as configure_logging
 from .manager import add_plugins, apply_enabled, make_manager, plugin_sections
-from .server.listener import Exclusive, ListenError
+from .server.listener import UNIX, UNIX_LISTENER, Exclusive, ListenError
 from .server.workers import supervise
 from .settings import EXIT_CONFIG, ConfigError, LoadedSettings, load_settings, read_plugin_names
 from .tiers import TIERS, load_profile
@@ -175,7 +175,12 @@ def _run(args: argparse.Namespace, loaded: LoadedSettings, pm: pluggy.PluginMana
         # Before the app is built: a port in use stops start-up before any
         # plugin opens its journal.
         binder.hold("http", server.host, server.port)
-        run_worker(loaded, pm, reload=reload, binder=binder)
+        try:
+            if server.uds is not None:
+                binder.hold(UNIX_LISTENER, f"{UNIX}{server.uds}", 0)
+            run_worker(loaded, pm, reload=reload, binder=binder)
+        finally:
+            binder.release()
         return 0
     return supervise(
         loaded, lambda settings, index, binder: run_worker(settings, pm, index, reload, binder)
