@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .daemons import PLUGINS_DIR, Daemon, DaemonFactory, RawResponse, run_cli, wait_for
+from .daemons import NO_ORDERS, PLUGINS_DIR, Daemon, DaemonFactory, RawResponse, run_cli, wait_for
 
 FAULTY = {"SPRINTD_PLUGINS": '["sprintd_test_faulty"]'}
 KEY = "logs-test-key-0123456789"
@@ -134,3 +134,14 @@ def test_an_access_log_that_cannot_be_opened_stops_start_up(tmp_path: Path) -> N
     )
     assert result.returncode == 2
     assert result.stderr_lines[-1].startswith("sprintd: config error: log.access = "), result.stderr
+
+
+def test_json_lines_name_each_worker_and_none_for_the_supervisor(daemon: DaemonFactory) -> None:
+    env = {"SPRINTD_LOG__FORMAT": "json", **NO_ORDERS}
+    served = daemon("--workers", "2", workers=2, env=env)
+    lines = _json_lines(served.stderr())
+    serving = {line["worker"] for line in lines if "serving http on" in line["message"]}
+    assert serving == {0, 1}
+    supervising = [line for line in lines if line["message"].startswith("supervising 2 workers")]
+    assert len(supervising) == 1 and supervising[0]["worker"] is None
+    assert supervising[0]["logger"] == "sprintd.workers"
