@@ -134,7 +134,7 @@ class LineWriter:
     ``put`` queues an item, never blocking, and counts it dropped once
     ``queue_size`` are waiting; ``start`` opens the sink (standard output
     when ``file`` is None, else a ``RotatingFile``) and starts a thread that
-    turns each batch into lines with ``format`` and writes it with one
+    turns each batch into lines with ``line`` and writes it with one
     ``write``; ``close`` writes what is queued. ``written``, ``dropped`` and
     ``lost`` count what became of the items. Never started, it keeps them
     queued for ``take_pending``.
@@ -147,14 +147,14 @@ class LineWriter:
         max_bytes: int,
         backups: int,
         queue_size: int,
-        format: Callable[[Any], str],
+        line: Callable[[Any], str],
     ) -> None:
         self.name = name
         self.file = file
         self.max_bytes = max_bytes
         self.backups = backups
         self.queue_size = queue_size
-        self.format = format
+        self.line = line
         # Each counter has one writer thread: dropped is the loop's (queue
         # full), written and lost the writer's (a write that failed).
         self.written = 0
@@ -227,7 +227,7 @@ class LineWriter:
     def _write(self, items: list[Any]) -> None:
         assert self._sink is not None
         try:
-            data = "".join(self.format(item) for item in items).encode("utf-8")
+            data = "".join(self.line(item) for item in items).encode("utf-8")
             self._sink.write(data)
         except OSError as exc:
             self.failure = f"{type(exc).__name__}: {exc}"
