@@ -19,8 +19,10 @@ import pluggy
 
 from .audit import AuditLog
 from .auth import Guard, load_keys
+from .http import RequestIds
 from .journal import Journal, JournalError, open_daemon_journal
 from .latency import Recorder
+from .logs import AccessLog
 from .peers import Peers
 from .ratelimit import Limiter, LocalLimiter, RedisLimiter
 from .redis import Redis
@@ -105,6 +107,10 @@ class App:
     started_at: float = field(default_factory=time.time)
     pid: int = field(default_factory=os.getpid)
     draining: bool = False
+    # The X-Request-IDs this worker makes (``http.RequestIds``).
+    request_ids: RequestIds = field(default_factory=RequestIds)
+    # The access log, started, when ``[log] access`` asks for one.
+    access_log: AccessLog | None = None
     # Why this worker must not be sent traffic, by reason code (a journal
     # that cannot write, a halted plugin): /readyz fails while any is here.
     unready: dict[str, str] = field(default_factory=dict)

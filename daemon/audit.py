@@ -23,6 +23,9 @@ the inode change and reopen.
 Resource handling: ``start`` opens the sink and starts the thread; ``close``
 writes what is queued and joins it. An ``AuditLog`` never started (in-process
 tests) keeps its events queued for ``take_pending``.
+
+The queue, the thread and the sinks are a ``LineWriter``, which the access
+log (``sprintd.logs``) shares: any log written off the loop this way.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .settings import AuditSettings
 
-__all__ = ["AuditLog", "RotatingFile"]
+__all__ = ["AuditLog", "LineWriter", "RotatingFile", "utc_stamp"]
 
 # One batch is at most this many events, so one slow write is bounded too.
 MAX_BATCH = 1000
@@ -113,10 +117,124 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def utc_stamp(ts: float) -> str:
+    """``ts`` (seconds since the epoch) as ISO 8601 in UTC, to the millisecond."""
+    stamp = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
 def _line(event: dict[str, Any]) -> str:
-    stamp = datetime.fromtimestamp(event["ts"], UTC).isoformat(timespec="milliseconds")
-    record = {**event, "ts": stamp.replace("+00:00", "Z")}
+    record = {**event, "ts": utc_stamp(event["ts"])}
     return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+
+
+class LineWriter:
+    """Lines written off the event loop (the module's strategy, for any log).
+
+    ``put`` queues an item, never blocking, and counts it dropped once
+    ``queue_size`` are waiting; ``start`` opens the sink (standard output
+    when ``file`` is None, else a ``RotatingFile``) and starts a thread that
+    turns each batch into lines with ``line`` and writes it with one
+    ``write``; ``close`` writes what is queued. ``written``, ``dropped`` and
+    ``lost`` count what became of the items. Never started, it keeps them
+    queued for ``take_pending``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        file: Path | None,
+        max_bytes: int,
+        backups: int,
+        queue_size: int,
+        line: Callable[[Any], str],
+    ) -> None:
+        self.name = name
+        self.file = file
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.queue_size = queue_size
+        self.line = line
+        # Each counter has one writer thread: dropped is the loop's (queue
+        # full), written and lost the writer's (a write that failed).
+        self.written = 0
+        self.dropped = 0
+        self.lost = 0
+        # The last write error, cleared by the next write that succeeds.
+        self.failure: str | None = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._sink: RotatingFile | _Stdout | None = None
+        self._thread: threading.Thread | None = None
+
+    def put(self, item: Any) -> None:
+        """Queue one item; never blocks."""
+        if self._queue.qsize() >= self.queue_size:
+            self.dropped += 1
+            return
+        self._queue.put(item)
+
+    def start(self) -> None:
+        """Open the sink and start the writer.
+
+        Raises:
+            OSError: the file (or its directory) cannot be opened.
+        """
+        if self._thread is not None:
+            return
+        self._sink = (
+            _Stdout()
+            if self.file is None
+            else RotatingFile(self.file, self.max_bytes, self.backups)
+        )
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer, close the sink."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(CLOSE_TIMEOUT_S)
+        self._thread = None
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+    def take_pending(self) -> list[Any]:
+        """The items queued and not written (all of them when never started)."""
+        items = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                item = self._queue.get_nowait()
+                if item is not _STOP:
+                    items.append(item)
+        return items
+
+    def _run(self) -> None:
+        get = self._queue.get
+        while True:
+            batch = [get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < MAX_BATCH:
+                    batch.append(self._queue.get_nowait())
+            stop = any(item is _STOP for item in batch)
+            items = [item for item in batch if item is not _STOP]
+            if items:
+                self._write(items)
+            if stop:
+                return
+
+    def _write(self, items: list[Any]) -> None:
+        assert self._sink is not None
+        try:
+            data = "".join(self.line(item) for item in items).encode("utf-8")
+            self._sink.write(data)
+        except OSError as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            self.lost += len(items)
+            return
+        self.failure = None
+        self.written += len(items)
 
 
 class AuditLog:
@@ -131,29 +249,40 @@ class AuditLog:
         self.settings = settings
         self.worker = worker
         self.pid = os.getpid()
-        # Each counter has one writer thread: dropped is the loop's (queue
-        # full), written and lost the writer's (a write that failed).
-        self.written = 0
-        self.dropped = 0
-        self.lost = 0
-        # The last write error, cleared by the next write that succeeds.
-        self.failure: str | None = None
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._sink: RotatingFile | _Stdout | None = None
-        self._thread: threading.Thread | None = None
+        self.writer = LineWriter(
+            "sprintd-audit",
+            settings.file,
+            settings.max_bytes,
+            settings.backups,
+            settings.queue_size,
+            _line,
+        )
 
     @property
     def enabled(self) -> bool:
         return self.settings.enabled
 
+    @property
+    def written(self) -> int:
+        return self.writer.written
+
+    @property
+    def dropped(self) -> int:
+        return self.writer.dropped
+
+    @property
+    def lost(self) -> int:
+        return self.writer.lost
+
+    @property
+    def failure(self) -> str | None:
+        return self.writer.failure
+
     def emit(self, event: str, **fields: Any) -> None:
         """Queue one event; never blocks. Values must be JSON-encodable (or str-able)."""
         if not self.settings.enabled:
             return
-        if self._queue.qsize() >= self.settings.queue_size:
-            self.dropped += 1
-            return
-        self._queue.put(
+        self.writer.put(
             {"ts": time.time(), "event": event, "pid": self.pid, "worker": self.worker, **fields}
         )
 
@@ -163,59 +292,13 @@ class AuditLog:
         Raises:
             OSError: the file (or its directory) cannot be opened.
         """
-        if not self.settings.enabled or self._thread is not None:
-            return
-        file = self.settings.file
-        self._sink = (
-            _Stdout()
-            if file is None
-            else RotatingFile(file, self.settings.max_bytes, self.settings.backups)
-        )
-        self._thread = threading.Thread(target=self._run, name="sprintd-audit", daemon=True)
-        self._thread.start()
+        if self.settings.enabled:
+            self.writer.start()
 
     def close(self) -> None:
         """Write what is queued, stop the writer, close the sink."""
-        if self._thread is None:
-            return
-        self._queue.put(_STOP)
-        self._thread.join(CLOSE_TIMEOUT_S)
-        self._thread = None
-        if self._sink is not None:
-            self._sink.close()
-            self._sink = None
+        self.writer.close()
 
     def take_pending(self) -> list[dict[str, Any]]:
         """The events queued and not written (all of them when never started)."""
-        events = []
-        with contextlib.suppress(queue.Empty):
-            while True:
-                item = self._queue.get_nowait()
-                if item is not _STOP:
-                    events.append(item)
-        return events
-
-    def _run(self) -> None:
-        get = self._queue.get
-        while True:
-            batch = [get()]
-            with contextlib.suppress(queue.Empty):
-                while len(batch) < MAX_BATCH:
-                    batch.append(self._queue.get_nowait())
-            stop = any(item is _STOP for item in batch)
-            events = [item for item in batch if item is not _STOP]
-            if events:
-                self._write(events)
-            if stop:
-                return
-
-    def _write(self, events: list[dict[str, Any]]) -> None:
-        assert self._sink is not None
-        try:
-            self._sink.write("".join(_line(event) for event in events).encode("utf-8"))
-        except OSError as exc:
-            self.failure = f"{type(exc).__name__}: {exc}"
-            self.lost += len(events)
-            return
-        self.failure = None
-        self.written += len(events)
+        return self.writer.take_pending()

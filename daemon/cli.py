@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -24,8 +23,9 @@ import msgpack
 import pluggy
 
 from .journal import JournalError, describe, in_use, inspect, read_records
+from .logs import configure as configure_logging
 from .manager import add_plugins, apply_enabled, make_manager, plugin_sections
-from .server.listener import Exclusive, ListenError
+from .server.listener import UNIX, UNIX_LISTENER, Exclusive, ListenError
 from .server.workers import supervise
 from .settings import EXIT_CONFIG, ConfigError, LoadedSettings, load_settings, read_plugin_names
 from .tiers import TIERS, load_profile
@@ -175,7 +175,12 @@ def _run(args: argparse.Namespace, loaded: LoadedSettings, pm: pluggy.PluginMana
         # Before the app is built: a port in use stops start-up before any
         # plugin opens its journal.
         binder.hold("http", server.host, server.port)
-        run_worker(loaded, pm, reload=reload, binder=binder)
+        try:
+            if server.uds is not None:
+                binder.hold(UNIX_LISTENER, f"{UNIX}{server.uds}", 0)
+            run_worker(loaded, pm, reload=reload, binder=binder)
+        finally:
+            binder.release()
         return 0
     return supervise(
         loaded, lambda settings, index, binder: run_worker(settings, pm, index, reload, binder)
@@ -212,12 +217,9 @@ def _main(argv: Sequence[str] | None) -> int:
         if handler is not None:
             status: int = handler(args)
             return status
-        logging.basicConfig(
-            level=logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s sprintd[%(process)d] %(levelname)s %(name)s: %(message)s",
-        )
+        configure_logging()
         loaded = load(args, pm)
+        configure_logging(loaded.settings.log.format)
         if args.command == "config":
             _print_config(loaded)
             return 0

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from collections.abc import Sequence
 from email.utils import formatdate
 from http import HTTPStatus
@@ -24,19 +26,26 @@ import msgpack
 __all__ = [
     "JSON",
     "MSGPACK",
+    "REQUEST_ID",
     "HTTPError",
     "Request",
+    "RequestIds",
     "Response",
     "date_line",
     "encode_response",
     "error_response",
     "retry_after_header",
     "tick_date",
+    "valid_request_id",
 ]
 
 JSON = b"application/json"
 MSGPACK = b"application/msgpack"
 SERVER_LINE = b"server: sprintd\r\n"
+REQUEST_ID = b"x-request-id"
+# What a client's X-Request-ID may be to be passed on as it is: visible
+# ASCII, no spaces, short enough for a log line. Anything else is replaced.
+_VALID_ID = re.compile(rb"[\x21-\x7e]{1,128}")
 _JSON_PARSER = cysimdjson.JSONParser()
 
 _STATUS_LINES = {
@@ -70,6 +79,28 @@ tick_date()
 def retry_after_header(wait: float) -> bytes:
     """A ``Retry-After`` value: whole seconds (RFC 9110), rounded up, at least 1."""
     return b"%d" % max(1, math.ceil(wait))
+
+
+def valid_request_id(value: bytes) -> bool:
+    """Whether a client's X-Request-ID can be echoed and logged as it is."""
+    return _VALID_ID.fullmatch(value) is not None
+
+
+class RequestIds:
+    """The ids a worker makes for requests that bring none: a prefix random
+    per worker start, then a counter, fixed in width.
+
+    Unique across workers and restarts as far as 40 random bits go, and
+    made with one formatting operation and no call: ``dispatch`` reads
+    ``prefix`` and bumps ``count`` itself, since this is the dynamic path's
+    every request. uuid4 costs a system call and several Python calls.
+    """
+
+    __slots__ = ("count", "prefix")
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(5).hex().encode("ascii") + b"-"
+        self.count = 0
 
 
 class HTTPError(Exception):
@@ -108,9 +139,19 @@ class Request:
     for a pipelined request, once the one before it was answered): the
     start of the route's own latency, for a handler that times its work
     from the wire (the prices plugin). 0 when no server read it.
+    ``request_id`` is the X-Request-ID its response carries.
     """
 
-    __slots__ = ("body", "headers", "method", "params", "path", "query", "received_ns")
+    __slots__ = (
+        "body",
+        "headers",
+        "method",
+        "params",
+        "path",
+        "query",
+        "received_ns",
+        "request_id",
+    )
 
     def __init__(
         self,
@@ -120,6 +161,7 @@ class Request:
         headers: Sequence[tuple[bytes, bytes]],
         body: bytes = b"",
         received_ns: int = 0,
+        request_id: bytes = b"",
     ) -> None:
         self.method = method
         self.path = path
@@ -127,6 +169,9 @@ class Request:
         self.headers = headers
         self.body = body
         self.received_ns = received_ns
+        # The client's, or one made: for a handler's log lines
+        # (``extra={"request_id": ...}``).
+        self.request_id = request_id
         self.params: dict[str, str] = {}
 
     def header(self, name: bytes) -> bytes | None:
@@ -228,6 +273,7 @@ class Response:
 _FIXED: dict[tuple[int, bytes], tuple[bytes, bytes]] = {}
 MAX_FIXED = 256
 _USUAL = b"%s%s%scontent-length: %d\r\n\r\n%s"
+_USUAL_WITH_ID = b"%s%s%sx-request-id: %s\r\ncontent-length: %d\r\n\r\n%s"
 
 
 def encode_response(
@@ -238,11 +284,13 @@ def encode_response(
     *,
     head: bool = False,
     keep_alive: bool = True,
+    request_id: bytes = b"",
 ) -> bytes:
     """The whole response as one bytes object, ready for one ``send``.
 
     ``head`` leaves the body out but keeps its Content-Length, as RFC 9110
-    asks of HEAD. ``keep_alive=False`` adds ``connection: close``. A 1xx,
+    asks of HEAD. ``keep_alive=False`` adds ``connection: close``.
+    ``request_id`` adds ``x-request-id`` (after ``headers``). A 1xx,
     204 or 304 has no content (RFC 9112 section 6.3): its body, if any, is
     not sent, since without a length it would read as the next response.
     """
@@ -250,6 +298,8 @@ def encode_response(
         fixed = _FIXED.get((status, content_type))
         if fixed is not None:
             # The usual answer: one formatting call, no list built.
+            if request_id:
+                return _USUAL_WITH_ID % (fixed[0], _date[0], fixed[1], request_id, len(body), body)
             return _USUAL % (fixed[0], _date[0], fixed[1], len(body), body)
     parts = [_STATUS_LINES.get(status) or status_line(status), _date[0], SERVER_LINE]
     has_content = status >= 200 and status not in (204, 304)
@@ -260,6 +310,8 @@ def encode_response(
         parts.append(b"content-type: " + content_type + b"\r\n")
     for name, value in headers:
         parts.append(name + b": " + value + b"\r\n")
+    if request_id:
+        parts.append(b"x-request-id: " + request_id + b"\r\n")
     if has_content:
         parts.append(b"content-length: %d\r\n" % len(body))
     if not keep_alive:
@@ -279,10 +331,17 @@ def error_response(
     keep_alive: bool,
     msgpack_: bool = False,
     head: bool = False,
+    request_id: bytes = b"",
 ) -> bytes:
     """``{"error": {"code", "message"}}`` with ``status``, in JSON or msgpack;
     ``head`` for the answer to a HEAD, which has the length but not the body."""
     answer = Response.data({"error": {"code": code, "message": message}}, status, msgpack_=msgpack_)
     return encode_response(
-        status, answer.body, answer.content_type, headers, head=head, keep_alive=keep_alive
+        status,
+        answer.body,
+        answer.content_type,
+        headers,
+        head=head,
+        keep_alive=keep_alive,
+        request_id=request_id,
     )

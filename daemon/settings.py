@@ -47,6 +47,7 @@ __all__ = [
     "JournalSettings",
     "Layer",
     "LoadedSettings",
+    "LogSettings",
     "RedisSettings",
     "ServerSettings",
     "Settings",
@@ -109,6 +110,18 @@ class ServerSettings(Section):
     # Off sends every request the fast path declines through h11, which the
     # strict byte-level parser (server.parser) otherwise takes when it is sure.
     strict_parser: bool = True
+    # A Unix socket to serve HTTP on too, beside host:port (a front proxy on
+    # the same host: packaging/README.md). Made 0660; a stale one from a
+    # killed daemon is replaced, one a live daemon serves stops start-up.
+    uds: Path | None = None
+
+    @field_validator("uds")
+    @classmethod
+    def _uds(cls, value: Path | None) -> Path | None:
+        # sockaddr_un holds 107 bytes and a NUL.
+        if value is not None and len(os.fsencode(value)) > 107:
+            raise ValueError("a Unix socket path is at most 107 bytes")
+        return value
 
     def plugin_port(self, given: int | None, offset: int, field: str) -> int:
         """A plugin's port: ``given`` (its ``field``) if set, else this HTTP
@@ -206,6 +219,32 @@ class AuditSettings(Section):
     sample_interval: float = Field(1.0, gt=0)
 
 
+class LogSettings(Section):
+    """``[log]``: the daemon's log lines and the access log (``sprintd.logs``)."""
+
+    # text: one line per record, for a terminal. json: one object per line
+    # (time, level, logger, message, worker, request_id when there is one).
+    format: Literal["text", "json"] = "text"
+    # false: no access log. "stdout", or a file that rotates by size: one
+    # line per request (in the format above), written off the loop. With it
+    # on, snapshots are served by dispatch, not the fast path (README).
+    access: Literal[False, "stdout"] | Path = False
+    access_max_bytes: int = Field(100 * 1024 * 1024, ge=4096)
+    access_backups: int = Field(5, ge=0, le=100)
+    # Requests waiting for the writer; past this they are counted and not logged.
+    access_queue_size: int = Field(100_000, ge=1)
+
+    @field_validator("access", mode="before")
+    @classmethod
+    def _access(cls, value: Any) -> Any:
+        # From the environment or a flag, "false" is a string.
+        if isinstance(value, str) and value.lower() in {"false", "off", "no", "0", ""}:
+            return False
+        if value is True or (isinstance(value, str) and value.lower() in {"true", "on", "yes"}):
+            raise ValueError('give "stdout" or a file, or false')
+        return value
+
+
 class RedisSettings(Section):
     """The Redis that instances share (``sprintd.redis``); plugins that keep
     shared state there (payments, rate limits) read ``url`` from here."""
@@ -245,6 +284,7 @@ class Settings(BaseSettings):
     journal: JournalSettings = JournalSettings()
     auth: AuthSettings = AuthSettings()
     audit: AuditSettings = AuditSettings()
+    log: LogSettings = LogSettings()
     redis: RedisSettings = RedisSettings()
 
     def section(self, name: str, kind: type[S]) -> S:

@@ -13,6 +13,7 @@ snapshots and routes, the smallest plugin there is.
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,7 +29,15 @@ from sprintd.server.connection import HTTPServer
 from sprintd.settings import load_settings
 from sprintd.tuning import Tuner
 
-__all__ = ["StaticPlugin", "drive", "echo", "exchange", "make_app", "make_server"]
+__all__ = [
+    "StaticPlugin",
+    "drive",
+    "echo",
+    "exchange",
+    "make_app",
+    "make_server",
+    "mask_request_ids",
+]
 
 # What sys.setprofile takes.
 Profiler = Callable[[Any, str, Any], object]
@@ -136,3 +145,11 @@ async def drive(
         finally:
             sys.setprofile(None)
         client.close()
+
+
+def mask_request_ids(app: App, answer: bytes) -> bytes:
+    """``answer`` with every X-Request-ID that ``app`` made replaced by
+    ``<made>``: two servers compared on the same requests make different
+    ones, and echo the same."""
+    made = re.escape(app.request_ids.prefix) + rb"[0-9a-f]{12}"
+    return re.sub(rb"x-request-id: " + made + rb"\r\n", b"x-request-id: <made>\r\n", answer)

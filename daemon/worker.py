@@ -13,6 +13,7 @@ import trio
 
 from .app import App
 from .audit import AuditLog
+from .logs import AccessLog, set_worker
 from .manager import local_plugins
 from .peers import Peers
 from .server.listener import Binder
@@ -66,11 +67,30 @@ def start_audit(loaded: LoadedSettings, worker_index: int) -> AuditLog:
     return audit
 
 
+def start_access_log(loaded: LoadedSettings, worker_index: int) -> AccessLog | None:
+    """The worker's access log, writing; None when ``[log] access`` is off.
+
+    Raises:
+        ConfigError: its file cannot be opened.
+    """
+    settings = loaded.settings.log
+    if settings.access is False:
+        return None
+    access = AccessLog(settings, worker_index)
+    try:
+        access.start()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"log.access = '{settings.access}': {reason}") from None
+    return access
+
+
 def build_app(
     loaded: LoadedSettings,
     pm: pluggy.PluginManager,
     worker_index: int = 0,
     audit: AuditLog | None = None,
+    access_log: AccessLog | None = None,
     peers: Peers | None = None,
     local_plugins: tuple[str, ...] = (),
 ) -> App:
@@ -88,9 +108,10 @@ def build_app(
         pm=pm,
         tuner=tuner,
         worker_index=worker_index,
+        audit_log=audit,
+        access_log=access_log,
         peers=peers,
         local_plugins=local_plugins,
-        audit_log=audit,
     )
     app.setup()
     # Audited once the plugins have accepted the settings: a configuration
@@ -112,6 +133,7 @@ def run_worker(
     ``reload`` re-reads the settings on SIGHUP. Raises ``ConfigError`` when a
     plugin or the audit log refuses the settings (the caller exits 2).
     """
+    set_worker(worker_index)
     audit = start_audit(loaded, worker_index)
     workers = loaded.settings.server.workers
     peers = None
@@ -125,11 +147,16 @@ def run_worker(
             for name in local:
                 pm.unregister(name=name)
     try:
-        app = build_app(loaded, pm, worker_index, audit, peers, local)
+        access = start_access_log(loaded, worker_index)
         try:
-            trio.run(functools.partial(serve, app, reload=reload, binder=binder))
+            app = build_app(loaded, pm, worker_index, audit, access, peers, local)
+            try:
+                trio.run(functools.partial(serve, app, reload=reload, binder=binder))
+            finally:
+                app.teardown()
         finally:
-            app.teardown()
+            if access is not None:
+                access.close()
     finally:
         audit.close()
     log.info("worker %d stopped", worker_index)

@@ -40,7 +40,9 @@ SEED_ENV = (
     "PREALLOC_BUFFERS",
     "OPTIMIZE_SYSTEM",
 )
-SERVING = re.compile(r"worker (\d+) serving http on (\S+):(\d+)")
+# The port ends at a space, a quote or the line's end: the line may be a JSON
+# object's message ([log] format = "json").
+SERVING = re.compile(r"worker (\d+) serving http on (\S+):(\d+)(?=[\s\"]|$)", re.MULTILINE)
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 # Small server timeouts, so the timeout tests are quick and nothing lingers.

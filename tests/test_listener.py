@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
+import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,3 +203,98 @@ def test_two_daemons_that_differ_only_in_port_both_start(daemon: DaemonFactory) 
         assert served.port == http_port
         assert _serving(served, "orders-entry") == {("127.0.0.1", http_port + 1000)}
         assert _serving(served, "prices-feed") == {("127.0.0.1", http_port + 2000)}
+
+
+# --- [server] uds: a Unix socket beside the port -------------------------------
+
+
+def _curl(path: Path, target: str, *headers: str) -> tuple[int, dict[str, str], bytes]:
+    """GET ``target`` over the Unix socket at ``path`` with curl: status, headers, body."""
+    args = ["curl", "-sS", "-i", "--max-time", "10", "--unix-socket", str(path)]
+    for header in headers:
+        args += ["-H", header]
+    done = subprocess.run([*args, f"http://localhost{target}"], capture_output=True, check=True)
+    head, _, body = done.stdout.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), fields, body
+
+
+def _uds(path: Path) -> dict[str, str]:
+    return {"SPRINTD_SERVER__UDS": str(path)}
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_unix_socket_serves_http_and_goes_at_shutdown(
+    daemon: DaemonFactory, tmp_path: Path, workers: int
+) -> None:
+    path = tmp_path / "run" / "http.sock"
+    path.parent.mkdir()
+    served = daemon("--workers", str(workers), workers=workers, env=NO_ORDERS | _uds(path))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o660
+    assert stat.S_ISSOCK(path.stat().st_mode)
+    status, fields, body = _curl(path, "/v1/stats", "X-Request-ID: uds-1")
+    assert status == 200 and fields["x-request-id"] == "uds-1"
+    assert b"{" in body
+    # TCP still serves beside it.
+    assert served.get("/livez").status == 200
+    if workers == 2:
+        # Both workers accept on the one socket: two prefixes of made ids.
+        prefixes: set[str] = set()
+
+        def both() -> bool:
+            _, made, _ = _curl(path, "/v1/stats")
+            prefixes.add(made["x-request-id"].split("-")[0])
+            return len(prefixes) == 2
+
+        wait_for(both, timeout=20)
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+    assert not path.exists()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_socket_of_a_killed_daemon_is_replaced(daemon: DaemonFactory, tmp_path: Path) -> None:
+    path = tmp_path / "http.sock"
+    killed = daemon(env=NO_ORDERS | _uds(path))
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert stat.S_ISSOCK(path.stat().st_mode), "a killed daemon leaves its socket file"
+    with pytest.raises(ConnectionRefusedError), socket.socket(socket.AF_UNIX) as probe:
+        probe.connect(str(path))
+    daemon(env=NO_ORDERS | _uds(path))
+    assert _curl(path, "/livez")[0] == 200
+
+
+@pytest.mark.parametrize("second", ["1", "2"])
+def test_a_socket_a_live_daemon_serves_is_one_line_and_exit_2(
+    daemon: DaemonFactory, tmp_path: Path, second: str
+) -> None:
+    path = tmp_path / "http.sock"
+    served = daemon(env=NO_ORDERS | _uds(path))
+    result = _start("--port", "0", "--workers", second, env=NO_ORDERS | _uds(path), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr_lines if line.startswith("sprintd:")]
+    assert errors == [
+        f"sprintd: cannot listen on unix:{path} (http-unix): in use by a running process"
+    ], result.stderr
+    # The first daemon's socket is still there and still its own.
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(path))
+    assert served.get("/livez").status == 200
+
+
+def test_a_path_that_is_not_a_socket_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "http.sock"
+    path.write_text("not a socket")
+    result = _start("--port", "0", env=NO_ORDERS | _uds(path), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr_lines[-1] == (
+        f"sprintd: cannot listen on unix:{path} (http-unix): exists and is not a socket: "
+        "not replaced"
+    ), result.stderr
+    assert path.read_text() == "not a socket"

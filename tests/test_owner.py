@@ -143,6 +143,7 @@ def test_no_acknowledged_order_is_lost_when_the_owner_is_killed(daemon: DaemonFa
     assert served.get("/v1/stats").json()["routes"]["<forwarded>"]["count"] > 0
     os.kill(_owner_pid(served), signal.SIGKILL)
     wait_for(lambda: served.request("GET", "/v1/orders/1", timeout=3).status == 200, timeout=30)
+    _linked(served)
     for order_id, order in acknowledged.items():
         again = served.get(f"/v1/orders/{order_id}")
         assert again.status == 200
@@ -204,6 +205,7 @@ def test_a_sibling_killed_mid_stream_loses_nothing_acknowledged(daemon: DaemonFa
         ),
         timeout=20,
     )
+    _linked(served)
     book = served.get("/v1/book/BTC-USD").json()
     resting = float(book["bids"][0][1])
     assert resting in (20.0, 21.0), book  # the one under way: applied or not, never twice

@@ -11,14 +11,17 @@ tests (``promtool test rules``), and name only series a daemon exposes.
 
 from __future__ import annotations
 
+import http.client
 import re
+import shutil
+import socket
 import subprocess
 import tomllib
 from pathlib import Path, PurePosixPath
 
 import pytest
 
-from .daemons import DaemonFactory
+from .daemons import NO_ORDERS, DaemonFactory, wait_for
 from .scraping import PROMTOOL, scrape
 
 REPO = Path(__file__).parents[1]
@@ -112,9 +115,93 @@ def test_the_alerting_rules_pass_their_unit_tests() -> None:
 
 def test_the_rules_name_only_series_a_daemon_exposes(daemon: DaemonFactory) -> None:
     """A family renamed in the daemon and not in the rules would never fire."""
-    _, samples, types = scrape(daemon())
+    # Payments configured (nothing listens there), so that its families exist.
+    processors = {
+        "SPRINTD_PAYMENTS__DEFAULT_URL": "http://127.0.0.1:9",
+        "SPRINTD_PAYMENTS__FALLBACK_URL": "http://127.0.0.1:9",
+    }
+    _, samples, types = scrape(daemon(env=processors))
     exposed = set(samples) | set(types)  # series, and the families the texts name
     for path in (RULES, RULES_TESTS):
         named = set(re.findall(r"\bsprintd_\w+", path.read_text()))
         assert named, path
         assert sorted(named - exposed) == [], path.name
+
+
+NGINX_EXAMPLE = REPO / "packaging" / "nginx" / "sprintd.conf"
+EXAMPLE_SOCKET = "/run/sprintd/http.sock"
+
+
+def test_the_nginx_example_socket_is_in_the_units_runtime_directory() -> None:
+    assert f"server unix:{EXAMPLE_SOCKET};" in NGINX_EXAMPLE.read_text()
+    runtime = unit_settings(REPO / "packaging" / "systemd" / "sprintd.service")["RuntimeDirectory"]
+    assert [PurePosixPath("/run") / name for name in runtime] == [
+        PurePosixPath(EXAMPLE_SOCKET).parent
+    ]
+
+
+# The example is a site for nginx's http block: this wraps it to run as a
+# test's own nginx, in its directory, on a free port.
+NGINX_MAIN = """daemon off;
+user root root;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    include {dir}/sprintd.conf;
+}}
+"""
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_with_the_example_reaches_sprintd_over_its_unix_socket(
+    daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    sock = tmp_path / "http.sock"
+    daemon(env={**NO_ORDERS, "SPRINTD_SERVER__UDS": str(sock)})
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    example = NGINX_EXAMPLE.read_text()
+    upstream = f"server unix:{EXAMPLE_SOCKET};"
+    site = example.replace(upstream, f"server unix:{sock};").replace(
+        "listen 80;", f"listen 127.0.0.1:{port};"
+    )
+    assert upstream in example and f"127.0.0.1:{port}" in site
+    front = tmp_path / "nginx"
+    front.mkdir()
+    (front / "sprintd.conf").write_text(site)
+    (front / "nginx.conf").write_text(NGINX_MAIN.format(dir=front))
+    nginx = subprocess.Popen(
+        ["nginx", "-p", str(front), "-c", str(front / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def answered() -> tuple[int, str | None] | None:
+            client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                client.request("GET", "/v1/stats")
+                response = client.getresponse()
+                response.read()
+            except OSError:
+                return None
+            finally:
+                client.close()
+            return response.status, response.getheader("x-request-id")
+
+        status, request_id = wait_for(answered)
+        assert status == 200
+        # nginx's $request_id, passed on by the example, echoed by sprintd.
+        assert request_id is not None and re.fullmatch(r"[0-9a-f]{32}", request_id), request_id
+    finally:
+        nginx.terminate()
+        nginx.wait(10)

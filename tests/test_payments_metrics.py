@@ -38,6 +38,8 @@ def test_payments_families_follow_the_processors(
             "SPRINTD_PAYMENTS__HEALTH_INTERVAL": HEALTH_INTERVAL,
             # One sender: the payments behind it wait in the queue.
             "SPRINTD_PAYMENTS__CONCURRENCY": "1",
+            # The fallback takes them as soon as the default is down.
+            "SPRINTD_PAYMENTS__FALLBACK_AFTER_S": "0",
         }
     )
     wait_for(

@@ -80,7 +80,9 @@ class HTTPServer:
 
         Connections read ``fast_path`` when they start, the rest per request.
         """
-        self.fast_path = server.fast_path
+        # The access log has a line for every request: snapshots go through
+        # dispatch then (``sprintd.logs``).
+        self.fast_path = server.fast_path and self.app.access_log is None
         self.strict = server.strict_parser
         self.max_head = server.max_header_bytes
         self.max_body = server.max_body_bytes
@@ -317,6 +319,7 @@ def _take(
 ) -> bool:
     """Start ``handler`` for every connection queued: one wake-up, many
     connections. False when the process is out of descriptors or memory."""
+    tcp = listener.family != socket.AF_UNIX
     while True:
         try:
             sock, _ = listener.accept()
@@ -327,8 +330,9 @@ def _take(
                 raise
             return False
         sock.setblocking(False)
-        # A response is one send: never hold it back for an ACK.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tcp:  # [server] uds: a Unix socket has no Nagle to turn off
+            # A response is one send: never hold it back for an ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         nursery.start_soon(handler, sock)
 
 

@@ -23,11 +23,19 @@ from typing import cast
 
 from ..app import App
 from ..auth import Key
-from ..http import HTTPError, Request, Response, encode_response, error_response
+from ..http import (
+    REQUEST_ID,
+    HTTPError,
+    Request,
+    Response,
+    encode_response,
+    error_response,
+    valid_request_id,
+)
 from ..latency import Recorder
 from ..routing import BoundRoute, method_not_allowed
 
-__all__ = ["FORWARDED", "dispatch"]
+__all__ = ["FORWARDED", "Dispatched", "dispatch"]
 
 # The recorder of requests a worker forwarded to the owner, from their bytes
 # to the owner's answer sent on (the route's own recorder, at the owner,
@@ -45,6 +53,12 @@ log = logging.getLogger("sprintd.server")
 _PLUGIN_FAULTS = (Exception, SystemExit)
 
 
+# What ``dispatch`` gives: the response (or a coroutine for it), the recorder
+# it counts in, the X-Request-ID it carries (b"" for none) and the name of
+# the key admitted (None without one): the last two for the access log.
+Dispatched = tuple[bytes | Awaitable[bytes], Recorder, bytes, str | None]
+
+
 def dispatch(
     app: App,
     unmatched: Recorder,
@@ -56,7 +70,7 @@ def dispatch(
     keep_alive: bool,
     sock: socket.socket | None = None,
     received_ns: int = 0,
-) -> tuple[bytes | Awaitable[bytes], Recorder]:
+) -> Dispatched:
     """The encoded response to a parsed request, and the recorder it counts in
     (``unmatched`` for a request no route or snapshot takes).
 
@@ -66,61 +80,108 @@ def dispatch(
     enabled, whatever is not open is answered only once the guard admits it
     (``sock`` names the peer in audit lines).
     ``received_ns`` becomes the request's ``received_ns``.
+
+    X-Request-ID: the client's is echoed when it is valid
+    (``http.valid_request_id``) and replaced by a made one when it is not;
+    a request without one gets a made one (``http.RequestIds``), except on
+    a snapshot, which is answered as pre-encoded, without one, exactly as
+    the fast path answers it.
     """
     path, _, query = target.partition(b"?")
     head = method == b"HEAD"
     guard = app.guard
+    snap = None
     if head or method == b"GET":
         snap = app.snapshots.get(path.decode("latin-1"))
         # A snapshot answers its exact path; with a query, a route for the
         # path (GET /v1/book/X?depth=50) is asked instead, here or, in a
         # worker that forwards, perhaps at the owner.
-        if snap is not None and not (
-            query and (app.forward is not None or app.router.has_route(method, path))
+        if (
+            snap is not None
+            and query
+            and (app.forward is not None or app.router.has_route(method, path))
         ):
-            if guard is not None and snap.scope != "open":
-                admitted = guard.admit(headers, snap.scope, method, path, sock)
-                if isinstance(admitted, HTTPError):
-                    refused = Request(method, path, query, headers, body)
-                    return _error(
-                        admitted, refused, snap.recorder, keep_alive=keep_alive
-                    ), snap.recorder
-            snap.recorder.count_status(snap.status)
-            if keep_alive:
-                return snap.response(head=head), snap.recorder
-            return encode_response(
-                snap.status, snap.body, snap.content_type, head=head, keep_alive=False
-            ), snap.recorder
-    request = Request(method, path, query, headers, body, received_ns)
+            snap = None
+    # A loop, not Request.header: no call for the usual request without one.
+    given = None
+    for name, value in headers:
+        if name == REQUEST_ID:
+            given = value
+            break
+    if given is not None and valid_request_id(given):
+        request_id = given
+    elif given is None and snap is not None:
+        request_id = b""
+    else:
+        # Made inline, with no call: this is every dynamic request's cost.
+        ids = app.request_ids
+        ids.count += 1
+        request_id = b"%s%012x" % (ids.prefix, ids.count)
+    if snap is not None:
+        recorder = snap.recorder
+        key_name = None
+        if guard is not None and snap.scope != "open":
+            admitted = guard.admit(headers, snap.scope, method, path, sock)
+            if isinstance(admitted, HTTPError):
+                refused = Request(method, path, query, headers, body, request_id=request_id)
+                error = _error(admitted, refused, recorder, keep_alive=keep_alive)
+                return error, recorder, request_id, None
+            key_name = admitted.name
+        recorder.count_status(snap.status)
+        if keep_alive and not request_id:
+            return snap.response(head=head), recorder, request_id, key_name
+        encoded = encode_response(
+            snap.status,
+            snap.body,
+            snap.content_type,
+            head=head,
+            keep_alive=keep_alive,
+            request_id=request_id,
+        )
+        return encoded, recorder, request_id, key_name
+    request = Request(method, path, query, headers, body, received_ns, request_id)
     try:
         bound = app.router.resolve(method, path, request)
     except HTTPError as exc:
         if app.forward is not None:
             # Not this worker's: the owner of the plugins' state answers it,
-            # its guard and all (``server.owner``).
-            return app.forward(method, target, headers, body, keep_alive), app.recorder(FORWARDED)
+            # its guard and all (``server.owner``), with this request's id.
+            if given != request_id:
+                headers = [(n, v) for n, v in headers if n != REQUEST_ID]
+                headers.append((REQUEST_ID, request_id))
+            forwarded = app.forward(method, target, headers, body, keep_alive)
+            return forwarded, app.recorder(FORWARDED), request_id, None
         if app.snapshots.get(path.decode("latin-1")) is not None:
             # A snapshot path without a route for this method: the router
             # knows only routes, so it said 404 or left GET and HEAD out.
             exc = method_not_allowed(exc.allowed | {b"GET", b"HEAD"})
-        return _error(exc, request, unmatched, keep_alive=keep_alive), unmatched
+        return _error(exc, request, unmatched, keep_alive=keep_alive), unmatched, request_id, None
     recorder = bound.recorder
     key = None
     if guard is not None and bound.scope != "open":
         admitted = guard.admit(headers, bound.scope, method, path, sock)
         if isinstance(admitted, HTTPError):
-            return _error(admitted, request, recorder, keep_alive=keep_alive), recorder
+            error = _error(admitted, request, recorder, keep_alive=keep_alive)
+            return error, recorder, request_id, None
         key = admitted
+    key_name = None if key is None else key.name
     if bound.scope == "admin":
         action = _admin_action(app, bound, request, key, head=head, keep_alive=keep_alive)
-        return action, recorder
+        return action, recorder, request_id, key_name
     if bound.is_async:
-        return _respond_later(bound, request, head=head, keep_alive=keep_alive), recorder
+        later = _respond_later(bound, request, head=head, keep_alive=keep_alive)
+        return later, recorder, request_id, key_name
     try:
-        encoded = _encode(bound.handler(request), recorder, head=head, keep_alive=keep_alive)
+        encoded = _encode(
+            bound.handler(request),
+            recorder,
+            head=head,
+            keep_alive=keep_alive,
+            request_id=request_id,
+        )
     except _PLUGIN_FAULTS as exc:
-        return _failed(exc, request, bound, keep_alive=keep_alive), recorder
-    return encoded, recorder
+        return _failed(exc, request, bound, keep_alive=keep_alive), recorder, request_id, key_name
+    return encoded, recorder, request_id, key_name
 
 
 async def _respond_later(
@@ -129,7 +190,9 @@ async def _respond_later(
     recorder = bound.recorder
     try:
         response = await cast(Awaitable[object], bound.handler(request))
-        return _encode(response, recorder, head=head, keep_alive=keep_alive)
+        return _encode(
+            response, recorder, head=head, keep_alive=keep_alive, request_id=request.request_id
+        )
     except _PLUGIN_FAULTS as exc:
         return _failed(exc, request, bound, keep_alive=keep_alive)
 
@@ -143,7 +206,13 @@ async def _admin_action(
         response: object = bound.handler(request)
         if bound.is_async:
             response = await cast(Awaitable[object], response)
-        encoded = _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
+        encoded = _encode(
+            response,
+            bound.recorder,
+            head=head,
+            keep_alive=keep_alive,
+            request_id=request.request_id,
+        )
         status = cast(Response, response).status  # _encode has checked it is one
     except _PLUGIN_FAULTS as exc:
         if isinstance(exc, HTTPError):
@@ -159,7 +228,9 @@ async def _admin_action(
     return encoded
 
 
-def _encode(response: object, recorder: Recorder, *, head: bool, keep_alive: bool) -> bytes:
+def _encode(
+    response: object, recorder: Recorder, *, head: bool, keep_alive: bool, request_id: bytes
+) -> bytes:
     """A handler's result as bytes.
 
     Raises:
@@ -182,6 +253,7 @@ def _encode(response: object, recorder: Recorder, *, head: bool, keep_alive: boo
         response.headers,
         head=head,
         keep_alive=keep_alive,
+        request_id=request_id,
     )
     recorder.count_status(status)
     return encoded
@@ -196,6 +268,7 @@ def _error(exc: HTTPError, request: Request, recorder: Recorder, *, keep_alive: 
         keep_alive=keep_alive,
         msgpack_=request.wants_msgpack(),
         head=request.method == b"HEAD",
+        request_id=request.request_id,
     )
     recorder.count_status(exc.status)
     return encoded
@@ -221,6 +294,7 @@ def _failed(exc: BaseException, request: Request, bound: BoundRoute, *, keep_ali
         request.path.decode("latin-1"),
         exc,
         exc_info=exc,
+        extra={"request_id": request.request_id.decode("ascii")},
     )
     bound.recorder.count_status(500)
     return error_response(
@@ -230,4 +304,5 @@ def _failed(exc: BaseException, request: Request, bound: BoundRoute, *, keep_ali
         keep_alive=keep_alive,
         msgpack_=request.wants_msgpack(),
         head=request.method == b"HEAD",
+        request_id=request.request_id,
     )

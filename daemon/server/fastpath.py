@@ -13,6 +13,9 @@ strict subset of RFC 9112 (and of h11):
 - exactly one Host (RFC 9112 section 3.2 makes none or two a 400);
 - no header that changes framing or the connection: Content-Length and
   Transfer-Encoding (a body), Connection (close or upgrade), Expect, Upgrade;
+- no X-Request-ID: a pre-encoded response cannot echo it, so a request that
+  brings one is answered by dispatch, which does (a snapshot's answer with
+  the id re-encoded); a snapshot request without one gets none;
 - the head ends in CRLF CRLF, with no bare LF anywhere, and is no longer than
   the server's header limit.
 
@@ -39,7 +42,7 @@ __all__ = ["CREDENTIAL", "HEAD", "Matcher", "guarded", "match"]
 
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _VALUE = rb"(?:[\x21-\x7e\x80-\xff](?:[ \t\x21-\x7e\x80-\xff]*[\x21-\x7e\x80-\xff])?)?"
-_SPECIAL = rb"(?:host|content-length|transfer-encoding|connection|expect|upgrade):"
+_SPECIAL = rb"(?:host|content-length|transfer-encoding|connection|expect|upgrade|x-request-id):"
 # The whitespace around a value is possessive (``*+``): a value starts and
 # ends with a visible character, so giving whitespace back never helps, and
 # backtracking into it made a line of 60,000 tabs cost 3 s of the loop.

@@ -174,7 +174,7 @@ class OwnerService:
         journal flush must not hold up the next)."""
         t0 = perf_counter_ns()
         ident, method, target, headers, body, keep_alive = request
-        response, recorder = dispatch(
+        response, recorder, _, _ = dispatch(
             self.app,
             self.unmatched,
             method,

@@ -35,7 +35,7 @@ async def respond(
     t0: int,
 ) -> bool:
     """Answer one request on ``conn``; whether the connection goes on."""
-    response, recorder = dispatch(
+    response, recorder, request_id, key_name = dispatch(
         app,
         unmatched,
         method,
@@ -58,7 +58,11 @@ async def respond(
     if sent != len(response):
         conn.state = SEND
         await send_rest(sock, response, sent)
-    recorder.record(perf_counter_ns() - t0)
+    elapsed = perf_counter_ns() - t0
+    recorder.record(elapsed)
+    access = app.access_log
+    if access is not None:
+        access.request(method, target, response, elapsed, request_id, key_name)
     return keep_alive
 
 

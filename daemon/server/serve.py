@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -29,7 +30,7 @@ from ..http import tick_date
 from ..peers import Peers
 from ..settings import ConfigError, LoadedSettings, reloaded
 from .connection import HTTPServer
-from .listener import Binder, Exclusive
+from .listener import UNIX, UNIX_LISTENER, Binder, Exclusive, describe
 from .owner import OWNER_INDEX, OwnerLink, OwnerService
 
 __all__ = ["serve"]
@@ -143,17 +144,39 @@ async def serve(
     Resource handling: the listening sockets come from ``binder`` (by
     default each opened here, for this process alone; a supervised worker's
     come from its supervisor) and are closed when accepting stops; every
-    connection's socket is closed by its own task.
+    connection's socket is closed by its own task. A Unix socket's file is
+    removed by whoever opened it: here when it returns, if it was here.
 
     Raises:
         ListenError: a listener cannot be opened.
     """
+    own = None
+    if binder is None:
+        binder = own = Exclusive(app.settings.server.backlog)
+    try:
+        await _serve(app, binder, reload, handle_signals, task_status)
+    finally:
+        if own is not None:
+            own.release()
+
+
+async def _serve(
+    app: App,
+    bind: Binder,
+    reload: Callable[[], LoadedSettings] | None,
+    handle_signals: bool,
+    task_status: trio.TaskStatus[dict[str, tuple[str, int]]],
+) -> None:
     settings = app.settings.server
     server = HTTPServer(app, app.tuner.pool)
-    bind = binder or Exclusive(settings.backlog)
     http = bind("http", settings.host, settings.port)
     app.bound["http"] = http.getsockname()[:2]
-    extra = []
+    extra: list[tuple[socket.socket, Callable[[socket.socket], Awaitable[None]]]] = []
+    if settings.uds is not None:
+        # Accepted as the TCP port is, by the same connection loop.
+        address = f"{UNIX}{settings.uds}"
+        extra.append((bind(UNIX_LISTENER, address, 0), server.connection))
+        app.bound[UNIX_LISTENER] = (address, 0)
     for listener in app.listeners:
         shared = listener.name not in app.owner_listeners
         sock = bind(listener.name, listener.host, listener.port, shared=shared)
@@ -180,6 +203,6 @@ async def serve(
                 connections.start_soon(server.accept, sock, handler, connections)
             app.tuner.finish()
             for name, (host, port) in app.bound.items():
-                log.info("worker %d serving %s on %s:%d", app.worker_index, name, host, port)
+                log.info("worker %d serving %s on %s", app.worker_index, name, describe(host, port))
             task_status.started(dict(app.bound))
         background.cancel_scope.cancel()

@@ -31,7 +31,15 @@ from collections.abc import Callable
 from types import FrameType
 
 from ..settings import EXIT_CONFIG, ConfigError, LoadedSettings
-from .listener import Binder, ListenError, open_group
+from .listener import (
+    UNIX,
+    UNIX_LISTENER,
+    Binder,
+    ListenError,
+    UnixSocketFile,
+    open_group,
+    open_unix,
+)
 
 __all__ = ["supervise"]
 
@@ -58,6 +66,7 @@ class _Groups:
         self.backlog = backlog
         self.groups: dict[tuple[str, str, int], list[socket.socket]] = {}
         self.failed: dict[tuple[str, str, int], str] = {}
+        self.files: list[UnixSocketFile] = []
         self.closed = False
 
     def open(self, name: str, host: str, port: int, shared: bool = True) -> list[socket.socket]:
@@ -73,8 +82,7 @@ class _Groups:
         group = self.groups.get(key)
         if group is None:
             try:
-                size = self.workers if shared else 1
-                group = open_group(name, host, port, self.backlog, size)
+                group = self._open(name, host, port, shared)
             except ListenError as exc:
                 self.failed[key] = str(exc)
                 raise
@@ -83,18 +91,34 @@ class _Groups:
                     sock.close()
                 raise ListenError(f"cannot listen on {host}:{port} ({name}): stopping")
             self.groups[key] = group
-            # Port 0 resolved: workers told the port ask for it by number.
-            self.groups[name, host, group[0].getsockname()[1]] = group
+            if not host.startswith(UNIX):
+                # Port 0 resolved: workers told the port ask for it by number.
+                self.groups[name, host, group[0].getsockname()[1]] = group
         return group
+
+    def _open(self, name: str, host: str, port: int, shared: bool) -> list[socket.socket]:
+        if not host.startswith(UNIX):
+            size = self.workers if shared else 1
+            return open_group(name, host, port, self.backlog, size)
+        # One socket that every worker accepts on: a Unix socket has no
+        # SO_REUSEPORT group.
+        sock, made = open_unix(name, host, self.backlog)
+        self.files.append(made)
+        return [sock] * self.workers
 
     def sockets(self) -> set[socket.socket]:
         return {sock for group in self.groups.values() for sock in group}
 
     def close(self) -> None:
+        """Close the supervisor's copies; remove the Unix socket files, so
+        that no client connects to a daemon that is stopping."""
         self.closed = True
         for sock in self.sockets():
             sock.close()
         self.groups.clear()
+        for made in self.files:
+            made.remove()
+        self.files.clear()
 
 
 def _ask(channel: socket.socket) -> Binder:
@@ -124,6 +148,13 @@ def supervise(loaded: LoadedSettings, run: Callable[[LoadedSettings, int, Binder
     groups = _Groups(server.workers, server.backlog)
     http = groups.open("http", server.host, server.port)
     loaded = _with_port(loaded, http[0].getsockname()[1])
+    if server.uds is not None:
+        # Before the fork, as the port: a socket a live daemon serves stops start-up.
+        try:
+            groups.open(UNIX_LISTENER, f"{UNIX}{server.uds}", 0)
+        except ListenError:
+            groups.close()
+            raise
     # pid -> (index, its channel, its pidfd)
     children: dict[int, tuple[int, socket.socket, int]] = {}
     selector = selectors.DefaultSelector()

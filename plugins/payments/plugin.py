@@ -162,6 +162,8 @@ class PaymentsPlugin:
 
     @hookimpl
     def sprintd_metrics(self, app: App) -> Sequence[PaymentsCollector]:
+        if not self.configured:
+            return []
         parts = self._parts()
         return [PaymentsCollector(parts.api, parts.dispatcher, app.worker_index)]
 
