@@ -362,7 +362,7 @@ class Journal:
         return self._checkpoints.replay(after_seq, streams)
 
     def restore(
-        self, stream: str, load: Callable[[bytes], None], apply: Callable[[bytes], None]
+        self, stream: str, load: Callable[[bytes], None], apply: Callable[[bytes], object]
     ) -> tuple[int, int]:
         """Rebuild a stream's state at start-up (``Checkpoints.restore``)."""
         return self._checkpoints.restore(stream, load, apply)
@@ -402,14 +402,19 @@ class Journal:
         self._files.holds[name] = seq
 
     async def read_after(
-        self, after_seq: int, position: Position | None, max_bytes: int = SPAN_BYTES
+        self,
+        after_seq: int,
+        position: Position | None,
+        max_bytes: int = SPAN_BYTES,
+        until_seq: int | None = None,
     ) -> tuple[list[tuple[int, str, bytes]], Position | None]:
         """The next acknowledged records after ``after_seq``, read in a thread.
 
         A tailing reader's step (``journal_format.read_span``): about
-        ``max_bytes`` from one segment, up to ``acknowledged_seq``. Pass back
-        the position it returns. The reader's ``hold`` must keep the records
-        after ``after_seq``, or a compaction may take them away meanwhile.
+        ``max_bytes`` from one segment, up to ``acknowledged_seq`` (or
+        ``until_seq`` if lower). Pass back the position it returns. The
+        reader's ``hold`` must keep the records after ``after_seq``, or a
+        compaction may take them away meanwhile.
 
         Returns:
             ``(records, position)``; no records when none is there yet.
@@ -418,8 +423,11 @@ class Journal:
             JournalCorrupt: a segment changed since it was scanned.
             OSError: a segment cannot be read (one compacted away without a hold).
         """
+        until = (
+            self.acknowledged_seq if until_seq is None else min(until_seq, self.acknowledged_seq)
+        )
         return await trio.to_thread.run_sync(
-            read_span, self._files.infos(), after_seq, self.acknowledged_seq, position, max_bytes
+            read_span, self._files.infos(), after_seq, until, position, max_bytes
         )
 
     def release(self, name: str) -> None:
