@@ -47,7 +47,7 @@ from sprintd import CheckStatus, Journal
 
 from .config import HistorySection
 from .decoders import Decoder, Rows, new_rows
-from .schema import COLUMNS, SchemaError, create
+from .schema import COLUMNS, create
 
 __all__ = ["HOLD", "Projector"]
 
@@ -69,6 +69,9 @@ _CONNECT_OPTIONS: dict[str, Any] = {
 # Lag samples kept at most (one per poll while records wait): past this the
 # newest replaces the last, so the oldest, which the lag is measured from, stays.
 _MAX_SAMPLES = 10_000
+# Batches decoded ahead of the one being written: two keep the decoding and
+# the COPY busy at once; more would only hold more rows in memory.
+AHEAD = 2
 _COPY = {table: f"COPY {table} ({', '.join(cols)}) FROM STDIN" for table, cols in COLUMNS.items()}
 
 
@@ -121,7 +124,13 @@ class Projector:
         # The seq the decoders have applied; None: they must be rebuilt.
         self._applied: int | None = None
         self._position: tuple[int, int] | None = None
-        self._pending: _Batch | None = None
+        # Batches decoded and not yet committed, oldest first: one being
+        # written while the next is decoded (AHEAD at most).
+        self._pending: deque[_Batch] = deque()
+        # The seq PostgreSQL will be at once every pending batch is committed.
+        self._tail = 0
+        self._ready = trio.Event()
+        self._room = trio.Event()
         self._since_state = 0
         self._samples: deque[tuple[int, float]] = deque()
         self.connected = False
@@ -150,13 +159,14 @@ class Projector:
                     await self._resume(*progress)
                     self.last_error = None
                     await self._follow(opened)
-                except (psycopg.Error, OSError, ProgressMoved) as exc:
-                    self._failed(exc, fault=False)
-                except (SchemaError, HistoryAhead, ValueError, KeyError, IndexError) as exc:
-                    # A record a decoder cannot read, or a database that is
-                    # not this journal's: logged and shown; retried, in case
-                    # an operator mends the database.
-                    self._failed(exc, fault=True)
+                # except*: _follow's nursery groups what its tasks raise.
+                except* (psycopg.Error, OSError, ProgressMoved) as group:
+                    self._failed(group.exceptions[0], fault=False)
+                except* Exception as group:
+                    # A record a decoder cannot read, a database that is not
+                    # this journal's, a bug: logged and shown, never fatal to
+                    # the daemon; retried, in case an operator mends it.
+                    self._failed(group.exceptions[0], fault=True)
                 finally:
                     self.connected = False
                     if conn is not None:
@@ -183,16 +193,15 @@ class Projector:
     async def _resume(self, seq: int, state_seq: int, state: bytes | None) -> None:
         """Make the decoders' state that of ``seq``, what PostgreSQL has committed."""
         pending = self._pending
-        if pending is not None:
-            if seq >= pending.last:
-                # Its commit went through; only the answer was lost.
-                self._committed(pending)
-            elif seq == pending.prev:
+        while pending and seq >= pending[0].last:
+            # Its commit went through; only the answer was lost.
+            self._committed(pending[0])
+        if pending:
+            if seq == pending[0].prev:
                 self.committed, self.state_seq = seq, state_seq
-                return  # written again by _follow
-            else:
-                self._pending = None
-                self._applied = None
+                return  # written again by _follow, in order
+            pending.clear()
+            self._applied = None
         if self._applied == seq and self.committed == seq:
             return
         if self.journal.last_seq < seq:
@@ -229,7 +238,8 @@ class Projector:
             await trio.to_thread.run_sync(self._decode, records, new_rows())
             applied = records[-1][0]
         self._applied = applied
-        self.committed, self.state_seq = seq, state_seq
+        self.committed = self._tail = seq
+        self.state_seq = state_seq
         self._since_state = applied - state_seq
         self.journal.hold(HOLD, min(state_seq, applied))
         log.info("history: projecting after seq %d (state at %d)", applied, state_seq)
@@ -247,22 +257,40 @@ class Projector:
         return at
 
     async def _follow(self, conn: psycopg.Connection[Any]) -> None:
-        """Batches, one after the other, for as long as PostgreSQL answers."""
+        """Write the pending batches in order, for as long as PostgreSQL answers,
+        while ``_produce`` decodes the next: the decoding (this process) and the
+        COPY (PostgreSQL's) overlap."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._produce)
+            while True:
+                if not self._pending:
+                    self._ready = trio.Event()
+                    await self._ready.wait()
+                    continue
+                batch = self._pending[0]
+                await trio.to_thread.run_sync(self._write, conn, batch, abandon_on_cancel=True)
+                self._committed(batch)
+
+    async def _produce(self) -> None:
         poll = self.section.poll_interval_ms / 1000.0
         while True:
-            if self._pending is None:
-                self._pending = await self._next_batch()
-                if self._pending is None:
-                    await trio.sleep(poll)
-                    continue
-            await trio.to_thread.run_sync(self._write, conn, self._pending, abandon_on_cancel=True)
-            self._committed(self._pending)
+            if len(self._pending) >= AHEAD:
+                self._room = trio.Event()
+                await self._room.wait()
+                continue
+            batch = await self._next_batch()
+            if batch is None:
+                await trio.sleep(poll)
+                continue
+            self._pending.append(batch)
+            self._ready.set()
 
     def _committed(self, batch: _Batch) -> None:
         self.committed = batch.last
         self.rows += batch.count
         self.batches += 1
-        self._pending = None
+        self._pending.popleft()
+        self._room.set()
         self.fault = None
         if batch.state is not None:
             self.state_seq = batch.last
@@ -281,18 +309,20 @@ class Projector:
         if not records:
             return None
         rows = new_rows()
+        due = self._since_state + len(records) >= self.section.state_records
         try:
-            count = await trio.to_thread.run_sync(self._decode, records, rows)
-        except BaseException:
+            # Shielded: a batch decoded is kept (pending), whatever cancels
+            # this task meanwhile, or the decoders would be ahead of it.
+            with trio.CancelScope(shield=True):
+                count, state = await trio.to_thread.run_sync(self._decode, records, rows, due)
+        except Exception:
             self._applied = None  # part of the records may be applied
             raise
         self._applied = last = records[-1][0]
-        self._since_state += len(records)
-        state = None
-        if self._since_state >= self.section.state_records:
-            state = self._state()
-            self._since_state = 0
-        return _Batch(self.committed, first, last, rows, count, state)
+        self._since_state = 0 if due else self._since_state + len(records)
+        batch = _Batch(self._tail, first, last, rows, count, state)
+        self._tail = last
+        return batch
 
     async def _read(self, after: int, until: int | None = None) -> list[tuple[int, str, bytes]]:
         """The next records after ``after`` (none: there are none yet), from ``_position``."""
@@ -303,21 +333,22 @@ class Projector:
             if found or not moved:
                 return found
 
-    def _decode(self, records: list[tuple[int, str, bytes]], rows: Rows) -> int:
-        """Apply the records to their decoders (a thread: only this task touches them)."""
+    def _decode(
+        self, records: list[tuple[int, str, bytes]], rows: Rows, state: bool = False
+    ) -> tuple[int, bytes | None]:
+        """Apply the records to their decoders (a thread: only this task touches
+        them); the rows made, and the decoders' state after them if asked."""
         decoders = self.decoders
         for seq, stream, payload in records:
             decoder = decoders.get(stream)
             if decoder is not None:
                 decoder.apply(seq, payload, rows)
-        return sum(len(table) for table in rows.values())
-
-    def _state(self) -> bytes:
-        states = {stream: d.state() for stream, d in self.decoders.items()}
-        data: bytes = msgpack.packb(
-            {stream: s for stream, s in states.items() if s is not None}, use_bin_type=True
-        )
-        return data
+        count = sum(len(table) for table in rows.values())
+        if not state:
+            return count, None
+        states = {stream: d.state() for stream, d in decoders.items() if d.stateful}
+        data: bytes = msgpack.packb(states, use_bin_type=True)
+        return count, data
 
     def _write(self, conn: psycopg.Connection[Any], batch: _Batch) -> None:
         """One transaction: the rows, then the progress (module doc). Blocking (a thread).
