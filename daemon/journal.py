@@ -407,12 +407,13 @@ class Journal:
         position: Position | None,
         max_bytes: int = SPAN_BYTES,
         until_seq: int | None = None,
+        max_records: int | None = None,
     ) -> tuple[list[tuple[int, str, bytes]], Position | None]:
         """The next acknowledged records after ``after_seq``, read in a thread.
 
         A tailing reader's step (``journal_format.read_span``): about
-        ``max_bytes`` from one segment, up to ``acknowledged_seq`` (or
-        ``until_seq`` if lower). Pass back the position it returns. The
+        ``max_bytes`` from one segment, at most ``max_records``, up to
+        ``acknowledged_seq`` (or ``until_seq`` if lower). Pass back the position it returns. The
         reader's ``hold`` must keep the records after ``after_seq``, or a
         compaction may take them away meanwhile.
 
@@ -427,7 +428,7 @@ class Journal:
             self.acknowledged_seq if until_seq is None else min(until_seq, self.acknowledged_seq)
         )
         return await trio.to_thread.run_sync(
-            read_span, self._files.infos(), after_seq, until, position, max_bytes
+            read_span, self._files.infos(), after_seq, until, position, max_bytes, max_records
         )
 
     def release(self, name: str) -> None:

@@ -560,13 +560,15 @@ def read_span(
     until_seq: int,
     position: Position | None,
     max_bytes: int,
+    max_records: int | None = None,
 ) -> tuple[list[tuple[int, str, bytes]], Position | None]:
     """The next records after ``after_seq``, up to ``until_seq``, from one segment.
 
     A tailing reader's step: it reads about ``max_bytes`` (at least one whole
-    record) from ``position`` when that is in the first segment with a
-    record after ``after_seq``, else from that segment's start, so that a
-    reader keeping up reads each record once, not each segment once per step.
+    record) and returns at most ``max_records``, from ``position`` when that
+    is in the first segment with a record after ``after_seq``, else from that
+    segment's start, so that a reader keeping up reads each record once, not
+    each segment once per step.
     Blocking: call it in a thread, with ``segments`` taken in the loop
     (``Journal.segments``) and a ``Journal.hold`` keeping them from compaction.
 
@@ -603,7 +605,7 @@ def read_span(
         # Records up to after_seq are stepped over, not only skipped: a
         # reader that starts mid-segment must not read them again next time.
         for seq, name, payload, nxt in _segment_records(data, end, 0, None, segment.path, 0):
-            if seq > until_seq:
+            if seq > until_seq or len(found) == max_records:
                 break
             if seq > after_seq:
                 found.append((seq, name, payload))

@@ -659,7 +659,10 @@ async def test_a_hold_keeps_its_records_through_checkpoints_until_it_moves(
         assert journal.segments()[0].base_seq > first
 
 
-async def test_read_after_tails_the_journal_a_span_at_a_time(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("max_bytes", "max_records"), [(100, None), (1 << 20, 7), (1 << 20, 1)])
+async def test_read_after_tails_the_journal_a_span_at_a_time(
+    tmp_path: Path, max_bytes: int, max_records: int | None
+) -> None:
     """``read_after`` returns every acknowledged record once, in order, across
     segments, from any starting seq, however small its spans."""
     journal = Journal(tmp_path / "j", fsync="always", segment_bytes=4096)
@@ -673,9 +676,12 @@ async def test_read_after_tails_the_journal_a_span_at_a_time(tmp_path: Path) -> 
             position = None
             after = start
             while True:
-                records, moved = await journal.read_after(after, position, max_bytes=100)
+                records, moved = await journal.read_after(
+                    after, position, max_bytes=max_bytes, max_records=max_records
+                )
                 if not records and moved == position:
                     break
+                assert max_records is None or len(records) <= max_records
                 got += records
                 after = records[-1][0] if records else after
                 position = moved

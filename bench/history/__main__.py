@@ -1,20 +1,22 @@
 """The history projector against a real PostgreSQL: ``python -m bench.history [--quick]``.
 
-Two measurements on one daemon (``[history] postgres_url`` set, its own
-PostgreSQL cluster from ``sprintd.plugins.history.pgserver``):
+Two measurements against a PostgreSQL cluster of the bench's own
+(``sprintd.plugins.history.pgserver``):
 
-1. *Batched rows/s*: PostgreSQL is stopped, the daemon takes ``--backlog``
-   orders through its binary port (buys and sells at one price in turn, so
-   every other order trades: 1.5 rows an order), then PostgreSQL starts and
-   the projector catches up. The rate is the rows committed after the first
-   commit seen over the time to the last (``/health``'s ``history`` check,
-   read every 20 ms).
-2. *Lag at a steady rate*: orders at ``--rate`` per second (frames of 100
-   every 10 ms at 10,000/s, sent on a schedule, not in a closed loop) for
-   ``--duration`` seconds, ``lag_seconds`` and ``lag_records`` read every 100 ms.
+1. *Batched rows/s*: the projector alone, in this process (on the server's
+   CPU), catching up a journal of ``--backlog`` orders (buys and sells at one
+   price in turn, so every other order trades: 1.5 rows an order): every row
+   over the time from the projector's start (connecting included) to its
+   last commit. In a daemon
+   the projector shares its process with the order path; the lag below
+   measures that.
+2. *Lag at a steady rate*: a daemon (``[history] postgres_url`` set) takes
+   orders at ``--rate`` per second (frames of 100 every 10 ms at 10,000/s,
+   sent on a schedule, not in a closed loop) for ``--duration`` seconds;
+   ``lag_seconds`` and ``lag_records`` read every 100 ms.
 
-The daemon runs on the server's CPU, PostgreSQL and this process on the
-others (``--no-pin``: anywhere).
+The daemon (and the projector of 1.) run on the server's CPU, PostgreSQL
+and this process's load on the others (``--no-pin``: anywhere).
 """
 
 from __future__ import annotations
@@ -31,14 +33,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgpack
+import trio
+
 from bench.common import facts
 from bench.common.cli import add_run_options, positive, say, start
 from bench.common.net import ServerError, free_port, running
 from bench.common.paths import BIN, REPO, short
 from bench.common.pinning import on_cpus, pinned, plan
 from bench.common.report import Target, commands, finish, partial, targets_table, write
-from bench.orders.entry_load import drive, order_frames
+from bench.orders.entry_load import order_frames
+from sprintd import Journal
+from sprintd.plugins.history.config import HistorySection
+from sprintd.plugins.history.decoders import Decoder, OrdersDecoder, PaymentsDecoder
 from sprintd.plugins.history.pgserver import PostgresServer
+from sprintd.plugins.history.projector import Projector
+from sprintd.plugins.orders.commands import NEW
+from sprintd.plugins.orders.config import OrdersSection
+from sprintd.plugins.orders.events import GTC, LIMIT
+from sprintd.plugins.orders.plugin import _PriceTime  # the engine kind its hook offers
+from sprintd.plugins.orders.service import OrderService
 
 SYMBOL = "BTC-USD"
 ROWS_TARGET = 100_000
@@ -80,40 +94,41 @@ def _history(port: int) -> dict[str, Any]:
     return check
 
 
-def _backlog(run: Run, port: int, entry_port: int, pg: PostgresServer, orders: int) -> None:
-    """Orders while PostgreSQL is down, then the projector's catch-up, timed."""
-    pg.stop()
-    frames = order_frames(SYMBOL, 100, 200)
-    taken = 0
-    while taken < orders:
-        result = drive("127.0.0.1", entry_port, frames, 100, 8, 1.0)
-        taken += result.orders
-    run.backlog_orders = taken
-    before = _history(port)["rows"]
-    say(f"backlog: {taken:,} orders journaled with PostgreSQL down; starting it")
-    # Read from before the start: the projector connects the moment it can.
-    times: list[tuple[float, dict[str, Any]]] = []
-    done = threading.Event()
+def _backlog(run: Run, directory: Path, url: str, orders: int) -> None:
+    """The projector alone, in this process: a journal of ``orders`` orders
+    (buys and sells at one price in turn: 1.5 rows an order), caught up from
+    the projector's start to its last commit, ``committed`` read every 5 ms."""
+    kinds = {"price_time": _PriceTime(done_capacity=100_000, reserve=0)}
 
-    def watch() -> None:
-        while not done.is_set():
-            check = _history(port)
-            times.append((time.monotonic(), check))
-            if check["connected"] and check["lag_records"] == 0:
-                done.set()
-            time.sleep(0.02)
+    def decoders() -> list[Decoder]:
+        return [OrdersDecoder(OrderService(OrdersSection(), kinds)), PaymentsDecoder()]
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    pg.start()
-    watcher.join()
-    # From the first commit seen to the last: the rows committed in between.
-    first_at, first = next((at, c) for at, c in times if c["rows"] > before)
-    now, check = times[-1]
-    run.backlog_rows = check["rows"] - first["rows"]
-    run.catch_up_s = now - first_at
+    async def main() -> None:
+        journal = Journal(directory, fsync="os", checkpoint_records=10**9)
+        journal.open()
+        payloads = [
+            msgpack.packb([NEW, i + 1, SYMBOL, i % 2, LIMIT, 10_000, 10, GTC, False, "", 0,
+                           None, 1_700_000_000_000 + i])
+            for i in range(orders)
+        ]  # fmt: skip
+        projector = Projector(journal, HistorySection(postgres_url=url), decoders)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(journal.run)
+            for at in range(0, orders, 10_000):
+                await journal.append_many("orders", payloads[at : at + 10_000])
+            began = time.monotonic()
+            nursery.start_soon(projector.run)
+            while projector.committed < journal.last_seq:
+                await trio.sleep(0.005)
+            run.catch_up_s = time.monotonic() - began
+            run.backlog_rows = projector.rows
+            nursery.cancel_scope.cancel()
+        journal.close()
+
+    run.backlog_orders = orders
+    trio.run(main)
     say(
-        f"backlog: {run.backlog_rows:,} rows in {run.catch_up_s:.2f}s: "
+        f"backlog: {run.backlog_rows:,} rows in {run.catch_up_s or 0:.2f}s: "
         f"{run.rows_per_s or 0:,.0f} rows/s"
     )
 
@@ -196,9 +211,9 @@ def report(run: Run, found: list[Target], out: Path, interrupted: bool) -> Path:
         "",
         "## Batched rows/s",
         "",
-        f"{run.backlog_orders:,} orders journaled with PostgreSQL stopped, then caught up: "
+        f"The projector alone catching up a journal of {run.backlog_orders:,} orders: "
         f"{run.backlog_rows:,} rows (orders, trades) committed in {run.catch_up_s or 0:.2f} s "
-        "after the first commit seen, to the last.",
+        "from the projector's start (connecting included) to its last commit.",
         "",
         "## Lag at a steady rate",
         "",
@@ -240,11 +255,12 @@ def main(argv: list[str] | None = None) -> int:
             "SPRINTD_HISTORY__POSTGRES_URL": pg.url,
         }
         log = out / "logs" / "sprintd.log"
+        with on_cpus(pinning.server):
+            _backlog(run, out / "backlog-journal", pg.create_database("backlog"), backlog)
         with (
             running(run.argv, port, (REPO,), log, ready_path="/readyz", env=env),
             on_cpus(pinning.tools),
         ):
-            _backlog(run, port, entry_port, pg, backlog)
             _steady(run, port, entry_port, args.rate, duration)
     except KeyboardInterrupt:
         interrupted = True
