@@ -170,7 +170,9 @@ class Projector:
                 finally:
                     self.connected = False
                     if conn is not None:
-                        conn.close()
+                        # In a thread: a write that the failure abandoned may
+                        # still hold the connection's lock.
+                        await trio.to_thread.run_sync(conn.close, abandon_on_cancel=True)
                 await trio.sleep(self.section.retry_interval)
 
     def _failed(self, exc: BaseException, *, fault: bool) -> None:
