@@ -17,11 +17,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import psycopg
 import pytest
+import trio
 
+from sprintd import Journal
 from sprintd.plugins.history import schema
+from sprintd.plugins.history.config import HistorySection
+from sprintd.plugins.history.decoders import Decoder, OrdersDecoder
+from sprintd.plugins.history.projector import Projector
 from sprintd.plugins.orders.client import EntryClient, EntryError
+from sprintd.plugins.orders.commands import NEW
+from sprintd.plugins.orders.config import OrdersSection
+from sprintd.plugins.orders.plugin import _PriceTime
+from sprintd.plugins.orders.service import OrderService
 
 from .daemons import Daemon, DaemonFactory, run_cli, wait_for
 from .servers import PostgresServer
@@ -174,6 +184,53 @@ def test_schema_made_by_two_projectors_at_once(postgres_url: str) -> None:
     assert _query(postgres_url, "SELECT seq, state_seq FROM history_progress") == [(0, 0)]
 
 
+# --- the projector in process -------------------------------------------------------
+
+
+class CancellingJournal(Journal):
+    """A journal whose ``read_after`` cancels ``scope`` on its ``at``-th call: a
+    projector cancelled between the reads of one batch (PostgreSQL failing
+    while the next batch is read), made to happen every time."""
+
+    scope: trio.CancelScope | None = None
+    at = 0
+
+    async def read_after(self, *args: Any, **kwargs: Any) -> Any:
+        self.at -= 1
+        if self.at == 0 and self.scope is not None:
+            self.scope.cancel()
+        return await super().read_after(*args, **kwargs)
+
+
+async def test_a_batch_cancelled_between_its_reads_is_read_again_whole(tmp_path: Path) -> None:
+    journal = CancellingJournal(tmp_path / "j", fsync="os", segment_bytes=4096)
+    journal.open()
+    kinds = {"price_time": _PriceTime(done_capacity=1000, reserve=0)}
+
+    def decoders() -> list[Decoder]:
+        return [OrdersDecoder(OrderService(OrdersSection(), kinds))]
+
+    section = HistorySection(postgres_url="postgresql://u@127.0.0.1:1/db", batch_records=200)
+    projector = Projector(journal, section, decoders)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(journal.run)
+        for i in range(300):
+            command = [NEW, i + 1, "BTC-USD", i % 2, 0, 10_000, 10, 0, False, "", 0, None, i]
+            await journal.append("orders", msgpack.packb(command))
+        assert len(journal.segments()) > 3  # a batch takes several reads
+        await projector._resume(0, 0, None)
+        with trio.CancelScope() as scope:
+            journal.scope, journal.at = scope, 2
+            await projector._next_batch()
+        assert scope.cancelled_caught
+        journal.scope = None
+        batches = [await projector._next_batch(), await projector._next_batch()]
+        nursery.cancel_scope.cancel()
+    journal.close()
+    seqs = [row[1] for batch in batches if batch is not None for row in batch.rows["orders"]]
+    assert seqs == list(range(1, 301))
+
+
 # --- configuration ------------------------------------------------------------------
 
 
@@ -299,19 +356,21 @@ def test_postgres_restarted_while_orders_flow_catches_up(
     url = own_postgres.url
     served = daemon(env=_env(url))
     with flowing(served) as flow:
-        flow.wait_for(200)
-        wait_for(lambda: _check(served, "history")["committed_seq"] > 0, timeout=CATCH_UP_S)
-        own_postgres.stop(signal.SIGQUIT)  # immediate: crash recovery at the next start
-        wait_for(lambda: not _check(served, "history")["connected"], timeout=CATCH_UP_S)
-        # The order path does not wait on PostgreSQL: orders go on being acknowledged.
-        during = len(flow.acknowledged)
-        flow.wait_for(during + 300)
-        history = _check(served, "history")
-        assert history["lag_records"] > 0
-        assert served.health()["checks"]["history"][0]["status"] == "warn"
-        own_postgres.start()
-        wait_for(lambda: _check(served, "history")["connected"], timeout=CATCH_UP_S)
-        flow.wait_for(len(flow.acknowledged) + 200)
+        # Immediate (crash recovery at the next start), then fast shutdowns:
+        # each lands somewhere else in the projector's read, decode and write.
+        for stop in (signal.SIGQUIT, signal.SIGINT, signal.SIGQUIT):
+            flow.wait_for(len(flow.acknowledged) + 200)
+            done = _check(served, "history")["committed_seq"]
+            wait_for(lambda d=done: _check(served, "history")["committed_seq"] > d, CATCH_UP_S)
+            own_postgres.stop(stop)
+            wait_for(lambda: not _check(served, "history")["connected"], timeout=CATCH_UP_S)
+            # The order path does not wait on PostgreSQL: orders go on being acknowledged.
+            flow.wait_for(len(flow.acknowledged) + 300)
+            history = _check(served, "history")
+            assert history["lag_records"] > 0
+            assert history["status"] == "warn"
+            own_postgres.start()
+            wait_for(lambda: _check(served, "history")["connected"], timeout=CATCH_UP_S)
     wait_for(lambda: _caught_up(served), timeout=CATCH_UP_S)
     _assert_exactly_once(url, served, flow.acknowledged)
     assert _check(served, "history")["lag_seconds"] == 0

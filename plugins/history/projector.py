@@ -79,6 +79,10 @@ class ProgressMoved(Exception):
     """``history_progress`` is not where this projector left it: another writer."""
 
 
+class ProjectorError(Exception):
+    """The projector read what it did not expect (a bug): it starts again from what is committed."""
+
+
 class HistoryAhead(Exception):
     """PostgreSQL holds records past the journal's end: another journal's history."""
 
@@ -160,7 +164,7 @@ class Projector:
                     self.last_error = None
                     await self._follow(opened)
                 # except*: _follow's nursery groups what its tasks raise.
-                except* (psycopg.Error, OSError, ProgressMoved) as group:
+                except* (psycopg.Error, OSError, ProgressMoved, ProjectorError) as group:
                     self._failed(group.exceptions[0], fault=False)
                 except* Exception as group:
                     # A record a decoder cannot read, a database that is not
@@ -231,15 +235,15 @@ class Projector:
                 log.warning(
                     "history: seqs %d..%d were compacted before projection", seq + 1, applied
                 )
-        self._position = None
+        position = None
         # Replayed into the decoders, not written: PostgreSQL has these rows.
         while applied < seq:
-            records = await self._read(applied, seq)
+            records, position = await self._read(applied, position, until=seq)
             if not records:
                 break
             await trio.to_thread.run_sync(self._decode, records, new_rows())
             applied = records[-1][0]
-        self._applied = applied
+        self._applied, self._position = applied, position
         self.committed = self._tail = seq
         self.state_seq = state_seq
         self._since_state = applied - state_seq
@@ -303,13 +307,22 @@ class Projector:
         assert self._applied is not None
         first = self._applied + 1
         records: list[tuple[int, str, bytes]] = []
-        while len(records) < self.section.batch_records:
-            found = await self._read(records[-1][0] if records else self._applied)
+        # Moved on with _applied only: records read by a task cancelled before
+        # it decoded them are read again, from the position they were read at.
+        position = self._position
+        while (room := self.section.batch_records - len(records)) > 0:
+            after = records[-1][0] if records else self._applied
+            found, position = await self._read(after, position, room=room)
             if not found:
                 break
             records += found
         if not records:
             return None
+        last = records[-1][0]
+        if records[0][0] != first or last - first + 1 != len(records):
+            # The journal is gapless: a gap here is a misplaced position.
+            self._position = None
+            raise ProjectorError(f"read seqs {records[0][0]}..{last} after {first - 1}")
         rows = new_rows()
         due = self._since_state + len(records) >= self.section.state_records
         try:
@@ -320,20 +333,28 @@ class Projector:
         except Exception:
             self._applied = None  # part of the records may be applied
             raise
-        self._applied = last = records[-1][0]
+        self._applied, self._position = last, position
         self._since_state = 0 if due else self._since_state + len(records)
         batch = _Batch(self._tail, first, last, rows, count, state)
         self._tail = last
         return batch
 
-    async def _read(self, after: int, until: int | None = None) -> list[tuple[int, str, bytes]]:
-        """The next records after ``after`` (none: there are none yet), from ``_position``."""
+    async def _read(
+        self,
+        after: int,
+        position: tuple[int, int] | None,
+        until: int | None = None,
+        room: int | None = None,
+    ) -> tuple[list[tuple[int, str, bytes]], tuple[int, int] | None]:
+        """The next records after ``after``, at most ``room`` (none: there are none
+        yet), read from ``position``; and the position past them."""
         while True:
-            found, position = await self.journal.read_after(after, self._position, until_seq=until)
-            moved = position != self._position
-            self._position = position
-            if found or not moved:
-                return found
+            found, moved = await self.journal.read_after(
+                after, position, until_seq=until, max_records=room
+            )
+            if found or moved == position:
+                return found, moved
+            position = moved
 
     def _decode(
         self, records: list[tuple[int, str, bytes]], rows: Rows, state: bool = False
