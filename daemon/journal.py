@@ -34,16 +34,20 @@ from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator,
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from .journal_checkpoints import Checkpoints
 from .journal_format import (
     JournalCorrupt,
     JournalError,
     JournalReport,
+    Position,
     SegmentInfo,
     SnapshotInfo,
     TailCut,
     inspect,
     read_records,
+    read_span,
 )
 from .journal_segments import SegmentFiles, in_use, lock_directory
 from .journal_space import Availability, JournalUnavailable
@@ -94,6 +98,9 @@ DEFAULT_RESERVE_BYTES = 64 * 1024 * 1024
 # preallocation, a held batch, a snapshot) and reads the free space; also the
 # Retry-After it suggests.
 DEFAULT_PROBE_INTERVAL_S = 1.0
+# What a tailing reader reads per step: large enough for a batch of thousands
+# of records, small enough that a reader far behind holds little in memory.
+SPAN_BYTES = 4 * 1024 * 1024
 
 
 class Journal:
@@ -206,6 +213,15 @@ class Journal:
     def synced_seq(self) -> int:
         """Records up to here are fsynced: a power loss keeps them."""
         return self._writer.synced_seq
+
+    @property
+    def acknowledged_seq(self) -> int:
+        """Records up to here are acknowledged, or will be: what the fsync policy
+        makes durable before ``append`` returns (``synced_seq`` under ``always``,
+        ``written_seq`` otherwise). A reader that tails the journal (a projector)
+        reads no further, so it never holds a record that a crash could take back.
+        """
+        return self._writer.synced_seq if self.policy == "always" else self._writer.written_seq
 
     @property
     def failed(self) -> BaseException | None:
@@ -362,7 +378,7 @@ class Journal:
         return self._checkpoints.replay(after_seq, streams)
 
     def restore(
-        self, stream: str, load: Callable[[bytes], None], apply: Callable[[bytes], None]
+        self, stream: str, load: Callable[[bytes], None], apply: Callable[[bytes], object]
     ) -> tuple[int, int]:
         """Rebuild a stream's state at start-up (``Checkpoints.restore``)."""
         return self._checkpoints.restore(stream, load, apply)
@@ -390,6 +406,50 @@ class Journal:
     def compact(self) -> list[Path]:
         """Delete the oldest segments no stream needs, blocking (``Checkpoints.compact``)."""
         return self._checkpoints.compact()
+
+    def hold(self, name: str, seq: int) -> None:
+        """Keep every record after ``seq`` through compaction until ``release(name)``.
+
+        For a reader that tails the journal on its own schedule (the history
+        projector): it holds at the seq it can resume from, and moves the hold
+        on as it goes. Holds live in the process: a reader sets its own before
+        the journal's first checkpoint, in ``sprintd_configure``.
+        """
+        self._files.holds[name] = seq
+
+    async def read_after(
+        self,
+        after_seq: int,
+        position: Position | None,
+        max_bytes: int = SPAN_BYTES,
+        until_seq: int | None = None,
+        max_records: int | None = None,
+    ) -> tuple[list[tuple[int, str, bytes]], Position | None]:
+        """The next acknowledged records after ``after_seq``, read in a thread.
+
+        A tailing reader's step (``journal_format.read_span``): about
+        ``max_bytes`` from one segment, at most ``max_records``, up to
+        ``acknowledged_seq`` (or ``until_seq`` if lower). Pass back the position it returns. The
+        reader's ``hold`` must keep the records after ``after_seq``, or a
+        compaction may take them away meanwhile.
+
+        Returns:
+            ``(records, position)``; no records when none is there yet.
+
+        Raises:
+            JournalCorrupt: a segment changed since it was scanned.
+            OSError: a segment cannot be read (one compacted away without a hold).
+        """
+        until = (
+            self.acknowledged_seq if until_seq is None else min(until_seq, self.acknowledged_seq)
+        )
+        return await trio.to_thread.run_sync(
+            read_span, self._files.infos(), after_seq, until, position, max_bytes, max_records
+        )
+
+    def release(self, name: str) -> None:
+        """Drop a hold (``hold``); releasing one that is not held is harmless."""
+        self._files.holds.pop(name, None)
 
 
 def open_daemon_journal(data_dir: Path, settings: JournalSettings) -> Journal:

@@ -237,7 +237,7 @@ class Checkpoints:
     # --- checkpoints ----------------------------------------------------------------
 
     def restore(
-        self, stream: str, load: Callable[[bytes], None], apply: Callable[[bytes], None]
+        self, stream: str, load: Callable[[bytes], None], apply: Callable[[bytes], object]
     ) -> tuple[int, int]:
         """Rebuild a stream's state at start-up: its newest snapshot, then the records after it.
 

@@ -66,11 +66,13 @@ __all__ = [
     "JournalCorrupt",
     "JournalError",
     "JournalReport",
+    "Position",
     "SegmentInfo",
     "SnapshotInfo",
     "TailCut",
     "inspect",
     "read_records",
+    "read_span",
 ]
 
 FORMAT_VERSION = 1
@@ -491,27 +493,33 @@ def _check_header(data: bytes, base: int, path: Path) -> str | None:
 
 
 def _segment_records(
-    data: bytes, end: int, after: int, wanted: Collection[str] | None, path: Path
-) -> Iterator[tuple[int, str, bytes]]:
+    data: bytes,
+    end: int,
+    after: int,
+    wanted: Collection[str] | None,
+    path: Path,
+    start: int = SEGMENT_HEADER.size,
+) -> Iterator[tuple[int, str, bytes, int]]:
+    """The records in ``data[start:end]`` after seq ``after``, each with the offset past it."""
     unpack = RECORD_HEAD.unpack_from
     crc32 = zlib.crc32
     view = memoryview(data)
     names: dict[bytes, str] = {}
     head = RECORD_HEAD.size
-    off = SEGMENT_HEADER.size
+    off = start
     while off < end:
         crc, length, seq, slen = unpack(data, off)
         nxt = off + 8 + length
         if nxt > end or crc32(view[off + CRC_START : nxt]) != crc:
             raise JournalCorrupt(f"{path} offset {off}: changed since the journal was opened")
         if seq > after:
-            start = off + head + slen
-            raw = data[off + head : start]
+            begin = off + head + slen
+            raw = data[off + head : begin]
             name = names.get(raw)
             if name is None:
                 name = names[raw] = raw.decode("ascii", "replace")
             if wanted is None or name in wanted:
-                yield seq, name, data[start:nxt]
+                yield seq, name, data[begin:nxt], nxt
         off = nxt
 
 
@@ -535,7 +543,75 @@ def read_records(
             data = file.read(segment.end)
         if len(data) < segment.end:
             raise JournalCorrupt(f"{segment.path}: shorter than when the journal was opened")
-        yield from _segment_records(data, segment.end, after_seq, streams, segment.path)
+        for seq, name, payload, _ in _segment_records(
+            data, segment.end, after_seq, streams, segment.path
+        ):
+            yield seq, name, payload
+
+
+Position = tuple[int, int]
+"""Where a reader that tails the journal stands: (a segment's base seq, the
+offset of the next record in it)."""
+
+
+def read_span(
+    segments: Iterable[SegmentInfo],
+    after_seq: int,
+    until_seq: int,
+    position: Position | None,
+    max_bytes: int,
+    max_records: int | None = None,
+) -> tuple[list[tuple[int, str, bytes]], Position | None]:
+    """The next records after ``after_seq``, up to ``until_seq``, from one segment.
+
+    A tailing reader's step: it reads about ``max_bytes`` (at least one whole
+    record) and returns at most ``max_records``, from ``position`` when that
+    is in the first segment with a record after ``after_seq``, else from that
+    segment's start, so that a reader keeping up reads each record once, not
+    each segment once per step.
+    Blocking: call it in a thread, with ``segments`` taken in the loop
+    (``Journal.segments``) and a ``Journal.hold`` keeping them from compaction.
+
+    Returns:
+        The records, in seq order (``[]`` once none is there yet), and the
+        position past the last one returned (``position`` if none was).
+
+    Raises:
+        JournalCorrupt: a segment changed since it was scanned.
+        FileNotFoundError: a segment was compacted away (no hold kept it).
+    """
+    for segment in segments:
+        if segment.last_seq <= after_seq:
+            continue
+        start = SEGMENT_HEADER.size
+        if position is not None and position[0] == segment.base_seq:
+            start = position[1]
+        with open(segment.path, "rb") as file:
+            file.seek(start)
+            data = file.read(min(segment.end - start, max_bytes))
+            if len(data) >= RECORD_HEAD.size:
+                whole = 8 + RECORD_HEAD.unpack_from(data)[1]
+                if len(data) < whole <= segment.end - start:
+                    data += file.read(whole - len(data))
+        # Only whole records: the chunk may end inside one.
+        end = 0
+        while end + RECORD_HEAD.size <= len(data):
+            nxt = end + 8 + RECORD_HEAD.unpack_from(data, end)[1]
+            if nxt > len(data):
+                break
+            end = nxt
+        found: list[tuple[int, str, bytes]] = []
+        past = start
+        # Records up to after_seq are stepped over, not only skipped: a
+        # reader that starts mid-segment must not read them again next time.
+        for seq, name, payload, nxt in _segment_records(data, end, 0, None, segment.path, 0):
+            if seq > until_seq or len(found) == max_records:
+                break
+            if seq > after_seq:
+                found.append((seq, name, payload))
+            past = start + nxt
+        return found, (segment.base_seq, past)
+    return [], position
 
 
 # --- snapshots ------------------------------------------------------------------

@@ -204,6 +204,9 @@ class SegmentFiles:
         # The seq the first segment starts at, should none exist yet (none
         # could be made): nothing is written before it, so it stays put.
         self._first_seq = 1
+        # Readers' holds (``Journal.hold``): name -> the seq after which
+        # compaction keeps every record.
+        self.holds: dict[str, int] = {}
 
     # --- opening ----------------------------------------------------------------
 
@@ -396,10 +399,13 @@ class SegmentFiles:
     # --- compaction ---------------------------------------------------------------
 
     def compactable(self) -> list[Path]:
-        """The oldest segments that no stream needs any more (see ``Journal.compact``)."""
+        """The oldest segments that no stream nor hold needs any more (see ``Journal.compact``)."""
         floors: dict[str, int] = {}
         found: list[Path] = []
+        held = min(self.holds.values(), default=None)
         for segment in self.segments[:-1]:
+            if held is not None and held < segment.last_seq:
+                break
             for stream in segment.streams:
                 if stream not in floors:
                     kept = snapshot_files(self.directory, stream)[:KEEP_SNAPSHOTS]

@@ -41,6 +41,7 @@ BUILTINS: Mapping[str, str] = {
     "prices": "sprintd.plugins.prices.plugin:PricesPlugin",
     "dashboard": "sprintd.plugins.dashboard.plugin:DashboardPlugin",
     "payments": "sprintd.plugins.payments.plugin:PaymentsPlugin",
+    "history": "sprintd.plugins.history.plugin:HistoryPlugin",
 }
 
 

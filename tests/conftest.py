@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from .daemons import FAST_SERVER_ENV, PLUGINS_DIR, CLIResult, DaemonFactory, run_cli, wait_for
-from .servers import Processors, RedisServer
+from .servers import PostgresServer, Processors, RedisServer
 
 
 @pytest.fixture
@@ -76,6 +76,32 @@ def redis_url(redis_server: RedisServer) -> str:
     """The session's Redis, flushed before each test: ``redis://127.0.0.1:PORT/0``."""
     redis_server.flush()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the session; tests that stop it use ``own_postgres``."""
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A new, empty database on the session's PostgreSQL: ``postgresql://...``."""
+    return postgres_server.fresh_database()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL of the test's own, to stop and start again."""
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture

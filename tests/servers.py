@@ -1,8 +1,10 @@
-"""External servers the tests start for real: redis-server, payment processors.
+"""External servers the tests start for real: redis-server, PostgreSQL, payment processors.
 
 A ``RedisServer`` runs ``redis-server`` on a free loopback port in a temporary
 directory, without persistence unless asked, and is ready once it answers
-PING. ``tests/system-deps.sh`` installs the binary. ``Processors`` are the
+PING. A ``PostgresServer`` (``sprintd.plugins.history.pgserver``, shared with
+the history bench) runs a PostgreSQL cluster of its own on a free loopback
+port. ``tests/system-deps.sh`` installs both. ``Processors`` are the
 Rinha payment processors of ``sprintd.plugins.payments.emulator``, served
 from threads of the test process.
 """
@@ -23,9 +25,10 @@ from typing import Any
 
 import pytest
 
+from sprintd.plugins.history.pgserver import PostgresServer
 from sprintd.plugins.payments.emulator import Processor, ProcessorThread
 
-__all__ = ["Processors", "RedisServer", "free_port"]
+__all__ = ["PostgresServer", "Processors", "RedisServer", "free_port"]
 
 REDIS_START_TIMEOUT = 10.0
 

@@ -627,6 +627,69 @@ async def test_compaction_keeps_the_records_after_the_older_kept_snapshot(
         assert replayed == list(range(middle + 1, journal.last_seq + 1))
 
 
+async def test_a_hold_keeps_its_records_through_checkpoints_until_it_moves(
+    tmp_path: Path,
+) -> None:
+    """A reader's hold (the history projector's) outweighs the streams' snapshots:
+    periodic checkpoints compact nothing after it; moved on, they catch up."""
+    directory = tmp_path / "j"
+    journal = Journal(directory, fsync="os", segment_bytes=4096, checkpoint_records=20)
+    journal.open()
+    live = Counter()
+    journal.register("orders", live.state)
+    journal.hold("history", 10)
+    async with running(journal):
+        for i in range(400):
+            payload = b"%06d" % i + b"o" * 100
+            live.apply(payload)
+            await journal.append("orders", payload)
+        with trio.fail_after(10):
+            while journal.last_checkpoint_seq < 380:
+                await trio.sleep(0.01)
+        # Checkpoints ran and would have compacted all but the last segments.
+        assert journal.segments()[0].base_seq <= 11
+        held = [seq for seq, _, _ in journal.replay(after_seq=10)]
+        assert held == list(range(11, 401))
+        journal.hold("history", 300)
+        await journal.checkpoint("orders", live.state)
+        first = journal.segments()[0].base_seq
+        assert 11 < first <= 301
+        journal.release("history")
+        await journal.checkpoint("orders", live.state)
+        assert journal.segments()[0].base_seq > first
+
+
+@pytest.mark.parametrize(("max_bytes", "max_records"), [(100, None), (1 << 20, 7), (1 << 20, 1)])
+async def test_read_after_tails_the_journal_a_span_at_a_time(
+    tmp_path: Path, max_bytes: int, max_records: int | None
+) -> None:
+    """``read_after`` returns every acknowledged record once, in order, across
+    segments, from any starting seq, however small its spans."""
+    journal = Journal(tmp_path / "j", fsync="always", segment_bytes=4096)
+    journal.open()
+    async with running(journal):
+        for i in range(120):
+            await journal.append("orders" if i % 3 else "payments", b"%05d" % i * (1 + i % 7))
+        expected = list(journal.replay())
+        for start in (0, 7, 59, 119, 120):
+            got: list[tuple[int, str, bytes]] = []
+            position = None
+            after = start
+            while True:
+                records, moved = await journal.read_after(
+                    after, position, max_bytes=max_bytes, max_records=max_records
+                )
+                if not records and moved == position:
+                    break
+                assert max_records is None or len(records) <= max_records
+                got += records
+                after = records[-1][0] if records else after
+                position = moved
+            assert got == expected[start:]
+        # Nothing past what is acknowledged: under always, what is fsynced.
+        assert journal.acknowledged_seq == journal.synced_seq == 120
+
+
 # --- settings -----------------------------------------------------------------------
 
 

@@ -317,9 +317,10 @@ class OrderService:
             self.rejected[op] += 1
         return payload, events
 
-    def replay(self, payload: bytes) -> None:
-        """Apply a journaled command, as it was applied live."""
-        self._apply(msgpack.unpackb(payload, raw=False))
+    def replay(self, payload: bytes) -> list[Event]:
+        """Apply a journaled command, as it was applied live; its events (the
+        history projector's rows come from them)."""
+        return self._apply(msgpack.unpackb(payload, raw=False))
 
     def _apply(self, command: list[Any]) -> list[Event]:
         op, order_id, symbol = command[0], command[1], command[2]

@@ -1,0 +1,1 @@
+"""The history projector bench: rows per second into PostgreSQL, and the lag at a steady rate."""
