@@ -9,12 +9,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from .access import Access
-from .http import HTTPError, Request, Response
+from .http import HTTPError, Request, Response, Streamed
 from .latency import Recorder
 
 __all__ = ["BoundRoute", "Handler", "Route", "Router", "method_not_allowed"]
 
-Handler = Callable[[Request], Response | Awaitable[Response]]
+Handler = Callable[[Request], Response | Streamed | Awaitable[Response | Streamed]]
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

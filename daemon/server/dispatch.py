@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from ..app import App
 from ..auth import Key
-from ..http import HTTPError, Request, Response, encode_response, error_response
+from ..http import HTTPError, Request, Response, Streamed, encode_response, error_response
 from ..latency import Recorder
 from ..routing import BoundRoute, method_not_allowed
 
@@ -51,15 +51,16 @@ def dispatch(
     keep_alive: bool,
     sock: socket.socket | None = None,
     received_ns: int = 0,
-) -> tuple[bytes | Coroutine[Any, Any, bytes], Recorder]:
+) -> tuple[bytes | Streamed | Coroutine[Any, Any, bytes | Streamed], Recorder]:
     """The encoded response to a parsed request, and the recorder it counts in
     (``unmatched`` for a request no route or snapshot takes).
 
     A synchronous handler is answered here; an async one comes back as a
     coroutine that gives the encoded response, so a sync route pays for no
-    coroutine at all. With auth enabled, whatever is not open is answered
-    only once the guard admits it (``sock`` names the peer in audit lines).
-    ``received_ns`` becomes the request's ``received_ns``.
+    coroutine at all. A handler's ``Streamed`` answer is handed on as it is,
+    for the caller to run with the connection (``respond``). With auth
+    enabled, whatever is not open is answered only once the guard admits it
+    (``sock`` names the peer in audit lines). ``received_ns`` becomes the request's ``received_ns``.
     """
     path, _, query = target.partition(b"?")
     head = method == b"HEAD"
@@ -112,7 +113,7 @@ def dispatch(
 
 async def _respond_later(
     bound: BoundRoute, request: Request, *, head: bool, keep_alive: bool
-) -> bytes:
+) -> bytes | Streamed:
     recorder = bound.recorder
     try:
         response = await cast(Awaitable[object], bound.handler(request))
@@ -131,6 +132,8 @@ async def _admin_action(
         if bound.is_async:
             response = await cast(Awaitable[object], response)
         encoded = _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
+        if isinstance(encoded, Streamed):
+            raise TypeError("an admin route answers with a Response, whole, for the audit line")
         status = cast(Response, response).status  # _encode has checked it is one
     except _PLUGIN_FAULTS as exc:
         if isinstance(exc, HTTPError):
@@ -146,8 +149,11 @@ async def _admin_action(
     return encoded
 
 
-def _encode(response: object, recorder: Recorder, *, head: bool, keep_alive: bool) -> bytes:
-    """A handler's result as bytes.
+def _encode(
+    response: object, recorder: Recorder, *, head: bool, keep_alive: bool
+) -> bytes | Streamed:
+    """A handler's result as bytes (a ``Streamed`` one as it is: its status
+    is counted once it is known).
 
     Raises:
         TypeError: the handler returned something other than a ``Response``, or
@@ -158,6 +164,8 @@ def _encode(response: object, recorder: Recorder, *, head: bool, keep_alive: boo
     """
     # ``type() is`` first, so the usual Response costs no call to check.
     if type(response) is not Response and not isinstance(response, Response):
+        if isinstance(response, Streamed):
+            return response
         raise TypeError(f"the handler returned {type(response).__name__}, not a Response")
     status = response.status
     if not 200 <= status <= 599:
