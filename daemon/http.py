@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
@@ -233,6 +234,10 @@ class ResponseWriter(Protocol):
     after ``start``, the connection is closed with the body cut short.
     """
 
+    @property
+    def sock(self) -> socket.socket:
+        """The connection's socket, for its addresses: never read or write it."""
+
     async def whole(
         self,
         status: int,
@@ -245,7 +250,8 @@ class ResponseWriter(Protocol):
     async def start(
         self, status: int, content_type: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
-        """The head of an answer whose body follows in ``write`` calls."""
+        """The head of an answer whose body follows in ``write`` calls: chunked,
+        or, when ``headers`` has a Content-Length, as it is and held to it."""
 
     async def write(self, chunk: bytes) -> None:
         """A piece of the body, sent before this returns (an empty one is nothing)."""

@@ -41,6 +41,28 @@ async def _silent(writer: ResponseWriter) -> None:
     return None
 
 
+async def _sized(writer: ResponseWriter) -> None:
+    await writer.start(200, b"text/plain", [(b"content-length", b"8")])
+    await writer.write(b"1234")
+    await writer.write(b"5678")
+
+
+async def _oversized(writer: ResponseWriter) -> None:
+    await writer.start(200, b"text/plain", [(b"content-length", b"4")])
+    await writer.write(b"1234")
+    await writer.write(b"5")
+
+
+async def _undersized(writer: ResponseWriter) -> None:
+    await writer.start(200, b"text/plain", [(b"content-length", b"4")])
+    await writer.write(b"123")
+
+
+async def _answers_then_fails(writer: ResponseWriter) -> None:
+    await writer.whole(500, b"its own 500", b"text/plain")
+    raise ZeroDivisionError("raised on after answering")
+
+
 def _route(path: str, produce: Callable[[ResponseWriter], Awaitable[None]]) -> Route:
     return Route("GET", path, lambda request: Streamed(produce))
 
@@ -52,6 +74,10 @@ ROUTES = [
     _route("/refuses", _refuses),
     _route("/fails-later", _fails_later),
     _route("/silent", _silent),
+    _route("/sized", _sized),
+    _route("/oversized", _oversized),
+    _route("/undersized", _undersized),
+    _route("/answers-then-fails", _answers_then_fails),
 ]
 
 
@@ -142,3 +168,28 @@ async def test_a_producer_that_fails_after_its_head_cuts_the_body_and_closes() -
     # client takes the cut body for a whole one, and nothing after it.
     assert data.endswith(b"7\r\npartial\r\n")
     assert data.count(b"HTTP/1.1 ") == 1
+
+
+async def test_a_body_of_a_given_length_goes_as_it_is_and_the_connection_goes_on() -> None:
+    (sized, body), (after, _) = await _answers(_get("/sized") + _get("/whole"))
+    assert (b"content-length", b"8") in sized.headers
+    assert not any(name == b"transfer-encoding" for name, _ in sized.headers)
+    assert body == b"12345678"
+    assert after.status_code == 201
+
+
+@pytest.mark.parametrize("path", ["/oversized", "/undersized"])
+async def test_a_body_not_of_its_given_length_closes_the_connection(path: str) -> None:
+    server = make_server(make_app([StaticPlugin(routes=ROUTES)]))
+    data = await exchange(server, _get(path) + _get("/whole"))
+    # Never more than the length said (a byte more would be read as the
+    # next response), and nothing after: the client sees a short body.
+    assert data.count(b"HTTP/1.1 ") == 1
+    assert data.partition(b"\r\n\r\n")[2] in (b"1234", b"123")
+
+
+async def test_a_producer_that_fails_after_a_whole_answer_keeps_the_connection() -> None:
+    (answered, body), (after, _) = await _answers(_get("/answers-then-fails") + _get("/whole"))
+    assert answered.status_code == 500
+    assert body == b"its own 500"
+    assert after.status_code == 201

@@ -17,6 +17,7 @@ latency recorded once the body has ended.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 from time import perf_counter_ns
 
@@ -82,15 +83,27 @@ class _Writer:
     (the peer has gone: nothing to tell it, nothing to log).
     """
 
-    __slots__ = ("body", "broken", "chunked", "conn", "head", "keep_alive", "status")
+    __slots__ = (
+        "body",
+        "broken",
+        "chunked",
+        "complete",
+        "conn",
+        "head",
+        "keep_alive",
+        "length",
+        "status",
+        "written",
+    )
 
     def __init__(self, conn: Conn, *, head: bool, keep_alive: bool) -> None:
         self.conn = conn
         self.head = head
         # Draining: this is the connection's last answer, and says so.
         self.keep_alive = keep_alive and not conn.closing
-        self.status = 0
-        self.body = self.chunked = self.broken = False
+        self.status = self.written = 0
+        self.length = -1
+        self.body = self.chunked = self.broken = self.complete = False
 
     async def whole(
         self,
@@ -105,14 +118,19 @@ class _Writer:
                 status, body, content_type, headers, head=self.head, keep_alive=self.keep_alive
             )
         )
+        self.complete = True
 
     async def start(
         self, status: int, content_type: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
         self._begin(status)
         self.body = status not in (204, 304) and not self.head
-        # A HEAD's head says what a GET's would: chunked, with no chunk.
-        self.chunked = self.keep_alive and status not in (204, 304)
+        # A Content-Length given is the producer's promise (a HEAD's, of the
+        # GET's length): the body goes as it is and is held to it; without
+        # one it is chunked, or runs to the close. A HEAD's head says what a
+        # GET's would, with no chunk after it.
+        self.length = next((int(v) for n, v in headers if n == b"content-length"), -1)
+        self.chunked = self.keep_alive and status not in (204, 304) and self.length < 0
         await self.send(
             encode_head(
                 status, content_type, headers, keep_alive=self.keep_alive, chunked=self.chunked
@@ -123,11 +141,23 @@ class _Writer:
         if not self.status:
             raise RuntimeError("write() before start()")
         if self.body and chunk:
-            await self.send(b"%x\r\n%s\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+            if self.chunked:
+                await self.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                return
+            self.written += len(chunk)
+            if 0 <= self.length < self.written:
+                raise RuntimeError(f"the body is longer than its content-length, {self.length}")
+            await self.send(chunk)
 
     async def end(self) -> None:
-        if self.body and self.chunked:
-            await self.send(b"0\r\n\r\n")
+        if self.complete:
+            return
+        if self.body:
+            if self.chunked:
+                await self.send(b"0\r\n\r\n")
+            elif 0 <= self.written < self.length:
+                raise RuntimeError(f"the body is shorter than its content-length, {self.length}")
+        self.complete = True
 
     def _begin(self, status: int) -> None:
         if self.status:
@@ -135,6 +165,10 @@ class _Writer:
         if not 200 <= status <= 599:
             raise ValueError(f"the status {status} is not a final one (200-599)")
         self.status = status
+
+    @property
+    def sock(self) -> socket.socket:
+        return self.conn.sock
 
     async def send(self, data: bytes) -> None:
         conn = self.conn
@@ -163,8 +197,10 @@ async def _produce(
     Error handling: what the producer raises before its head is sent is the
     request's answer (``HTTPError``) or its 500 with one log line, as for a
     handler; after it, the body is cut short and the connection closed,
-    since its framing cannot be ended honestly. A send that failed (the peer
-    has gone) ends the connection without a log line.
+    since its framing cannot be ended honestly; after a whole answer, it is
+    logged and the connection goes on (a framework that answered its own 500
+    and raised the bug on). A send that failed (the peer has gone) ends the
+    connection without a log line.
     """
     writer = _Writer(conn, head=method == b"HEAD", keep_alive=keep_alive)
     try:
@@ -175,42 +211,34 @@ async def _produce(
     except (Exception, SystemExit) as exc:
         if writer.broken:
             raise
-        if writer.status:
-            log.error(
-                "response failed after its head: %s %s: %r",
-                method.decode("latin-1"),
-                target.decode("latin-1"),
-                exc,
-                exc_info=exc,
-            )
-            recorder.count_status(writer.status)
-            return False
-        if isinstance(exc, HTTPError):
-            status, code, message, headers = exc.status, exc.code, exc.message, exc.headers
+        where = f"{method.decode('latin-1')} {target.decode('latin-1')}"
+        if not writer.status:
+            await _refuse(writer, exc, where)
         else:
-            log.error(
-                "handler failed: %s %s: %r",
-                method.decode("latin-1"),
-                target.decode("latin-1"),
-                exc,
-                exc_info=exc,
-            )
-            status, code, headers = 500, "internal_error", ()
-            message = "the handler failed; see the daemon's log"
-        writer.status = status
-        await writer.send(
-            error_response(
-                status,
-                code,
-                message,
-                headers,
-                keep_alive=writer.keep_alive,
-                head=writer.head,
-            )
-        )
+            stage = "answer" if writer.complete else "head"
+            log.error("handler failed after its %s: %s: %r", stage, where, exc, exc_info=exc)
+            if not writer.complete:
+                recorder.count_status(writer.status)
+                return False
     recorder.count_status(writer.status)
     recorder.record(perf_counter_ns() - t0)
     return writer.keep_alive
+
+
+async def _refuse(writer: _Writer, exc: BaseException, where: str) -> None:
+    """What a producer raised before it answered, as the answer: an
+    ``HTTPError`` as it says, anything else a 500 and one log line."""
+    if isinstance(exc, HTTPError):
+        status, code, message, headers = exc.status, exc.code, exc.message, exc.headers
+    else:
+        log.error("handler failed: %s: %r", where, exc, exc_info=exc)
+        status, code, headers = 500, "internal_error", ()
+        message = "the handler failed; see the daemon's log"
+    writer.status = status
+    keep_alive = writer.keep_alive
+    await writer.send(
+        error_response(status, code, message, headers, keep_alive=keep_alive, head=writer.head)
+    )
 
 
 def _closing(response: bytes) -> bytes:
