@@ -40,6 +40,7 @@ BUILTINS: Mapping[str, str] = {
     "prices": "sprintd.plugins.prices.plugin:PricesPlugin",
     "dashboard": "sprintd.plugins.dashboard.plugin:DashboardPlugin",
     "payments": "sprintd.plugins.payments.plugin:PaymentsPlugin",
+    "asgi": "sprintd.plugins.asgi.plugin:AsgiPlugin",
 }
 
 

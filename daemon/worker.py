@@ -96,15 +96,30 @@ def run_worker(
     """Be worker ``worker_index`` until it has drained: audit, tune, build, serve, tear down.
 
     ``reload`` re-reads the settings on SIGHUP. Raises ``ConfigError`` when a
-    plugin or the audit log refuses the settings (the caller exits 2).
+    plugin or the audit log refuses the settings (the caller exits 2), also
+    when a background task does once serving has begun (a mounted ASGI
+    application's lifespan start-up), out of the groups trio wrapped it in.
     """
     audit = start_audit(loaded, worker_index)
     try:
         app = build_app(loaded, pm, worker_index, audit)
         try:
             trio.run(functools.partial(serve, app, reload=reload, binder=binder))
+        except BaseExceptionGroup as group:
+            refused = _config_error(group)
+            if refused is None:
+                raise
+            raise refused from None
         finally:
             app.teardown()
     finally:
         audit.close()
     log.info("worker %d stopped", worker_index)
+
+
+def _config_error(group: BaseExceptionGroup[BaseException]) -> ConfigError | None:
+    """The first ``ConfigError`` in ``group``, however deep trio's nurseries nested it."""
+    found: BaseException | None = group.subgroup(ConfigError)
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found if isinstance(found, ConfigError) else None
