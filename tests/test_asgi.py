@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from .daemons import TESTS_DIR, CLIResult, Daemon, DaemonFactory, wait_for
+from sprintd.plugins.asgi.plugin import AsgiPlugin
+from sprintd.testing import exchange, make_app, make_server
 
-pytestmark = pytest.mark.slow
+from .daemons import TESTS_DIR, CLIResult, Daemon, DaemonFactory, wait_for
 
 APP_ENV = {"SPRINTD_ASGI__APP": "asgi_app:app", "SPRINTD_ASGI__MOUNT": "/api"}
 KEY = "asgi-test-key-0123456789"
@@ -30,6 +31,7 @@ def _url(daemon: Daemon, path: str) -> str:
     return f"http://{daemon.host}:{daemon.port}{path}"
 
 
+@pytest.mark.slow
 def test_path_parameters_and_the_query_string_reach_the_application(served: Daemon) -> None:
     result = served.get("/api/items/42?q=caf%C3%A9")
     assert result.status == 200
@@ -40,6 +42,7 @@ def test_path_parameters_and_the_query_string_reach_the_application(served: Daem
     assert invalid.status == 422
 
 
+@pytest.mark.slow
 def test_a_json_body_is_validated_and_answered(served: Daemon) -> None:
     body = json.dumps({"name": "widget", "price": 9.5, "tags": ["a"]}).encode()
     created = served.request(
@@ -54,12 +57,14 @@ def test_a_json_body_is_validated_and_answered(served: Daemon) -> None:
     assert refused.json()["detail"][0]["loc"] == ["body", "price"]
 
 
+@pytest.mark.slow
 def test_request_headers_reach_the_application(served: Daemon) -> None:
     result = served.get("/api/headers", headers={"X-Token": "t0k3n", "Accept": "text/x"})
     assert result.json() == {"x_token": "t0k3n", "accept": "text/x"}
     assert served.get("/api/headers").status == 422  # X-Token required
 
 
+@pytest.mark.slow
 def test_the_scope_has_the_mount_as_root_path_and_the_addresses(served: Daemon) -> None:
     with httpx.Client() as client:
         response = client.get(_url(served, "/api/scope?a=1&b=%20"))
@@ -76,6 +81,7 @@ def test_the_scope_has_the_mount_as_root_path_and_the_addresses(served: Daemon) 
     assert scope["state"] == "hello from the lifespan"
 
 
+@pytest.mark.slow
 def test_only_paths_under_the_mount_reach_it_and_the_plugins_keep_theirs(served: Daemon) -> None:
     assert served.get("/apix/items/1").json()["error"]["code"] == "not_found"
     assert served.get("/api/nope").json() == {"detail": "Not Found"}  # FastAPI's 404
@@ -83,6 +89,7 @@ def test_only_paths_under_the_mount_reach_it_and_the_plugins_keep_theirs(served:
     assert served.get("/livez").status == 200
 
 
+@pytest.mark.slow
 def test_a_streaming_response_comes_in_pieces(served: Daemon) -> None:
     with (
         httpx.Client() as client,
@@ -93,6 +100,7 @@ def test_a_streaming_response_comes_in_pieces(served: Daemon) -> None:
     assert lines == [f"piece {i}" for i in range(50)]
 
 
+@pytest.mark.slow
 def test_an_application_exception_is_a_500_and_the_connection_goes_on(served: Daemon) -> None:
     with served.connect() as conn:
         conn.send(b"GET /api/boom HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -105,6 +113,7 @@ def test_an_application_exception_is_a_500_and_the_connection_goes_on(served: Da
     assert "ZeroDivisionError: the application's own bug" in served.stderr()
 
 
+@pytest.mark.slow
 def test_a_head_request_has_the_get_s_length_and_no_body(served: Daemon) -> None:
     with served.connect() as conn:
         conn.send(b"HEAD /api/items/7 HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -115,6 +124,7 @@ def test_a_head_request_has_the_get_s_length_and_no_body(served: Daemon) -> None
     assert head.header("content-length") == str(len(got.body))
 
 
+@pytest.mark.slow
 def test_requests_are_served_concurrently(served: Daemon) -> None:
     # Each answer waits for all eight to be in the application together.
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -122,6 +132,7 @@ def test_requests_are_served_concurrently(served: Daemon) -> None:
     assert [r.json() for r in results] == [{"gathered": 8}] * 8
 
 
+@pytest.mark.slow
 def test_the_mount_s_latency_is_recorded_as_a_route_s(served: Daemon) -> None:
     for _ in range(3):
         served.get("/api/items/1")
@@ -129,6 +140,7 @@ def test_the_mount_s_latency_is_recorded_as_a_route_s(served: Daemon) -> None:
     assert "/api (asgi)" in json.dumps(stats)
 
 
+@pytest.mark.slow
 def test_a_key_the_daemon_requires_is_required_by_the_mount(daemon: DaemonFactory) -> None:
     env = {
         **APP_ENV,
@@ -147,6 +159,7 @@ def test_a_key_the_daemon_requires_is_required_by_the_mount(daemon: DaemonFactor
     assert allowed.json() == {"item_id": 1, "q": None}
 
 
+@pytest.mark.slow
 def test_a_bare_application_without_lifespan_is_served_and_its_fault_is_our_500(
     daemon: DaemonFactory,
 ) -> None:
@@ -163,6 +176,7 @@ def test_a_bare_application_without_lifespan_is_served_and_its_fault_is_our_500(
     assert "handler failed: GET /fail: KeyError" in served.stderr()
 
 
+@pytest.mark.slow
 def test_the_lifespan_shuts_down_when_the_daemon_stops(
     daemon: DaemonFactory, tmp_path: Path
 ) -> None:
@@ -179,6 +193,7 @@ def _config_errors(result: CLIResult) -> list[str]:
     return [line for line in result.stderr_lines if line.startswith("sprintd: config error")]
 
 
+@pytest.mark.slow
 def test_a_failing_lifespan_start_up_stops_the_daemon_with_one_line(
     sprintd_cli: Callable[..., CLIResult],
 ) -> None:
@@ -191,6 +206,7 @@ def test_a_failing_lifespan_start_up_stops_the_daemon_with_one_line(
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("app", "why"),
     [
@@ -209,3 +225,21 @@ def test_an_app_that_cannot_be_loaded_is_a_config_error(
     assert result.returncode == 2
     (line,) = result.stderr_lines
     assert line.startswith(f"sprintd: config error: asgi.app = '{app}'{why}"), line
+
+
+async def test_with_lifespan_off_the_application_is_served_at_once_in_process() -> None:
+    # No daemon and no background task: nothing waits for a start-up.
+    env = {"SPRINTD_ASGI__APP": "tests.asgi_app:raw", "SPRINTD_ASGI__LIFESPAN": "off"}
+    server = make_server(make_app([AsgiPlugin()], env))
+    raw = b"PUT /a%20b?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody"
+    answer = await exchange(server, raw + b"GET /fail HTTP/1.1\r\nHost: h\r\n\r\n")
+    first, _, second = answer.partition(b"HTTP/1.1 500")
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert first.endswith(b"\r\n\r\nPUT /a b body")
+    assert b'"internal_error"' in second
+
+
+def test_without_an_app_nothing_is_mounted() -> None:
+    app = make_app([AsgiPlugin()])
+    assert app.background == []
+    assert not app.router.has_route(b"GET", b"/")
