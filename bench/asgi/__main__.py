@@ -13,10 +13,10 @@ sprintd at least 5x hypercorn-trio and 0.9x uvicorn, for each load.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import json
 import sys
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,15 @@ from bench.asgi.app import GET_PATH, POST_BODY, POST_PATH
 from bench.common import facts, report
 from bench.common.cli import add_run_options, choices, positive, say, start
 from bench.common.net import ServerError, free_port, request, running
-from bench.common.paths import BIN, REPO, short
+from bench.common.paths import BIN, short
 from bench.common.pinning import Pinning, pinned, plan
 from bench.common.report import Target, finish
-from bench.serving.load import Load, LoadError, Result, Settings, run_load
+from bench.serving.load import Load, LoadError, Settings, run_load
+from bench.serving.results import ServerRun, find, to_json
+from bench.serving.servers import SERVERS as SERVING_SERVERS
+from bench.serving.servers import Server
 
+HERE = Path(__file__).resolve().parent
 DURATION_S, WARMUP_S = 10, 2
 QUICK_DURATION_S, QUICK_WARMUP_S = 3, 1
 APP = "bench.asgi.app:app"
@@ -38,36 +42,25 @@ LOADS = (
         "post", f"POST {POST_PATH} (JSON), closed loop (wrk)", "wrk", "POST", POST_PATH, POST_BODY
     ),
 )
-# sprintd with the application mounted and nothing else of its own.
-SPRINTD_ENV = {
-    "SPRINTD_ASGI__APP": APP,
-    "SPRINTD_ORDERS__ENABLED": "false",
-    "SPRINTD_PRICES__ENABLED": "false",
-    "SPRINTD_PAYMENTS__ENABLED": "false",
-    "SPRINTD_DASHBOARD__ENABLED": "false",
-}
 
 
-@dataclass(frozen=True)
-class Server:
-    key: str
-    title: str
-    packages: tuple[str, ...]
-    argv: tuple[str, ...]
-    env: dict[str, str] = field(default_factory=dict)
-
-    def command(self, port: int, data_dir: Path) -> list[str]:
-        return [arg.format(port=port, data_dir=data_dir) for arg in self.argv]
+def _peer(key: str) -> Server:
+    """A peer as bench.serving starts it, serving this bench's application instead."""
+    server = next(s for s in SERVING_SERVERS if s.key == key)
+    argv = tuple(APP if arg.endswith("asgi_app:app") else arg for arg in server.argv)
+    return dataclasses.replace(server, argv=argv)
 
 
 SERVERS = (
     Server(
-        "sprintd",
-        "sprintd (asgi plugin, trio)",
-        ("sprintd", "trio", "h11", "anyio"),
-        (
+        key="sprintd",
+        title="sprintd (asgi plugin, trio)",
+        packages=("sprintd", "trio", "h11", "anyio"),
+        argv=(
             f"{BIN}/sprintd",
             "run",
+            "--config",
+            str(HERE / "sprintd.toml"),
             "--host",
             "127.0.0.1",
             "--port",
@@ -77,56 +70,10 @@ SERVERS = (
             "--data-dir",
             "{data_dir}",
         ),
-        SPRINTD_ENV,
     ),
-    Server(
-        "uvicorn",
-        "uvicorn (httptools, uvloop)",
-        ("uvicorn", "httptools", "uvloop"),
-        (
-            f"{BIN}/uvicorn",
-            APP,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-            "--workers",
-            "1",
-            "--http",
-            "httptools",
-            "--loop",
-            "uvloop",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ),
-    ),
-    Server(
-        "hypercorn",
-        "hypercorn (trio worker)",
-        ("hypercorn", "trio", "h11"),
-        (
-            f"{BIN}/hypercorn",
-            "--worker-class",
-            "trio",
-            "--workers",
-            "1",
-            "--bind",
-            "127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-            APP,
-        ),
-    ),
+    _peer("uvicorn"),
+    _peer("hypercorn"),
 )
-
-
-@dataclass
-class ServerRun:
-    server: Server
-    argv: list[str]
-    results: dict[str, Result] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)
 
 
 def _check(port: int) -> None:
@@ -149,7 +96,7 @@ def _bench(
     run = ServerRun(server, argv)
     log = out / "logs" / f"{server.key}.log"
     try:
-        with running(argv, port, (REPO,), log, ready_path="/items/1", check=_check, env=server.env):
+        with running(argv, port, server.pythonpath, log, ready_path="/items/1", check=_check):
             for load in LOADS:
                 url = f"http://127.0.0.1:{port}{load.path}"
                 raw = out / "raw" / f"{server.key}-{load.key}.txt"
@@ -184,13 +131,11 @@ def _bench(
 
 
 def _targets(runs: list[ServerRun]) -> list[Target]:
-    found = {run.server.key: run.results for run in runs}
     targets = []
     for load in LOADS:
         for peer, wanted in (("hypercorn", 5.0), ("uvicorn", 0.9)):
             goal = f"{load.key}: sprintd req/s >= {wanted:g}x {peer}"
-            ours = found.get("sprintd", {}).get(load.key)
-            theirs = found.get(peer, {}).get(load.key)
+            ours, theirs = find(runs, load, "sprintd"), find(runs, load, peer)
             if ours is None or theirs is None:
                 targets.append(Target(goal, "not measured", None))
                 continue
@@ -235,7 +180,7 @@ def _markdown(
                 )
     failures = [(f"{r.server.key} {k}", why) for r in runs for k, why in r.failures.items()]
     lines += report.not_measured(failures)
-    lines += ["", "## Commands", "", *report.commands(run.argv for run in runs)]
+    lines += ["", "## Commands", "", *report.commands(run.command for run in runs)]
     lines += ["", "## Machine", "", *facts.describe(machine, pinning.describe())]
     return lines
 
@@ -272,18 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "started": started,
         "interrupted": interrupted,
-        "settings": asdict(settings),
+        "settings": dataclasses.asdict(settings),
         "pinning": pinning.describe(),
         "machine": machine,
-        "targets": [asdict(t) for t in targets],
-        "servers": {
-            run.server.key: {
-                "argv": run.argv,
-                "results": {k: asdict(r) for k, r in run.results.items()},
-                "failures": run.failures,
-            }
-            for run in runs
-        },
+        "targets": [dataclasses.asdict(t) for t in targets],
+        "servers": to_json(runs, LOADS),
     }
     markdown = _markdown(
         runs, targets, settings, machine, pinning, started=started, interrupted=interrupted
