@@ -193,3 +193,16 @@ async def test_a_producer_that_fails_after_a_whole_answer_keeps_the_connection()
     assert answered.status_code == 500
     assert body == b"its own 500"
     assert after.status_code == 201
+
+
+async def test_an_admin_route_that_streams_is_a_500_and_audited_as_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    route = Route("POST", "/purge", lambda request: Streamed(_whole), scope="admin")
+    app = make_app([StaticPlugin(routes=[route])])
+    data = await exchange(make_server(app), b"POST /purge HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 500 ")
+    (event,) = [e for e in app.audit.take_pending() if e["event"] == "admin_action"]
+    assert event["status"] == 500
+    # The log line says why, not that a Streamed has no status.
+    assert "an admin route answers with a Response, whole" in caplog.text
