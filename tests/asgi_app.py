@@ -8,6 +8,7 @@ test sees the shut-down ran.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,6 +42,12 @@ class Item(BaseModel):
 @app.api_route("/items/{item_id}", methods=["GET", "HEAD"])
 async def read_item(item_id: int, q: str | None = None) -> dict[str, Any]:
     return {"item_id": item_id, "q": q}
+
+
+@app.get("/sync")
+def sync_endpoint() -> dict[str, Any]:
+    """A plain function: FastAPI runs it in a worker thread (anyio's, on trio)."""
+    return {"thread": threading.current_thread().name, "main": threading.main_thread().name}
 
 
 @app.post("/items", status_code=201)

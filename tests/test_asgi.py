@@ -58,6 +58,12 @@ def test_a_json_body_is_validated_and_answered(served: Daemon) -> None:
 
 
 @pytest.mark.slow
+def test_a_plain_function_endpoint_runs_in_a_worker_thread(served: Daemon) -> None:
+    answer = served.get("/api/sync").json()
+    assert answer["thread"] != answer["main"]
+
+
+@pytest.mark.slow
 def test_request_headers_reach_the_application(served: Daemon) -> None:
     result = served.get("/api/headers", headers={"X-Token": "t0k3n", "Accept": "text/x"})
     assert result.json() == {"x_token": "t0k3n", "accept": "text/x"}
