@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sprintd.http import HTTPError, Request, Response
 from sprintd.latency import Recorder
@@ -115,3 +117,24 @@ def test_a_prefix_route_with_one_method_refuses_the_others() -> None:
     with pytest.raises(HTTPError) as caught:
         _resolve(router, b"PUT", b"/files/a")
     assert caught.value.status == 405
+
+
+_SEGMENT = st.text(alphabet="abx/.%-", min_size=0, max_size=6)
+
+
+@given(prefix=st.lists(st.sampled_from(["a", "ab", "x.b"]), min_size=1, max_size=3), rest=_SEGMENT)
+def test_a_prefix_route_takes_exactly_its_path_and_those_under_it(
+    prefix: list[str], rest: str
+) -> None:
+    mount = "/" + "/".join(prefix)
+    router = Router()
+    router.add(Route("*", mount, _ok, prefix=True), Recorder(mount))
+    path = (mount + rest).encode()
+    under = path == mount.encode() or path.startswith(mount.encode() + b"/")
+    try:
+        _resolve(router, b"GET", path)
+    except HTTPError as exc:
+        assert exc.status == 404
+        assert not under
+    else:
+        assert under
