@@ -60,7 +60,8 @@ def dispatch(
     coroutine at all. A handler's ``Streamed`` answer is handed on as it is,
     for the caller to run with the connection (``respond``). With auth
     enabled, whatever is not open is answered only once the guard admits it
-    (``sock`` names the peer in audit lines). ``received_ns`` becomes the request's ``received_ns``.
+    (``sock`` names the peer in audit lines). ``received_ns`` becomes the
+    request's ``received_ns``.
     """
     path, _, query = target.partition(b"?")
     head = method == b"HEAD"
