@@ -20,6 +20,7 @@ import logging
 import socket
 from collections.abc import Sequence
 from time import perf_counter_ns
+from typing import Any
 
 from ..app import App
 from ..http import HTTPError, Streamed, encode_head, encode_response, error_response
@@ -58,10 +59,14 @@ async def respond(
         received_ns=t0,
     )
     if not isinstance(response, bytes):
-        if not isinstance(response, Streamed):
-            response = await response
-        if isinstance(response, Streamed):
-            return await _produce(response, conn, method, target, keep_alive, recorder, t0)
+        # A coroutine (an async route's) or a Streamed answer; ``type() is``
+        # tells them apart with no call more for an async route.
+        pending: Any = response
+        if type(pending) is not Streamed:
+            pending = await pending
+        if type(pending) is Streamed:
+            return await _produce(pending, conn, method, target, keep_alive, recorder, t0)
+        response = pending
     if keep_alive and conn.closing:
         # The worker began to drain while this request was under way: this is
         # the connection's last response, and it says so.
