@@ -24,7 +24,7 @@ from bench.asgi.app import GET_PATH, POST_BODY, POST_PATH
 from bench.common import facts, report
 from bench.common.cli import add_run_options, choices, positive, say, start
 from bench.common.net import ServerError, free_port, request, running
-from bench.common.paths import BIN, short
+from bench.common.paths import REPO, short
 from bench.common.pinning import Pinning, pinned, plan
 from bench.common.report import Target, finish
 from bench.serving.load import Load, LoadError, Settings, run_load
@@ -44,35 +44,32 @@ LOADS = (
 )
 
 
-def _peer(key: str) -> Server:
-    """A peer as bench.serving starts it, serving this bench's application instead."""
+def _ours(arg: str) -> str:
+    """An argument of bench.serving's command lines, for this bench's application."""
+    if arg.endswith("asgi_app:app"):
+        return APP
+    if arg.endswith("sprintd.toml"):
+        return str(HERE / "sprintd.toml")
+    return arg
+
+
+def _serving(key: str, **changes: Any) -> Server:
+    """A server as bench.serving starts it, serving this bench's application instead."""
     server = next(s for s in SERVING_SERVERS if s.key == key)
-    argv = tuple(APP if arg.endswith("asgi_app:app") else arg for arg in server.argv)
-    return dataclasses.replace(server, argv=argv)
+    return dataclasses.replace(server, argv=tuple(map(_ours, server.argv)), **changes)
 
 
 SERVERS = (
-    Server(
-        key="sprintd",
+    # The application is found on the repository's path, as the peers find it.
+    _serving(
+        "sprintd",
         title="sprintd (asgi plugin, trio)",
         packages=("sprintd", "trio", "h11", "anyio"),
-        argv=(
-            f"{BIN}/sprintd",
-            "run",
-            "--config",
-            str(HERE / "sprintd.toml"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-            "--workers",
-            "1",
-            "--data-dir",
-            "{data_dir}",
-        ),
+        pythonpath=(REPO,),
+        titles={},
     ),
-    _peer("uvicorn"),
-    _peer("hypercorn"),
+    _serving("uvicorn"),
+    _serving("hypercorn"),
 )
 
 
