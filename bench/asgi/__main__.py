@@ -86,10 +86,15 @@ def _check(port: int) -> None:
 
 
 def _bench(
-    server: Server, settings: Settings, warmup: int, out: Path, pinning: Pinning
+    server: Server,
+    extra: tuple[str, ...],
+    settings: Settings,
+    warmup: int,
+    out: Path,
+    pinning: Pinning,
 ) -> ServerRun:
     port = free_port()
-    argv = pinned(server.command(port, out / f"{server.key}-data"), pinning.server)
+    argv = pinned(server.command(port, out / f"{server.key}-data", extra), pinning.server)
     run = ServerRun(server, argv)
     log = out / "logs" / f"{server.key}.log"
     try:
@@ -191,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--duration", type=positive, metavar="S", help="seconds per load")
     parser.add_argument("--connections", type=positive, default=50, help="wrk connections")
+    parser.add_argument(
+        "--sprintd-tier",
+        metavar="TIER",
+        help="run sprintd with --tier TIER (default: its configured tier)",
+    )
     args = parser.parse_args(argv)
     started, out = start("asgi", args.out, "logs", "raw")
     duration = args.duration or (QUICK_DURATION_S if args.quick else DURATION_S)
@@ -206,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for server in servers:
             say(f"{server.key}: starting")
-            runs.append(_bench(server, settings, warmup, out, pinning))
+            tier = args.sprintd_tier if server.key == "sprintd" else None
+            extra = ("--tier", tier) if tier else ()
+            runs.append(_bench(server, extra, settings, warmup, out, pinning))
     except KeyboardInterrupt:
         interrupted = True
         say("interrupted: servers stopped, writing a partial report")
