@@ -11,7 +11,7 @@ facade sits above every layer and importing it cannot close a cycle.
 from .app import App, BackgroundTask, CheckStatus, HealthCheck, Listener
 from .framing import FrameDecoder, FrameError, PayloadError, decode_payload, encode_frame
 from .hookspecs import hookimpl, hookspec
-from .http import HTTPError, Request, Response
+from .http import HTTPError, Request, Response, ResponseWriter, Streamed
 from .journal import Journal, JournalError, JournalUnavailable
 from .latency import RING_SIZE, Recorder, Summary, summarize
 from .metrics import LATENCY_BUCKETS_S, add_histogram
@@ -55,12 +55,14 @@ __all__ = [
     "RedisError",
     "Request",
     "Response",
+    "ResponseWriter",
     "Route",
     "Script",
     "Section",
     "Snapshot",
     "SnapshotSpec",
     "SnapshotTable",
+    "Streamed",
     "Summary",
     "TimedFrameHandler",
     "__version__",

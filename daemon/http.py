@@ -6,6 +6,11 @@ fast path's snapshots and the h11 path's answers, so the two cannot disagree
 on a header. Errors are values with a status hint, as in h11: a handler raises
 ``HTTPError(status, code, message)`` and the server answers
 ``{"error": {"code", "message"}}`` with that status.
+
+A handler that cannot give its whole answer at once (a mounted ASGI
+application streaming its body) returns ``Streamed``: the server then calls
+its producer with a ``ResponseWriter``, through which it sends the head and
+the body's pieces (chunked, or until the close on a closing connection).
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import cysimdjson
@@ -31,7 +37,10 @@ __all__ = [
     "Request",
     "RequestIds",
     "Response",
+    "ResponseWriter",
+    "Streamed",
     "date_line",
+    "encode_head",
     "encode_response",
     "error_response",
     "retry_after_header",
@@ -266,6 +275,51 @@ class Response:
         return cls(status, json.dumps(value, separators=(",", ":")).encode("utf-8"), JSON)
 
 
+class ResponseWriter(Protocol):
+    """How a ``Streamed`` response's producer answers: ``whole`` once, or
+    ``start`` once and then ``write`` any number of times; the server ends the
+    body when the producer returns. A HEAD, a 204 or a 304 is sent without
+    its body whatever is written. A producer that raises before it has
+    answered is the request's 500 (an ``HTTPError`` answered as it says);
+    after ``start``, the connection is closed with the body cut short.
+    """
+
+    @property
+    def sock(self) -> socket.socket:
+        """The connection's socket, for its addresses: never read or write it."""
+
+    async def whole(
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        """The whole answer, its Content-Length counted here."""
+
+    async def start(
+        self, status: int, content_type: bytes, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
+        """The head of an answer whose body follows in ``write`` calls: chunked,
+        or, when ``headers`` has a Content-Length, as it is and held to it."""
+
+    async def write(self, chunk: bytes) -> None:
+        """A piece of the body, sent before this returns (an empty one is nothing)."""
+
+
+class Streamed:
+    """A handler's answer that ``produce`` gives later, through a ``ResponseWriter``.
+
+    The producer runs in the connection's task, after the guard and routing,
+    with the connection's timeouts and drain as for any handler.
+    """
+
+    __slots__ = ("produce",)
+
+    def __init__(self, produce: Callable[[ResponseWriter], Awaitable[None]]) -> None:
+        self.produce = produce
+
+
 # What a keep-alive answer without extra headers has before and after the Date
 # line, by (status, content type): the status line, then the server and
 # content-type lines. Made on first use, so the usual answers cost one
@@ -319,6 +373,29 @@ def encode_response(
     parts.append(b"\r\n")
     if has_content and not head:
         parts.append(body)
+    return b"".join(parts)
+
+
+def encode_head(
+    status: int,
+    content_type: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+    *,
+    keep_alive: bool,
+    chunked: bool,
+) -> bytes:
+    """The head of a response whose body follows it: chunked, or (``chunked``
+    false) up to the connection's close, which ``keep_alive=False`` announces."""
+    parts = [status_line(status), _date[0], SERVER_LINE]
+    if content_type and status not in (204, 304):
+        parts.append(b"content-type: " + content_type + b"\r\n")
+    for name, value in headers:
+        parts.append(name + b": " + value + b"\r\n")
+    if chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
     return b"".join(parts)
 
 

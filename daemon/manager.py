@@ -42,6 +42,7 @@ BUILTINS: Mapping[str, str] = {
     "dashboard": "sprintd.plugins.dashboard.plugin:DashboardPlugin",
     "payments": "sprintd.plugins.payments.plugin:PaymentsPlugin",
     "history": "sprintd.plugins.history.plugin:HistoryPlugin",
+    "asgi": "sprintd.plugins.asgi.plugin:AsgiPlugin",
 }
 
 

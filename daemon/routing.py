@@ -1,4 +1,5 @@
-"""Routes for the h11 path: exact paths in a dict, templated ones by regex."""
+"""Routes for the h11 path: exact paths in a dict, templated ones by regex,
+prefixes (a mounted application's) last."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from .access import Access
-from .http import HTTPError, Request, Response
+from .http import HTTPError, Request, Response, Streamed
 from .latency import Recorder
 
 __all__ = ["BoundRoute", "Handler", "Route", "Router", "method_not_allowed"]
 
-Handler = Callable[[Request], Response | Awaitable[Response]]
+Handler = Callable[[Request], Response | Streamed | Awaitable[Response | Streamed]]
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -26,6 +27,11 @@ class Route:
     a route whose plugin forgot to declare it is closed, not open; writes
     should ask for ``"trade"``, destructive or operator actions (purge,
     reset) for ``"admin"``, which are also written to the audit log.
+
+    ``prefix=True`` makes the route answer ``path`` and every path under it
+    (``/api`` takes ``/api`` and ``/api/users/7``, not ``/apix``; ``/`` takes
+    every path) that no other route answers: a mounted application. Its
+    method may be ``"*"``, any method.
     """
 
     method: str
@@ -33,6 +39,7 @@ class Route:
     handler: Handler
     name: str | None = None
     scope: Access = "read"
+    prefix: bool = False
 
 
 class BoundRoute:
@@ -63,7 +70,8 @@ def _compile(template: str) -> re.Pattern[bytes]:
 
 class Router:
     """The h11 path's routes: exact paths in a dict, templated ones
-    (``/v1/orders/{order_id}``) as compiled patterns tried in order.
+    (``/v1/orders/{order_id}``) as compiled patterns tried in order, then
+    prefixes, the longest first, only for a path nothing else takes.
 
     ``add`` refuses a second route for one method and path; ``resolve`` gives
     the route, its parameters stored on the request, or raises the 404/405 to
@@ -73,14 +81,19 @@ class Router:
     def __init__(self) -> None:
         self._exact: dict[bytes, dict[bytes, BoundRoute]] = {}
         self._templated: list[tuple[re.Pattern[bytes], dict[bytes, BoundRoute]]] = []
+        self._prefixes: list[tuple[bytes, dict[bytes, BoundRoute]]] = []
         self._by_template: dict[str, dict[bytes, BoundRoute]] = {}
 
     def add(self, route: Route, recorder: Recorder) -> None:
         method = route.method.upper().encode("ascii")
-        methods = self._by_template.get(route.path)
+        key = route.path + "/*" if route.prefix else route.path
+        methods = self._by_template.get(key)
         if methods is None:
-            methods = self._by_template[route.path] = {}
-            if _PARAM.search(route.path):
+            methods = self._by_template[key] = {}
+            if route.prefix:
+                self._prefixes.append((route.path.rstrip("/").encode("ascii"), methods))
+                self._prefixes.sort(key=lambda entry: -len(entry[0]))
+            elif _PARAM.search(route.path):
                 self._templated.append((_compile(route.path), methods))
             else:
                 self._exact[route.path.encode("ascii")] = methods
@@ -114,13 +127,27 @@ class Router:
                     methods = candidate
                     break
             else:
-                raise HTTPError(404, "not_found", f"no route for {path.decode('latin-1')}")
+                methods = self._prefixed(path)
+                if methods is None:
+                    raise HTTPError(404, "not_found", f"no route for {path.decode('latin-1')}")
         bound = methods.get(method)
         if bound is None and method == b"HEAD":
             bound = methods.get(b"GET")
         if bound is None:
-            raise method_not_allowed(frozenset(methods))
+            bound = methods.get(b"*")
+            if bound is None:
+                raise method_not_allowed(frozenset(methods))
         return bound
+
+    def _prefixed(self, path: bytes) -> dict[bytes, BoundRoute] | None:
+        """The methods of the longest prefix route that takes ``path``: the
+        prefix itself or a path under it, a whole segment (``/api`` does not
+        take ``/apix``)."""
+        for prefix, methods in self._prefixes:
+            size = len(prefix)
+            if path.startswith(prefix) and (len(path) == size or path[size] == 0x2F):
+                return methods
+        return None
 
 
 def method_not_allowed(methods: Iterable[bytes]) -> HTTPError:

@@ -131,7 +131,9 @@ def run_worker(
     """Be worker ``worker_index`` until it has drained: audit, tune, build, serve, tear down.
 
     ``reload`` re-reads the settings on SIGHUP. Raises ``ConfigError`` when a
-    plugin or the audit log refuses the settings (the caller exits 2).
+    plugin or the audit log refuses the settings (the caller exits 2), also
+    when a background task does once serving has begun (a mounted ASGI
+    application's lifespan start-up), out of the groups trio wrapped it in.
     """
     set_worker(worker_index)
     audit = start_audit(loaded, worker_index)
@@ -152,6 +154,11 @@ def run_worker(
             app = build_app(loaded, pm, worker_index, audit, access, peers, local)
             try:
                 trio.run(functools.partial(serve, app, reload=reload, binder=binder))
+            except BaseExceptionGroup as group:
+                refused = _config_error(group)
+                if refused is None:
+                    raise
+                raise refused from None
             finally:
                 app.teardown()
         finally:
@@ -160,3 +167,11 @@ def run_worker(
     finally:
         audit.close()
     log.info("worker %d stopped", worker_index)
+
+
+def _config_error(group: BaseExceptionGroup[BaseException]) -> ConfigError | None:
+    """The first ``ConfigError`` in ``group``, however deep trio's nurseries nested it."""
+    found: BaseException | None = group.subgroup(ConfigError)
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found if isinstance(found, ConfigError) else None

@@ -1,1 +1,1 @@
-"""sprintd's built-in plugins: orders, prices, payments and dashboard."""
+"""sprintd's built-in plugins: orders, prices, payments, dashboard and asgi."""

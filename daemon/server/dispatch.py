@@ -28,6 +28,7 @@ from ..http import (
     HTTPError,
     Request,
     Response,
+    Streamed,
     encode_response,
     error_response,
     valid_request_id,
@@ -56,7 +57,7 @@ _PLUGIN_FAULTS = (Exception, SystemExit)
 # What ``dispatch`` gives: the response (or a coroutine for it), the recorder
 # it counts in, the X-Request-ID it carries (b"" for none) and the name of
 # the key admitted (None without one): the last two for the access log.
-Dispatched = tuple[bytes | Awaitable[bytes], Recorder, bytes, str | None]
+Dispatched = tuple[bytes | Streamed | Awaitable[bytes | Streamed], Recorder, bytes, str | None]
 
 
 def dispatch(
@@ -76,7 +77,9 @@ def dispatch(
 
     A synchronous handler is answered here; an async one (or the owner's
     answer to a forwarded request) comes back as an awaitable that gives the
-    encoded response, so a sync route pays for no coroutine at all. With auth
+    encoded response, so a sync route pays for no coroutine at all. A
+    handler's ``Streamed`` answer is handed on as it is, for the caller to
+    run with the connection (``respond``). With auth
     enabled, whatever is not open is answered only once the guard admits it
     (``sock`` names the peer in audit lines).
     ``received_ns`` becomes the request's ``received_ns``.
@@ -172,7 +175,7 @@ def dispatch(
         later = _respond_later(bound, request, head=head, keep_alive=keep_alive)
         return later, recorder, request_id, key_name
     try:
-        encoded = _encode(
+        answer = _encode(
             bound.handler(request),
             recorder,
             head=head,
@@ -181,12 +184,12 @@ def dispatch(
         )
     except _PLUGIN_FAULTS as exc:
         return _failed(exc, request, bound, keep_alive=keep_alive), recorder, request_id, key_name
-    return encoded, recorder, request_id, key_name
+    return answer, recorder, request_id, key_name
 
 
 async def _respond_later(
     bound: BoundRoute, request: Request, *, head: bool, keep_alive: bool
-) -> bytes:
+) -> bytes | Streamed:
     recorder = bound.recorder
     try:
         response = await cast(Awaitable[object], bound.handler(request))
@@ -213,6 +216,8 @@ async def _admin_action(
             keep_alive=keep_alive,
             request_id=request.request_id,
         )
+        if isinstance(encoded, Streamed):
+            raise TypeError("an admin route answers with a Response, whole, for the audit line")
         status = cast(Response, response).status  # _encode has checked it is one
     except _PLUGIN_FAULTS as exc:
         if isinstance(exc, HTTPError):
@@ -230,8 +235,9 @@ async def _admin_action(
 
 def _encode(
     response: object, recorder: Recorder, *, head: bool, keep_alive: bool, request_id: bytes
-) -> bytes:
-    """A handler's result as bytes.
+) -> bytes | Streamed:
+    """A handler's result as bytes (a ``Streamed`` one as it is: its status
+    is counted once it is known).
 
     Raises:
         TypeError: the handler returned something other than a ``Response``, or
@@ -242,6 +248,8 @@ def _encode(
     """
     # ``type() is`` first, so the usual Response costs no call to check.
     if type(response) is not Response and not isinstance(response, Response):
+        if isinstance(response, Streamed):
+            return response
         raise TypeError(f"the handler returned {type(response).__name__}, not a Response")
     status = response.status
     if not 200 <= status <= 599:

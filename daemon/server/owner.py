@@ -42,7 +42,7 @@ import trio
 
 from ..app import App
 from ..framing import FrameError, PayloadError, encode_frame
-from ..http import error_response, retry_after_header
+from ..http import Streamed, error_response, retry_after_header
 from ..latency import Recorder
 from ..peers import connect_local, frames, listen_local
 from ..snapshots import Snapshot
@@ -73,6 +73,17 @@ def _unavailable(keep_alive: bool, why: str) -> bytes:
         "owner_unavailable",
         f"the worker that owns this state {why}; retry",
         [(b"retry-after", retry_after_header(1))],
+        keep_alive=keep_alive,
+    )
+
+
+def _unrelayable(keep_alive: bool) -> bytes:
+    # A Streamed answer goes out as it is produced, on the connection that
+    # asked: the sibling's is in another process.
+    return error_response(
+        500,
+        "internal_error",
+        "the route answers as a stream, which a forwarding worker cannot relay",
         keep_alive=keep_alive,
     )
 
@@ -168,7 +179,7 @@ class OwnerService:
 
     def _answer(
         self, sibling: _Sibling, request: list[Any]
-    ) -> tuple[int, Awaitable[bytes], Recorder, int] | None:
+    ) -> tuple[int, Awaitable[bytes | Streamed], Recorder, int, bool] | None:
         """Answer a forwarded request as one of the owner's own; what is left
         to await for one whose handler is async (a task each: one order's
         journal flush must not hold up the next)."""
@@ -184,15 +195,26 @@ class OwnerService:
             keep_alive=keep_alive,
             received_ns=t0,
         )
-        if not isinstance(response, bytes):
-            return ident, response, recorder, t0
+        if isinstance(response, Streamed):
+            response = _unrelayable(keep_alive)
+        elif not isinstance(response, bytes):
+            return ident, response, recorder, t0, keep_alive
         self._answered(sibling, ident, response, recorder, t0)
         return None
 
     async def _answer_later(
-        self, sibling: _Sibling, ident: int, response: Awaitable[bytes], recorder: Recorder, t0: int
+        self,
+        sibling: _Sibling,
+        ident: int,
+        response: Awaitable[bytes | Streamed],
+        recorder: Recorder,
+        t0: int,
+        keep_alive: bool,
     ) -> None:
-        self._answered(sibling, ident, await response, recorder, t0)
+        answer = await response
+        if isinstance(answer, Streamed):
+            answer = _unrelayable(keep_alive)
+        self._answered(sibling, ident, answer, recorder, t0)
 
     def _answered(
         self, sibling: _Sibling, ident: int, response: bytes, recorder: Recorder, t0: int

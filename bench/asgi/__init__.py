@@ -1,0 +1,1 @@
+"""One FastAPI application on sprintd (the asgi plugin), uvicorn and hypercorn's trio worker."""
