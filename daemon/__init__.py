@@ -24,7 +24,8 @@ from .server.framed import (
     framed_listener,
     timed_framed_listener,
 )
-from .server.state import Conn
+from .server.state import Conn, Session
+from .server.upgrade import Upgrade, asks_upgrade
 from .settings import ConfigError
 from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
 from .sockio import connect, recv, send_all
@@ -56,12 +57,15 @@ __all__ = [
     "Route",
     "Script",
     "Section",
+    "Session",
     "Snapshot",
     "SnapshotSpec",
     "SnapshotTable",
     "Summary",
     "TimedFrameHandler",
+    "Upgrade",
     "__version__",
+    "asks_upgrade",
     "connect",
     "decode_payload",
     "encode_frame",

@@ -108,9 +108,12 @@ class Request:
     for a pipelined request, once the one before it was answered): the
     start of the route's own latency, for a handler that times its work
     from the wire (the prices plugin). 0 when no server read it.
+
+    ``key`` is the name of the API key the guard admitted it with; None on
+    an open route or with ``[auth]`` off.
     """
 
-    __slots__ = ("body", "headers", "method", "params", "path", "query", "received_ns")
+    __slots__ = ("body", "headers", "key", "method", "params", "path", "query", "received_ns")
 
     def __init__(
         self,
@@ -128,6 +131,7 @@ class Request:
         self.body = body
         self.received_ns = received_ns
         self.params: dict[str, str] = {}
+        self.key: str | None = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header; ``name`` in lower case."""

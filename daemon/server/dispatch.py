@@ -17,7 +17,6 @@ line naming the route; never the connection's or the worker's end.
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Awaitable, Coroutine
 from typing import Any, cast
 
@@ -26,6 +25,8 @@ from ..auth import Key
 from ..http import HTTPError, Request, Response, encode_response, error_response
 from ..latency import Recorder
 from ..routing import BoundRoute, method_not_allowed
+from .state import Conn
+from .upgrade import Upgrade, asks_upgrade
 
 __all__ = ["dispatch"]
 
@@ -49,7 +50,7 @@ def dispatch(
     body: bytes,
     *,
     keep_alive: bool,
-    sock: socket.socket | None = None,
+    conn: Conn | None = None,
     received_ns: int = 0,
 ) -> tuple[bytes | Coroutine[Any, Any, bytes], Recorder]:
     """The encoded response to a parsed request, and the recorder it counts in
@@ -58,8 +59,10 @@ def dispatch(
     A synchronous handler is answered here; an async one comes back as a
     coroutine that gives the encoded response, so a sync route pays for no
     coroutine at all. With auth enabled, whatever is not open is answered
-    only once the guard admits it (``sock`` names the peer in audit lines).
-    ``received_ns`` becomes the request's ``received_ns``.
+    only once the guard admits it (``conn``'s socket names the peer in audit
+    lines). ``received_ns`` becomes the request's ``received_ns``. A route's
+    ``Upgrade`` answer is encoded as its 101 and leaves its session on
+    ``conn.session`` (``server.upgrade``).
     """
     path, _, query = target.partition(b"?")
     head = method == b"HEAD"
@@ -70,7 +73,9 @@ def dispatch(
         # path (GET /v1/book/X?depth=50) is asked instead.
         if snap is not None and not (query and app.router.has_route(method, path)):
             if guard is not None and snap.scope != "open":
-                admitted = guard.admit(headers, snap.scope, method, path, sock)
+                admitted = guard.admit(
+                    headers, snap.scope, method, path, None if conn is None else conn.sock
+                )
                 if isinstance(admitted, HTTPError):
                     refused = Request(method, path, query, headers, body)
                     return _error(
@@ -94,35 +99,47 @@ def dispatch(
     recorder = bound.recorder
     key = None
     if guard is not None and bound.scope != "open":
-        admitted = guard.admit(headers, bound.scope, method, path, sock)
+        admitted = guard.admit(
+            headers, bound.scope, method, path, None if conn is None else conn.sock
+        )
         if isinstance(admitted, HTTPError):
             return _error(admitted, request, recorder, keep_alive=keep_alive), recorder
         key = admitted
+        request.key = key.name
     if bound.scope == "admin":
-        action = _admin_action(app, bound, request, key, head=head, keep_alive=keep_alive)
+        action = _admin_action(app, bound, request, key, conn, head=head, keep_alive=keep_alive)
         return action, recorder
     if bound.is_async:
-        return _respond_later(bound, request, head=head, keep_alive=keep_alive), recorder
+        return _respond_later(bound, request, conn, head=head, keep_alive=keep_alive), recorder
     try:
-        encoded = _encode(bound.handler(request), recorder, head=head, keep_alive=keep_alive)
+        encoded = _encode(
+            bound.handler(request), request, conn, recorder, head=head, keep_alive=keep_alive
+        )
     except _PLUGIN_FAULTS as exc:
         return _failed(exc, request, bound, keep_alive=keep_alive), recorder
     return encoded, recorder
 
 
 async def _respond_later(
-    bound: BoundRoute, request: Request, *, head: bool, keep_alive: bool
+    bound: BoundRoute, request: Request, conn: Conn | None, *, head: bool, keep_alive: bool
 ) -> bytes:
     recorder = bound.recorder
     try:
         response = await cast(Awaitable[object], bound.handler(request))
-        return _encode(response, recorder, head=head, keep_alive=keep_alive)
+        return _encode(response, request, conn, recorder, head=head, keep_alive=keep_alive)
     except _PLUGIN_FAULTS as exc:
         return _failed(exc, request, bound, keep_alive=keep_alive)
 
 
 async def _admin_action(
-    app: App, bound: BoundRoute, request: Request, key: Key | None, *, head: bool, keep_alive: bool
+    app: App,
+    bound: BoundRoute,
+    request: Request,
+    key: Key | None,
+    conn: Conn | None,
+    *,
+    head: bool,
+    keep_alive: bool,
 ) -> bytes:
     """Run an admin route's handler and write the action, with its outcome, to the audit log."""
     status = 500
@@ -130,7 +147,7 @@ async def _admin_action(
         response: object = bound.handler(request)
         if bound.is_async:
             response = await cast(Awaitable[object], response)
-        encoded = _encode(response, bound.recorder, head=head, keep_alive=keep_alive)
+        encoded = _encode(response, request, conn, bound.recorder, head=head, keep_alive=keep_alive)
         status = cast(Response, response).status  # _encode has checked it is one
     except _PLUGIN_FAULTS as exc:
         if isinstance(exc, HTTPError):
@@ -146,21 +163,33 @@ async def _admin_action(
     return encoded
 
 
-def _encode(response: object, recorder: Recorder, *, head: bool, keep_alive: bool) -> bytes:
-    """A handler's result as bytes.
+def _encode(
+    response: object,
+    request: Request,
+    conn: Conn | None,
+    recorder: Recorder,
+    *,
+    head: bool,
+    keep_alive: bool,
+) -> bytes:
+    """A handler's result as bytes: an ``Upgrade`` for a request that asked
+    for its protocol as its 101, its session left on ``conn``.
 
     Raises:
         TypeError: the handler returned something other than a ``Response``, or
             one whose fields do not encode (a str body or header set after it
             was made).
         ValueError: its status is not a final one (200-599): a 1xx would leave
-            the client waiting for the response that never comes.
+            the client waiting for the response that never comes; or it is an
+            ``Upgrade`` the request did not ask for.
     """
     # ``type() is`` first, so the usual Response costs no call to check.
     if type(response) is not Response and not isinstance(response, Response):
         raise TypeError(f"the handler returned {type(response).__name__}, not a Response")
     status = response.status
     if not 200 <= status <= 599:
+        if type(response) is Upgrade and conn is not None:
+            return _switch(response, request, conn)
         raise ValueError(f"the handler's status {status} is not a final one (200-599)")
     encoded = encode_response(
         status,
@@ -172,6 +201,18 @@ def _encode(response: object, recorder: Recorder, *, head: bool, keep_alive: boo
     )
     recorder.count_status(status)
     return encoded
+
+
+def _switch(response: Upgrade, request: Request, conn: Conn) -> bytes:
+    """The 101 for an ``Upgrade``, its session left for the h11 path to run."""
+    if asks_upgrade(request) != response.protocol:
+        raise ValueError(
+            f"the handler answered Upgrade to {response.protocol!r}, which the request "
+            "did not ask for (a GET without a body, with Upgrade and Connection: upgrade)"
+        )
+    conn.session = response.session
+    # No "connection: close": the connection goes on, in the new protocol.
+    return encode_response(101, b"", b"", response.headers)
 
 
 def _error(exc: HTTPError, request: Request, recorder: Recorder, *, keep_alive: bool) -> bytes:

@@ -29,11 +29,13 @@ rather than a reset.
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 from time import perf_counter_ns
 
 import h11
+import trio
 
 from ..app import App
 from ..http import error_response
@@ -41,9 +43,11 @@ from ..latency import Recorder
 from ..sockio import recv, send_all
 from .limits import MAX_EMPTY_LINES
 from .respond import close_lingering, respond
-from .state import BODY, BUSY, HEAD, Conn
+from .state import BODY, BUSY, HEAD, UPGRADED, Conn
 
 __all__ = ["H11Path"]
+
+log = logging.getLogger("sprintd.server")
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -172,10 +176,29 @@ class H11Path:
         if await respond(
             self.app, self.unmatched, conn, request.method, target, headers, body, keep_alive, t0
         ):
+            if conn.session is not None:
+                await _take_over(conn, rest)
+                return None
             return rest
         if rest:  # a request after the last one: closing on it would be a reset
             await close_lingering(conn)
         return None
+
+
+async def _take_over(conn: Conn, rest: bytes) -> None:
+    """Serve the session a route's ``Upgrade`` left (``server.upgrade``) until it returns."""
+    session, conn.session = conn.session, None
+    assert session is not None  # the caller's test
+    conn.takeover = trio.CancelScope()
+    if conn.closing:  # a drain began while the handshake was answered
+        conn.takeover.cancel()
+    conn.state = UPGRADED
+    try:
+        await session(conn, rest)
+    except OSError:
+        raise  # the peer went away: the connection's end, as for any response
+    except Exception:
+        log.exception("an upgraded connection's session failed; closed it")
 
 
 # A body read: (body, what followed it); () when the peer closed first; None
