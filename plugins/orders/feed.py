@@ -59,6 +59,7 @@ from sprintd import (
     Upgrade,
     asks_upgrade,
     recv,
+    send_all,
 )
 
 from .events import EV_TRADE
@@ -149,6 +150,8 @@ class Feed:
         self.send_timeout = send_timeout
         self.max_pending = max_pending
         self.channels: dict[str, set[Subscriber]] = {}
+        # The last frame encoded per channel: (seq, data, frame) (_Session._frame).
+        self.frames: dict[str, tuple[int, str, bytes]] = {}
         # Whose the resting orders entered with a key are: order id -> key name.
         self.owners: dict[int, str] = {}
         # The newest trade id each symbol's subscribers have been given.
@@ -261,6 +264,7 @@ class Feed:
                 found.discard(sub)
                 if not found:
                     del self.channels[name]
+                    self.frames.pop(name, None)
 
     def _check(self, message: str, key: str | None) -> list[str]:
         """The channels a first message subscribes to, or ``_Closed`` (1008)."""
@@ -356,17 +360,19 @@ class _Session:
                     pass
 
     async def _send(self, data: bytes) -> None:
-        async with self.lock:
+        lock = self.lock
+        # Taken without a checkpoint when free, as it almost always is: a
+        # fan-out to thousands pays no scheduling round for it.
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()
+        try:
             self.sending = True
-            sock = self.conn.sock
-            view = memoryview(data)
-            while view:
-                await trio.lowlevel.wait_writable(sock)
-                try:
-                    view = view[sock.send(view) :]
-                except BlockingIOError:
-                    continue
+            await send_all(self.conn.sock, data)
             self.sending = False
+        finally:
+            lock.release()
 
     async def _events(self) -> list[Event]:
         """The peer's next events; [] at its end of stream."""
@@ -448,7 +454,17 @@ class _Session:
 
     def _frame(self, seqs: dict[str, int], channel: str, data: str) -> bytes:
         seq = seqs[channel] = seqs.get(channel, 0) + 1
-        return self.ws.send(TextMessage(f'{{"channel":"{channel}","seq":{seq},"data":{data}}}'))
+        # Subscribers in step (the same seq for the same data, as every
+        # subscriber since the same moment is) share one encoded frame: a
+        # server's frame is unmasked, and a whole message leaves wsproto's
+        # state as it found it, so the bytes are the same for each.
+        frames = self.feed.frames
+        cached = frames.get(channel)
+        if cached is not None and cached[0] == seq and cached[1] is data:
+            return cached[2]
+        frame = self.ws.send(TextMessage(f'{{"channel":"{channel}","seq":{seq},"data":{data}}}'))
+        frames[channel] = (seq, data, frame)
+        return frame
 
     async def _prices(self) -> None:
         snapshot = self.feed.snapshots.get(PRICES_PATH)
