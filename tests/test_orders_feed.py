@@ -18,11 +18,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from sprintd.plugins.orders.client import EntryClient
-from sprintd.plugins.orders.feed import CLOSE_BAD_SUBSCRIBE, CLOSE_SLOW
+from sprintd.plugins.orders.feed import CLOSE_BAD_SUBSCRIBE, CLOSE_SLOW, Feed, _Closed
+from sprintd.plugins.orders.plugin import OrdersPlugin
+from sprintd.plugins.prices.plugin import PricesPlugin
+from sprintd.testing import make_app
 
 from .daemons import FAST_SERVER_ENV, Daemon, DaemonFactory
 
@@ -266,3 +271,51 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.delenv(name, raising=False)
     yield
+
+
+# --- the first message, in process ---------------------------------------------
+
+VALID = ["book:BTC-USD", "trades:ETH-USD", "prices", "orders"]
+CHANNEL = st.one_of(st.sampled_from([*VALID, "book:", "book:NOPE", "trades", "Prices"]), st.text())
+
+
+@pytest.fixture(scope="module")
+def feed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Feed]:
+    app = make_app(
+        [OrdersPlugin(), PricesPlugin()],
+        {"SPRINTD_DATA_DIR": str(tmp_path_factory.mktemp("data"))},
+    )
+    try:
+        app.pm.hook.sprintd_listeners(app=app)  # the orders plugin takes its books here
+        [api] = [p.api for p in app.pm.get_plugins() if isinstance(p, OrdersPlugin)]
+        assert api is not None
+        yield api.feed
+    finally:
+        app.teardown()
+
+
+@given(
+    message=st.one_of(
+        st.text(),
+        st.builds(lambda names: json.dumps({"subscribe": names}), st.lists(CHANNEL)),
+        st.builds(json.dumps, st.dictionaries(st.text(), st.integers() | st.text())),
+    ),
+    key=st.sampled_from([None, "trader"]),
+)
+@example(message="[" * 60_000, key=None)  # deeper than Python's recursion limit
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_a_first_message_subscribes_or_is_refused_with_1008(
+    feed: Feed, message: str, key: str | None
+) -> None:
+    try:
+        names = feed._check(message, key)
+    except _Closed as closed:
+        assert closed.code == CLOSE_BAD_SUBSCRIBE
+        assert closed.reason
+        return
+    subscribe = json.loads(message)["subscribe"]
+    assert names == list(dict.fromkeys(subscribe))
+    assert names and set(names) <= set(VALID)
+    assert key is not None or "orders" not in names

@@ -270,7 +270,7 @@ class Feed:
         """The channels a first message subscribes to, or ``_Closed`` (1008)."""
         try:
             data = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the interpreter's limit
             raise _Closed(CLOSE_BAD_SUBSCRIBE, "the first message is not JSON") from None
         names = data.get("subscribe") if isinstance(data, dict) else None
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
