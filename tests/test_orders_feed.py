@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import signal
 import socket
 import threading
@@ -23,15 +22,14 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from sprintd.plugins.orders.client import EntryClient
 from sprintd.plugins.orders.feed import CLOSE_BAD_SUBSCRIBE, CLOSE_SLOW, Feed, _Closed
 from sprintd.plugins.orders.plugin import OrdersPlugin
 from sprintd.plugins.prices.plugin import PricesPlugin
 from sprintd.testing import make_app
 
 from .daemons import FAST_SERVER_ENV, Daemon, DaemonFactory
+from .test_orders import _entry
 
-ENTRY = re.compile(r"serving orders-entry on (\S+):(\d+)")
 JSON_HEADERS = {"Content-Type": "application/json"}
 WAIT = 20.0  # only a hang waits this long
 TRADER_KEY = "feed-trader-key-0123456789"
@@ -86,12 +84,6 @@ def _post(served: Daemon, body: dict[str, Any], key: str | None = None) -> dict[
     assert result.status in (200, 201), result.body
     answer: dict[str, Any] = result.json()
     return answer
-
-
-def _entry(served: Daemon) -> EntryClient:
-    found = ENTRY.search(served.stderr())
-    assert found is not None, served.stderr()
-    return EntryClient(found.group(1), int(found.group(2)))
 
 
 def _closed_with(ws: ClientConnection) -> int | None:
