@@ -25,6 +25,12 @@ lines before a request line are skipped (section 2.2), and an absolute-form
 target is routed by its path (section 3.2.2). A response that closes the
 connection is followed by a lingering close, so that the peer reads it
 rather than a reset.
+
+A request that asks to upgrade (``Upgrade``) is read here, never on the
+fast path or by the strict parser, which decline the header; when its
+route answers ``Upgrade``, the 101 is sent as any response and the
+connection is then the route's session's (``server.upgrade``), with what
+followed the request, until the session returns and the connection closes.
 """
 
 from __future__ import annotations
