@@ -25,7 +25,8 @@ from .server.framed import (
     framed_listener,
     timed_framed_listener,
 )
-from .server.state import Conn
+from .server.state import Conn, Session
+from .server.upgrade import Upgrade, asks_upgrade
 from .settings import ConfigError
 from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
 from .sockio import connect, recv, send_all
@@ -59,14 +60,17 @@ __all__ = [
     "Route",
     "Script",
     "Section",
+    "Session",
     "Snapshot",
     "SnapshotSpec",
     "SnapshotTable",
     "Streamed",
     "Summary",
     "TimedFrameHandler",
+    "Upgrade",
     "__version__",
     "add_histogram",
+    "asks_upgrade",
     "connect",
     "decode_payload",
     "encode_frame",

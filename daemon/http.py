@@ -148,12 +148,15 @@ class Request:
     for a pipelined request, once the one before it was answered): the
     start of the route's own latency, for a handler that times its work
     from the wire (the prices plugin). 0 when no server read it.
-    ``request_id`` is the X-Request-ID its response carries.
+    ``request_id`` is the X-Request-ID its response carries. ``key`` is the
+    name of the API key the guard admitted it with; None on an open route or
+    with ``[auth]`` off.
     """
 
     __slots__ = (
         "body",
         "headers",
+        "key",
         "method",
         "params",
         "path",
@@ -182,6 +185,7 @@ class Request:
         # (``extra={"request_id": ...}``).
         self.request_id = request_id
         self.params: dict[str, str] = {}
+        self.key: str | None = None
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header; ``name`` in lower case."""

@@ -64,6 +64,9 @@ async def test_the_page_is_served_whole_and_fetches_nothing_from_elsewhere() -> 
         'id="run-test"',
         'id="perf-result"',
         "POLL_MS = 1000",
+        "/v1/ws`",
+        'id="book"',
+        'id="trades"',
     ):
         assert needle in page, needle
 

@@ -78,3 +78,36 @@ def test_the_button_runs_the_performance_test_and_the_page_shows_it(
     # Text, panels, chart axes and lines: many colours, and much not background.
     assert len(colours) > 100, len(colours)
     assert drawn > 0.2 * width * height, drawn / (width * height)
+
+
+def test_the_market_section_shows_a_new_order_and_trade_without_a_reload(
+    daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    served = daemon()
+    with chromium(tmp_path / "profile") as browser:
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=f"http://{served.host}:{served.port}/dashboard")
+        browser.wait_for(
+            "document.readyState === 'complete'"
+            " && document.getElementById('market-state').textContent === 'live'"
+            " && document.getElementById('book').dataset.sequence !== undefined",
+            timeout=20,
+        )
+        # Gone if the page reloads: what follows must come over the WebSocket.
+        browser.evaluate("window.loadedOnce = 'yes'")
+        order = {"symbol": "BTC-USD", "side": "sell", "price": "12345.67", "qty": "2"}
+        result = served.request("POST", "/v1/orders", json.dumps(order).encode(), JSON_HEADERS)
+        assert result.status == 201, result.body
+        browser.wait_for("document.getElementById('book').textContent.includes('12345.67')", 20)
+        crossing = {"symbol": "BTC-USD", "side": "buy", "price": "12345.67", "qty": "0.5"}
+        result = served.request("POST", "/v1/orders", json.dumps(crossing).encode(), JSON_HEADERS)
+        assert result.status == 201, result.body
+        trades = browser.wait_for(
+            "document.getElementById('trades').dataset.count === '1'"
+            " && document.getElementById('trades').textContent",
+            20,
+        )
+        assert "12345.67" in trades and "0.5000" in trades
+        # The book shows what is left of the sell.
+        browser.wait_for("document.getElementById('book').textContent.includes('1.5000')", 20)
+        assert browser.evaluate("window.loadedOnce") == "yes"

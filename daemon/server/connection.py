@@ -23,7 +23,8 @@ to take it, from whichever path it comes.
 
 Shutdown (``drain``): the listeners close, resting connections (nothing
 under way, nothing unread) are closed, busy ones finish the request or batch
-they are on and then close; whatever is left after ``drain_timeout`` is
+they are on and then close, upgraded ones are told to end their session
+(``server.upgrade``); whatever is left after ``drain_timeout`` is
 cancelled. A connection closed by the drain is closed cleanly: FIN first,
 then what the peer still sends is read and dropped until it closes too, so
 no unread byte turns the close into a reset.
@@ -52,7 +53,20 @@ from .h11path import H11Path
 from .limits import ACCEPT_CAPACITY_ERRNOS, ACCEPT_SLEEP, DRAIN_LINGER, LINGER_BYTES, REAPER_TICK
 from .parser import parse
 from .respond import close_lingering, respond
-from .state import BODY, BUSY, HEAD, IDLE, LINGER, NO_BUFFER, RESTING, SEND, SESSION, TIMEOUTS, Conn
+from .state import (
+    BODY,
+    BUSY,
+    HEAD,
+    IDLE,
+    LINGER,
+    NO_BUFFER,
+    RESTING,
+    SEND,
+    SESSION,
+    TIMEOUTS,
+    UPGRADED,
+    Conn,
+)
 
 __all__ = ["HTTPServer"]
 
@@ -306,6 +320,9 @@ class HTTPServer:
             conn.closing = True
             if conn.state == LINGER or (conn.state in RESTING and not _readable(conn.sock)):
                 conn.scope.cancel()
+            elif conn.state == UPGRADED and conn.takeover is not None:
+                # Its session says goodbye in its protocol (server.upgrade).
+                conn.takeover.cancel()
 
     def cancel_all(self) -> None:
         for conn in list(self.connections):

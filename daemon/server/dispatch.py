@@ -17,7 +17,6 @@ line naming the route; never the connection's or the worker's end.
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Awaitable
 from typing import cast
 
@@ -35,6 +34,8 @@ from ..http import (
 )
 from ..latency import Recorder
 from ..routing import BoundRoute, method_not_allowed
+from .state import Conn
+from .upgrade import Upgrade, asks_upgrade
 
 __all__ = ["FORWARDED", "Dispatched", "dispatch"]
 
@@ -69,7 +70,7 @@ def dispatch(
     body: bytes,
     *,
     keep_alive: bool,
-    sock: socket.socket | None = None,
+    conn: Conn | None = None,
     received_ns: int = 0,
 ) -> Dispatched:
     """The encoded response to a parsed request, and the recorder it counts in
@@ -81,8 +82,10 @@ def dispatch(
     handler's ``Streamed`` answer is handed on as it is, for the caller to
     run with the connection (``respond``). With auth
     enabled, whatever is not open is answered only once the guard admits it
-    (``sock`` names the peer in audit lines).
-    ``received_ns`` becomes the request's ``received_ns``.
+    (``conn``'s socket names the peer in audit lines).
+    ``received_ns`` becomes the request's ``received_ns``. A route's
+    ``Upgrade`` answer is encoded as its 101 and leaves its session on
+    ``conn.session`` (``server.upgrade``).
 
     X-Request-ID: the client's is echoed when it is valid
     (``http.valid_request_id``) and replaced by a made one when it is not;
@@ -124,7 +127,9 @@ def dispatch(
         recorder = snap.recorder
         key_name = None
         if guard is not None and snap.scope != "open":
-            admitted = guard.admit(headers, snap.scope, method, path, sock)
+            admitted = guard.admit(
+                headers, snap.scope, method, path, None if conn is None else conn.sock
+            )
             if isinstance(admitted, HTTPError):
                 refused = Request(method, path, query, headers, body, request_id=request_id)
                 error = _error(admitted, refused, recorder, keep_alive=keep_alive)
@@ -162,21 +167,26 @@ def dispatch(
     recorder = bound.recorder
     key = None
     if guard is not None and bound.scope != "open":
-        admitted = guard.admit(headers, bound.scope, method, path, sock)
+        admitted = guard.admit(
+            headers, bound.scope, method, path, None if conn is None else conn.sock
+        )
         if isinstance(admitted, HTTPError):
             error = _error(admitted, request, recorder, keep_alive=keep_alive)
             return error, recorder, request_id, None
         key = admitted
+        request.key = key.name
     key_name = None if key is None else key.name
     if bound.scope == "admin":
-        action = _admin_action(app, bound, request, key, head=head, keep_alive=keep_alive)
+        action = _admin_action(app, bound, request, key, conn, head=head, keep_alive=keep_alive)
         return action, recorder, request_id, key_name
     if bound.is_async:
-        later = _respond_later(bound, request, head=head, keep_alive=keep_alive)
+        later = _respond_later(bound, request, conn, head=head, keep_alive=keep_alive)
         return later, recorder, request_id, key_name
     try:
         answer = _encode(
             bound.handler(request),
+            request,
+            conn,
             recorder,
             head=head,
             keep_alive=keep_alive,
@@ -188,20 +198,33 @@ def dispatch(
 
 
 async def _respond_later(
-    bound: BoundRoute, request: Request, *, head: bool, keep_alive: bool
+    bound: BoundRoute, request: Request, conn: Conn | None, *, head: bool, keep_alive: bool
 ) -> bytes | Streamed:
     recorder = bound.recorder
     try:
         response = await cast(Awaitable[object], bound.handler(request))
         return _encode(
-            response, recorder, head=head, keep_alive=keep_alive, request_id=request.request_id
+            response,
+            request,
+            conn,
+            recorder,
+            head=head,
+            keep_alive=keep_alive,
+            request_id=request.request_id,
         )
     except _PLUGIN_FAULTS as exc:
         return _failed(exc, request, bound, keep_alive=keep_alive)
 
 
 async def _admin_action(
-    app: App, bound: BoundRoute, request: Request, key: Key | None, *, head: bool, keep_alive: bool
+    app: App,
+    bound: BoundRoute,
+    request: Request,
+    key: Key | None,
+    conn: Conn | None,
+    *,
+    head: bool,
+    keep_alive: bool,
 ) -> bytes:
     """Run an admin route's handler and write the action, with its outcome, to the audit log."""
     status = 500
@@ -211,6 +234,8 @@ async def _admin_action(
             response = await cast(Awaitable[object], response)
         encoded = _encode(
             response,
+            request,
+            conn,
             bound.recorder,
             head=head,
             keep_alive=keep_alive,
@@ -234,17 +259,26 @@ async def _admin_action(
 
 
 def _encode(
-    response: object, recorder: Recorder, *, head: bool, keep_alive: bool, request_id: bytes
+    response: object,
+    request: Request,
+    conn: Conn | None,
+    recorder: Recorder,
+    *,
+    head: bool,
+    keep_alive: bool,
+    request_id: bytes,
 ) -> bytes | Streamed:
     """A handler's result as bytes (a ``Streamed`` one as it is: its status
-    is counted once it is known).
+    is counted once it is known; an ``Upgrade`` for a request that asked for
+    its protocol as its 101, its session left on ``conn``).
 
     Raises:
         TypeError: the handler returned something other than a ``Response``, or
             one whose fields do not encode (a str body or header set after it
             was made).
         ValueError: its status is not a final one (200-599): a 1xx would leave
-            the client waiting for the response that never comes.
+            the client waiting for the response that never comes; or it is an
+            ``Upgrade`` the request did not ask for.
     """
     # ``type() is`` first, so the usual Response costs no call to check.
     if type(response) is not Response and not isinstance(response, Response):
@@ -253,6 +287,8 @@ def _encode(
         raise TypeError(f"the handler returned {type(response).__name__}, not a Response")
     status = response.status
     if not 200 <= status <= 599:
+        if type(response) is Upgrade and conn is not None:
+            return _switch(response, request, conn)
         raise ValueError(f"the handler's status {status} is not a final one (200-599)")
     encoded = encode_response(
         status,
@@ -265,6 +301,18 @@ def _encode(
     )
     recorder.count_status(status)
     return encoded
+
+
+def _switch(response: Upgrade, request: Request, conn: Conn) -> bytes:
+    """The 101 for an ``Upgrade``, its session left for the h11 path to run."""
+    if asks_upgrade(request) != response.protocol:
+        raise ValueError(
+            f"the handler answered Upgrade to {response.protocol!r}, which the request "
+            "did not ask for (a GET without a body, with Upgrade and Connection: upgrade)"
+        )
+    conn.session = response.session
+    # No "connection: close": the connection goes on, in the new protocol.
+    return encode_response(101, b"", b"", response.headers)
 
 
 def _error(exc: HTTPError, request: Request, recorder: Recorder, *, keep_alive: bool) -> bytes:

@@ -25,15 +25,23 @@ lines before a request line are skipped (section 2.2), and an absolute-form
 target is routed by its path (section 3.2.2). A response that closes the
 connection is followed by a lingering close, so that the peer reads it
 rather than a reset.
+
+A request that asks to upgrade (``Upgrade``) is read here, never on the
+fast path or by the strict parser, which decline the header; when its
+route answers ``Upgrade``, the 101 is sent as any response and the
+connection is then the route's session's (``server.upgrade``), with what
+followed the request, until the session returns and the connection closes.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 from time import perf_counter_ns
 
 import h11
+import trio
 
 from ..app import App
 from ..http import error_response
@@ -41,9 +49,11 @@ from ..latency import Recorder
 from ..sockio import recv, send_all
 from .limits import MAX_EMPTY_LINES
 from .respond import close_lingering, respond
-from .state import BODY, BUSY, HEAD, Conn
+from .state import BODY, BUSY, HEAD, UPGRADED, Conn
 
 __all__ = ["H11Path"]
+
+log = logging.getLogger("sprintd.server")
 
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -172,10 +182,29 @@ class H11Path:
         if await respond(
             self.app, self.unmatched, conn, request.method, target, headers, body, keep_alive, t0
         ):
+            if conn.session is not None:
+                await _take_over(conn, rest)
+                return None
             return rest
         if rest:  # a request after the last one: closing on it would be a reset
             await close_lingering(conn)
         return None
+
+
+async def _take_over(conn: Conn, rest: bytes) -> None:
+    """Serve the session a route's ``Upgrade`` left (``server.upgrade``) until it returns."""
+    session, conn.session = conn.session, None
+    assert session is not None  # the caller's test
+    conn.takeover = trio.CancelScope()
+    if conn.closing:  # a drain began while the handshake was answered
+        conn.takeover.cancel()
+    conn.state = UPGRADED
+    try:
+        await session(conn, rest)
+    except OSError:
+        raise  # the peer went away: the connection's end, as for any response
+    except Exception:
+        log.exception("an upgraded connection's session failed; closed it")
 
 
 # A body read: (body, what followed it); () when the peer closed first; None

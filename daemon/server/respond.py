@@ -55,7 +55,7 @@ async def respond(
         headers,
         body,
         keep_alive=keep_alive,
-        sock=conn.sock,
+        conn=conn,
         received_ns=t0,
     )
     if not isinstance(response, bytes):

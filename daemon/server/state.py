@@ -15,6 +15,8 @@ States and their transitions (HTTP on the left, a framed port on the right)::
     SESSION --a frame begins--> FRAME --frames whole--> BUSY --replies--> SESSION
                                                           \\--slow peer--> SEND --> SESSION
 
+    BUSY --a route answered Upgrade, 101 sent--> UPGRADED --its session returns--> closed
+
 Timing: a loop stores ``mark`` at each step of progress (any value that
 changes: the ``perf_counter_ns`` it already took for latency), so the hot
 path pays one attribute store and reads no second clock. The reaper, every
@@ -28,6 +30,7 @@ drive it with ``autojump_clock`` in no real time.
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -43,7 +46,9 @@ __all__ = [
     "SEND",
     "SESSION",
     "TIMEOUTS",
+    "UPGRADED",
     "Conn",
+    "Session",
 ]
 
 IDLE = 0  # HTTP, between requests
@@ -54,9 +59,11 @@ SEND = 4  # an answer the peer is slow to take
 SESSION = 5  # a framed port, between frames
 FRAME = 6  # a framed port, a frame begun
 LINGER = 7  # a closing answer sent, the peer's input read and dropped (sockio.linger)
+UPGRADED = 8  # taken over by a route's session after a 101 (server.upgrade)
 
 # Each state's timeout, by the ``[server]`` setting that sets it; a state not
-# here has none (a handler's own time; a linger, bounded by its own limits).
+# here has none (a handler's own time; a linger, bounded by its own limits;
+# an upgraded connection, whose protocol has its own liveness: a WebSocket's ping).
 # FRAME is the body timeout without the HTTP 408 a HEAD or BODY gets.
 TIMEOUTS = {
     IDLE: "keepalive_timeout",  # keep-alive
@@ -81,6 +88,11 @@ class Conn:
     ``seen_mark`` and ``since`` the reaper's. ``closing`` is set when the
     worker drains: a loop finishes what is under way and then returns instead
     of reading the next request.
+
+    ``session`` is the session a route's ``Upgrade`` answer left to run once
+    its 101 is sent; ``takeover`` the cancel scope that session runs its
+    protocol in, which a drain cancels so the session can say goodbye after
+    (``server.upgrade``).
     """
 
     __slots__ = (
@@ -90,9 +102,11 @@ class Conn:
         "scope",
         "seen_mark",
         "seen_state",
+        "session",
         "since",
         "sock",
         "state",
+        "takeover",
     )
 
     def __init__(self, sock: socket.socket, buf: bytearray, state: int = IDLE) -> None:
@@ -106,3 +120,10 @@ class Conn:
         self.seen_mark = 0
         self.since = 0.0
         self.closing = False
+        self.session: Session | None = None
+        self.takeover: trio.CancelScope | None = None
+
+
+# What an upgraded connection is served by: the connection, and the bytes the
+# peer sent past the request that asked for the upgrade.
+Session = Callable[[Conn, bytes], Awaitable[None]]

@@ -35,6 +35,7 @@ from sprintd import (
 )
 
 from .commands import InvalidOrder, Parser
+from .feed import Feed
 from .render import Renderer
 from .service import OrderService, Outcome
 
@@ -81,6 +82,16 @@ class OrdersAPI:
         self.render = Renderer(service.specs)
         self.books: dict[str, Snapshot] = {}
         service.on_halt = self._halted
+        server = app.settings.server
+        self.feed = Feed(
+            service,
+            self.render,
+            self.books,
+            app.snapshots,
+            first_message_timeout=server.header_timeout,
+            send_timeout=server.body_timeout,
+            max_pending=service.section.feed_max_pending,
+        )
 
     def _halted(self, reason: str) -> None:
         log.critical("orders: halted, changes refused until a restart: %s", reason)
@@ -113,6 +124,7 @@ class OrdersAPI:
         depth = service.section.book_depth
         for symbol in service.dirty:
             self.books[symbol].publish(self.book_body(symbol, depth))
+            self.feed.changed(symbol)
         service.dirty.clear()
 
     def writable(self) -> None:
@@ -162,10 +174,12 @@ class OrdersAPI:
             Route("PATCH", "/v1/orders/{order_id}", self.patch_order, scope="trade"),
             Route("GET", "/v1/book/{symbol}", self.get_book, scope="read"),
             Route("GET", "/v1/trades/{symbol}", self.get_trades, scope="read"),
+            Route("GET", "/v1/ws", self.feed.upgrade, scope="read"),
         ]
 
     def _answer(self, request: Request, outcome: Outcome, status: int) -> Response:
         body = self.render.order(outcome.state, outcome.events)
+        self.feed.answered(request.key, outcome, body)
         return Response.data(body, status, msgpack_=request.wants_msgpack())
 
     async def post_order(self, request: Request) -> Response:

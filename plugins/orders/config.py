@@ -64,6 +64,9 @@ class OrdersSection(PluginSection):
     # Levels in the /v1/book/{symbol} snapshot; ?depth=N asks for more.
     book_depth: int = Field(20, ge=1, le=10_000)
     trades_kept: int = Field(1000, ge=1)
+    # Trade and order events a /v1/ws subscriber may fall behind by before it
+    # is dropped (close 1013); books and prices are coalesced instead (feed.py).
+    feed_max_pending: int = Field(4096, ge=1)
     # Done orders GET /v1/orders/{id} still finds, per symbol (and client
     # order ids remembered). More makes full collections longer: 100k done
     # orders made one take 7 ms.
