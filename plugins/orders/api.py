@@ -5,11 +5,11 @@ Strategy
 Both ports read top to bottom in the service's order of work (``service``
 module): parse (``commands.Parser``: a bad request changes nothing), apply
 (``service.OrderService``), journal, render (``render.Renderer``); and both
-republish the changed books' fast-path snapshots once per request or per
-batch, after the journal has the records. Every refusal is an
-``HTTPError`` (``commands.InvalidOrder`` is one) raised where it is found,
-with its status, code and Retry-After: the core's dispatch answers it over
-HTTP, and ``_command`` maps it to ``["error", code, message]`` on the
+republish the changed books' fast-path snapshots after the journal has the
+records and before the answer, once per journal batch (``journaled``).
+Every refusal is an ``HTTPError`` (``commands.InvalidOrder`` is one) raised
+where it is found, with its status, code and Retry-After: the core's
+dispatch answers it over HTTP, and ``_command`` maps it to ``["error", code, message]`` on the
 order-entry port, the one place either port handles errors. When the
 service halts, /readyz turns 503 and every change is refused with
 ``orders_halted`` (503, with Retry-After over HTTP).
@@ -80,6 +80,8 @@ class OrdersAPI:
         self.parse = Parser(service.specs)
         self.render = Renderer(service.specs)
         self.books: dict[str, Snapshot] = {}
+        # The service's ``applied`` when the books were last published.
+        self.published = service.applied
         service.on_halt = self._halted
 
     def _halted(self, reason: str) -> None:
@@ -114,6 +116,7 @@ class OrdersAPI:
         for symbol in service.dirty:
             self.books[symbol].publish(self.book_body(symbol, depth))
         service.dirty.clear()
+        self.published = service.applied
 
     def writable(self) -> None:
         """Refuse a write before anything is applied while the journal cannot take it."""
@@ -135,12 +138,21 @@ class OrdersAPI:
         ]
 
     async def journaled(self, payloads: list[bytes]) -> None:
-        """Make the commands durable, then the books' snapshots current.
+        """Make the commands just applied durable, then the books' snapshots
+        at least as current as they are: an answer never leaves before the
+        book it changed shows it, on any connection.
+
+        The books are rendered by the first answer that finds them older
+        than its commands: the journal wakes a whole batch's answers at
+        once, and the first publishes every command applied by then, so the
+        rest (and later ones already applied) publish nothing, and a busy
+        book is rendered once per batch, not once per order.
 
         Checkpoints are the journal's (``register`` in the plugin). A failed
         journal answers 503: the commands were applied but are not durable,
         so they are not acknowledged (and readiness fails with the reason).
         """
+        applied = self.service.applied
         if payloads:
             try:
                 if len(payloads) == 1:
@@ -149,7 +161,8 @@ class OrdersAPI:
                     await self.journal.append_many(STREAM, payloads)
             except JournalError as exc:
                 raise journal_unavailable(str(exc), self.journal.probe_interval) from None
-        self.publish()
+        if self.published < applied:
+            self.publish()
 
     # --- HTTP ------------------------------------------------------------------
 

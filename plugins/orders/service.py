@@ -142,6 +142,8 @@ class OrderService:
         trades: symbol -> the latest ``trades_kept`` trades, oldest first, as
             ``(trade_id, maker, taker, price, qty, taker_side)``.
         dirty: symbols whose books changed since the API last published them.
+        applied: commands applied so far (live and replayed): the API's mark
+            of how far a published book is current.
         halted: why the service halted (module doc), or None.
         on_halt: called once, with the reason, when the service halts.
     """
@@ -180,6 +182,7 @@ class OrderService:
             symbol: deque(maxlen=section.trades_kept) for symbol in self.engines
         }
         self.dirty: set[str] = set()
+        self.applied = 0
 
     # --- reading state -------------------------------------------------------
 
@@ -255,9 +258,9 @@ class OrderService:
                         409,
                     )
                 return None, Outcome(done[1], [], created=False)
-        command[1] = self.next_id
+        command[1] = order_id = self.next_id
         payload, events = self._commit(command)
-        return payload, Outcome(self.find(command[1])[1], events, True)
+        return payload, Outcome(self._state(command[2], order_id), events, True)
 
     def cancel(self, order_id: Any) -> tuple[bytes, Outcome]:
         """Cancel a live order; the payload to journal.
@@ -267,7 +270,7 @@ class OrderService:
         """
         symbol = self.live_symbol(order_id)
         payload, events = self._commit([CANCEL, order_id, symbol, 0])
-        return payload, Outcome(self.find(order_id)[1], events, False)
+        return payload, Outcome(self._state(symbol, order_id), events, False)
 
     def replace(
         self, order_id: int, symbol: str, price: int | None, qty: int | None
@@ -280,7 +283,14 @@ class OrderService:
         """
         self.check_running()
         payload, events = self._commit([REPLACE, order_id, symbol, price, qty, 0])
-        return payload, Outcome(self.find(order_id)[1], events, False)
+        return payload, Outcome(self._state(symbol, order_id), events, False)
+
+    def _state(self, symbol: str, order_id: int) -> OrderState:
+        """The state of an order just commanded: its engine knows it (the
+        engine keeps the order a command ended), so no other is asked."""
+        state = self.engines[symbol].order(order_id)
+        assert state is not None, f"{symbol} forgot order {order_id} it was just given"
+        return state
 
     def _commit(self, command: list[Any]) -> tuple[bytes, list[Event]]:
         """Time, encode, then apply a valid command: all of it or nothing.
@@ -337,6 +347,7 @@ class OrderService:
             self._settle(engine, order_id)
         self._expire()
         self.dirty.add(symbol)
+        self.applied += 1
         return events
 
     def _settle(self, engine: Engine, order_id: int) -> None:
