@@ -178,8 +178,11 @@ class OrdersAPI:
         ]
 
     def _answer(self, request: Request, outcome: Outcome, status: int) -> Response:
-        body = self.render.order(outcome.state, outcome.events)
-        return Response.data(body, status, msgpack_=request.wants_msgpack())
+        if request.wants_msgpack():
+            return Response.data(
+                self.render.order(outcome.state, outcome.events), status, msgpack_=True
+            )
+        return Response(status, self.render.order_json(outcome.state, outcome.events))
 
     async def post_order(self, request: Request) -> Response:
         self.writable()
@@ -189,7 +192,9 @@ class OrdersAPI:
 
     def get_order(self, request: Request) -> Response:
         _, state = self.service.find(_order_id(request))
-        return Response.data(self.render.order(state), msgpack_=request.wants_msgpack())
+        if request.wants_msgpack():
+            return Response.data(self.render.order(state), msgpack_=True)
+        return Response(200, self.render.order_json(state))
 
     async def delete_order(self, request: Request) -> Response:
         self.writable()
