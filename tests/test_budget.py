@@ -68,8 +68,9 @@ GUARDED_H11_PATH_CALLS = 75
 # the journal append, the answer's rendering and json.dumps (260 when written;
 # 224 with the field check, the units cache, no engine scan and the books
 # published once per journal batch; 223 with the answer's JSON made in one
-# formatting call, where json.dumps of a dict cost 2.4x the time).
-ORDERS_POST_CALLS = 223
+# formatting call, where json.dumps of a dict cost 2.4x the time; 221 with the
+# journal's fsync handed to its own thread, not through trio.to_thread).
+ORDERS_POST_CALLS = 221
 # Blocks retained per request: nothing should stay behind.
 RETAINED_BLOCKS_PER_REQUEST = 0.01
 
