@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -179,3 +180,18 @@ def test_a_parser_answers_every_amount_as_a_fresh_one_would(
         field = "price" if price else "qty"
         expected = _units_or_code(Parser(specs), symbol, value, field)
         assert _units_or_code(seasoned, symbol, value, field) == expected, (symbol, value, field)
+
+
+def test_a_command_that_cannot_be_recorded_leaves_the_next_record_whole() -> None:
+    # The service packs every record with one packer: one that fails half
+    # way (a lone surrogate cannot be UTF-8) must leave nothing for the next.
+    clock = Clock()
+    service = _service(clock)
+    orders = Recorder(service)
+    with pytest.raises(InvalidOrder) as refused:
+        orders.new("1.00", account="a\ud800")
+    assert refused.value.code == "invalid_body"
+    orders.new("1.00", account="a")
+    [record] = orders.journal
+    assert msgpack.unpackb(record)[9] == "a"
+    assert _replayed(clock, orders.journal).state_hash() == service.state_hash()
