@@ -234,6 +234,43 @@ async def test_always_returns_only_after_the_fsync_that_covers_the_record(
         assert done.is_set()
 
 
+def _fsync_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "sprintd-journal-fsync"]
+
+
+async def test_a_run_cancelled_during_an_fsync_waits_for_it_and_leaves_no_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path / "j", fsync="always")
+    journal.open()
+    spy = FsyncSpy(monkeypatch)
+    spy.gate.clear()
+    stopped = trio.Event()
+    writer = trio.CancelScope()
+
+    async def run() -> None:
+        with writer:
+            await journal.run()
+        stopped.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        nursery.start_soon(journal.append, "orders", b"held")
+        await trio.to_thread.run_sync(spy.entered.wait)
+        assert len(_fsync_threads()) == 1
+        writer.cancel()
+        for _ in range(20):
+            await trio.sleep(0.001)
+        # The cancel waits for the fsync in its thread: never one left behind.
+        assert not stopped.is_set()
+        spy.gate.set()
+    journal.close()
+    assert journal.synced_seq == 1
+    for thread in _fsync_threads():
+        thread.join(10)
+    assert _fsync_threads() == []
+
+
 async def test_interval_returns_after_write_and_fsyncs_in_the_background(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

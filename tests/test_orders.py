@@ -7,6 +7,7 @@ import re
 import signal
 import socket
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from sprintd.plugins.orders.config import OrdersSection
 from sprintd.plugins.orders.plugin import _PriceTime
 from sprintd.plugins.orders.service import OrderService
 
-from .daemons import Daemon, DaemonFactory, wait_for
+from .daemons import Daemon, DaemonFactory, RawConn, wait_for
 
 ENTRY = re.compile(r"serving orders-entry on (\S+):(\d+)")
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -82,6 +83,48 @@ def test_the_book_snapshot_and_the_depth_query(served: Daemon) -> None:
     assert full["bids"][0] == ["40002.00", "0.1000"]
     assert top["bids"] == [["40002.00", "0.1000"]]
     assert top["sequence"] == full["sequence"] > 0
+
+
+def _book_bids(conn: RawConn) -> set[str]:
+    conn.send(b"GET /v1/book/BTC-USD HTTP/1.1\r\nHost: t\r\n\r\n")
+    response = conn.read_response()
+    assert response.status == 200, response.body
+    return {price for price, _ in response.json()["bids"]}
+
+
+def test_an_acknowledged_order_is_in_the_book_on_any_connection(daemon: DaemonFactory) -> None:
+    # Many clients at once, fsync per batch, so that the journal wakes
+    # several answers together: each, as soon as it has its answer, finds
+    # its order in the book's snapshot on its own connection and on another.
+    served = daemon("--tier", "enterprise", env={"SPRINTD_ORDERS__BOOK_DEPTH": "10000"})
+    clients, orders = 12, 25
+    missing: list[str] = []
+
+    def client(number: int) -> None:
+        with served.connect() as own, served.connect() as other:
+            for n in range(orders):
+                price = f"{10_000 + number * orders + n}.00"
+                body = json.dumps(_order("buy", price, "0.01")).encode()
+                own.send(
+                    b"POST /v1/orders HTTP/1.1\r\nHost: t\r\nContent-Type: application/json"
+                    b"\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                assert own.read_response().status == 201
+                if price not in _book_bids(own):
+                    missing.append(f"{price} on its own connection")
+                if price not in _book_bids(other):
+                    missing.append(f"{price} on another connection")
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    assert missing == []
+    # And the order-entry port's batches, read over HTTP.
+    with _entry(served) as entry, served.connect() as conn:
+        for n in range(orders):
+            prices = [f"{20_000 + n * 4 + i}.00" for i in range(4)]
+            entry.send_many([[["new", _order("buy", price, "0.01")] for price in prices]])
+            assert [reply[0] for reply in entry.receive()] == ["ok"] * 4
+            assert set(prices) <= _book_bids(conn)
 
 
 def test_cancel_replace_and_their_errors(served: Daemon) -> None:

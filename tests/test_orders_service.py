@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from sprintd.plugins.orders.commands import InvalidOrder, Parser
 from sprintd.plugins.orders.config import OrdersSection
@@ -144,3 +147,51 @@ def test_an_order_the_engine_forgot_keeps_its_client_id() -> None:
     assert str(makers[0].state.order_id) in str(refused.value)
     last = orders.new("1.00", client_order_id="m4", account="maker", side="sell")
     assert (last.created, last.state.status) == (False, "filled")
+
+
+_AMOUNTS = st.one_of(
+    st.sampled_from(["1", "1.0", " 1.00", "0.01", "100.00", "0.0001", "1e2", "-1", "0"]),
+    st.decimals(allow_nan=False, allow_infinity=False, places=4).map(str),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(-3, 3, allow_nan=False),
+    st.text(max_size=6),
+)
+
+
+def _units_or_code(parser: Parser, symbol: str, value: Any, field: str) -> int | str:
+    try:
+        return parser.units(parser.specs[symbol], value, field)
+    except InvalidOrder as exc:
+        return exc.code
+
+
+@given(st.lists(st.tuples(st.sampled_from(["BTC-USD", "ETH-USD"]), _AMOUNTS, st.booleans())))
+@example([("BTC-USD", 1, False), ("BTC-USD", True, False)])
+def test_a_parser_answers_every_amount_as_a_fresh_one_would(
+    amounts: list[tuple[str, Any, bool]],
+) -> None:
+    # The parser caches what it converted: whatever came before (the same
+    # text for another symbol or field, 1 before True), each amount is
+    # answered as a parser that never saw another would.
+    specs = _service(Clock()).specs
+    seasoned = Parser(specs)
+    for symbol, value, price in amounts:
+        field = "price" if price else "qty"
+        expected = _units_or_code(Parser(specs), symbol, value, field)
+        assert _units_or_code(seasoned, symbol, value, field) == expected, (symbol, value, field)
+
+
+def test_a_command_that_cannot_be_recorded_leaves_the_next_record_whole() -> None:
+    # The service packs every record with one packer: one that fails half
+    # way (a lone surrogate cannot be UTF-8) must leave nothing for the next.
+    clock = Clock()
+    service = _service(clock)
+    orders = Recorder(service)
+    with pytest.raises(InvalidOrder) as refused:
+        orders.new("1.00", account="a\ud800")
+    assert refused.value.code == "invalid_body"
+    orders.new("1.00", account="a")
+    [record] = orders.journal
+    assert msgpack.unpackb(record)[9] == "a"
+    assert _replayed(clock, orders.journal).state_hash() == service.state_hash()

@@ -18,7 +18,7 @@ from bench.common.net import ServerError, free_port, request, running
 from bench.common.paths import BIN, REPO, short
 from bench.common.pinning import Pinning, on_cpus, pinned, plan
 from bench.common.report import finish
-from bench.orders import entry_load, journal_load, report
+from bench.orders import entry_load, journal_load, rate_load, report
 from bench.orders.results import PortRun, Run
 from bench.serving.load import Load, LoadError, Settings, run_load
 from sprintd.journal import FsyncPolicy
@@ -31,8 +31,9 @@ ORDER_BODY = json.dumps(
 HTTP_CLOSED = Load(
     "http-closed", "POST /v1/orders, closed loop (wrk)", "wrk", "POST", "/v1/orders", ORDER_BODY
 )
+# Run by rate_load (h2load), not bench.serving's k6: the Load names it for the report.
 HTTP_RATE = Load(
-    "http-rate", "POST /v1/orders, constant rate (k6)", "k6", "POST", "/v1/orders", ORDER_BODY
+    "http-rate", "POST /v1/orders, constant rate (h2load)", "k6", "POST", "/v1/orders", ORDER_BODY
 )
 JOURNAL_LOADS: tuple[tuple[FsyncPolicy, int], ...] = (
     ("always", 1000),
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=seconds,
         pinning=pinning.describe(),
         machine=facts.collect(("sprintd", "trio", "h11", "msgpack", "cysimdjson", "matplotlib")),
-        http=Settings(seconds, args.connections, args.rate, args.vus),
+        http=Settings(seconds, args.connections, args.rate, vus=0),  # no k6 here
     )
     say(f"orders bench: journal, then {len(args.tiers)} tier(s) x 4 loads of {seconds}s")
     say(f"pinning: {pinning.describe()}; results in {short(out)}")
@@ -121,7 +122,12 @@ def _daemon(run: Run, tier: str, seconds: int, out: Path, pinning: Pinning) -> N
                 url = f"http://127.0.0.1:{port}{load.path}"
                 raw = out / "raw" / f"{tier}-{load.key}.txt"
                 try:
-                    http = run_load(load, url, seconds, run.http, raw, cpus=pinning.tools)
+                    if load is HTTP_RATE:
+                        http = rate_load.run_rate(
+                            url, ORDER_BODY, run.http.rate, seconds, raw, cpus=pinning.tools
+                        )
+                    else:
+                        http = run_load(load, url, seconds, run.http, raw, cpus=pinning.tools)
                 except LoadError as exc:
                     port_run.failures[load.key] = str(exc)
                     say(f"[{tier}] {load.key} FAILED: {exc}")
@@ -163,10 +169,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--duration", type=positive, metavar="S", help="seconds per load")
     parser.add_argument(
-        "--rate", type=positive, default=5000, help="orders/s of the k6 load (default 5000)"
+        "--rate",
+        type=positive,
+        default=10_000,
+        help="orders/s of the constant-rate load (h2load; default 10000)",
     )
     parser.add_argument("--connections", type=positive, default=50, help="wrk connections")
-    parser.add_argument("--vus", type=positive, default=100, help="k6 pre-allocated VUs")
     return parser.parse_args(argv)
 
 

@@ -5,11 +5,11 @@ Strategy
 Both ports read top to bottom in the service's order of work (``service``
 module): parse (``commands.Parser``: a bad request changes nothing), apply
 (``service.OrderService``), journal, render (``render.Renderer``); and both
-republish the changed books' fast-path snapshots once per request or per
-batch, after the journal has the records. Every refusal is an
-``HTTPError`` (``commands.InvalidOrder`` is one) raised where it is found,
-with its status, code and Retry-After: the core's dispatch answers it over
-HTTP, and ``_command`` maps it to ``["error", code, message]`` on the
+republish the changed books' fast-path snapshots after the journal has the
+records and before the answer, once per journal batch (``journaled``).
+Every refusal is an ``HTTPError`` (``commands.InvalidOrder`` is one) raised
+where it is found, with its status, code and Retry-After: the core's
+dispatch answers it over HTTP, and ``_command`` maps it to ``["error", code, message]`` on the
 order-entry port, the one place either port handles errors. When the
 service halts, /readyz turns 503 and every change is refused with
 ``orders_halted`` (503, with Retry-After over HTTP).
@@ -81,6 +81,8 @@ class OrdersAPI:
         self.parse = Parser(service.specs)
         self.render = Renderer(service.specs)
         self.books: dict[str, Snapshot] = {}
+        # The service's ``changes`` when the books were last published.
+        self.published = service.changes
         service.on_halt = self._halted
         server = app.settings.server
         self.feed = Feed(
@@ -126,6 +128,7 @@ class OrdersAPI:
             self.books[symbol].publish(self.book_body(symbol, depth))
             self.feed.changed(symbol)
         service.dirty.clear()
+        self.published = service.changes
 
     def writable(self) -> None:
         """Refuse a write before anything is applied while the journal cannot take it."""
@@ -147,12 +150,21 @@ class OrdersAPI:
         ]
 
     async def journaled(self, payloads: list[bytes]) -> None:
-        """Make the commands durable, then the books' snapshots current.
+        """Make the commands just applied durable, then the books' snapshots
+        at least as current as they are: an answer never leaves before the
+        book it changed shows it, on any connection.
+
+        The books are rendered by the first answer that finds them older
+        than its commands: the journal wakes a whole batch's answers at
+        once, and the first publishes every command applied by then, so the
+        rest (and later ones already applied) publish nothing, and a busy
+        book is rendered once per batch, not once per order.
 
         Checkpoints are the journal's (``register`` in the plugin). A failed
         journal answers 503: the commands were applied but are not durable,
         so they are not acknowledged (and readiness fails with the reason).
         """
+        applied = self.service.changes
         if payloads:
             try:
                 if len(payloads) == 1:
@@ -161,7 +173,8 @@ class OrdersAPI:
                     await self.journal.append_many(STREAM, payloads)
             except JournalError as exc:
                 raise journal_unavailable(str(exc), self.journal.probe_interval) from None
-        self.publish()
+        if self.published < applied:
+            self.publish()
 
     # --- HTTP ------------------------------------------------------------------
 
@@ -178,9 +191,12 @@ class OrdersAPI:
         ]
 
     def _answer(self, request: Request, outcome: Outcome, status: int) -> Response:
-        body = self.render.order(outcome.state, outcome.events)
-        self.feed.answered(request.key, outcome, body)
-        return Response.data(body, status, msgpack_=request.wants_msgpack())
+        self.feed.answered(request.key, outcome)
+        if request.wants_msgpack():
+            return Response.data(
+                self.render.order(outcome.state, outcome.events), status, msgpack_=True
+            )
+        return Response(status, self.render.order_json(outcome.state, outcome.events))
 
     async def post_order(self, request: Request) -> Response:
         self.writable()
@@ -190,7 +206,9 @@ class OrdersAPI:
 
     def get_order(self, request: Request) -> Response:
         _, state = self.service.find(_order_id(request))
-        return Response.data(self.render.order(state), msgpack_=request.wants_msgpack())
+        if request.wants_msgpack():
+            return Response.data(self.render.order(state), msgpack_=True)
+        return Response(200, self.render.order_json(state))
 
     async def delete_order(self, request: Request) -> Response:
         self.writable()

@@ -68,6 +68,9 @@ _REPLACE_FIELDS = frozenset({"price", "qty"})
 _MAX_ID_LENGTH = 64
 """An account or client order id's characters at most: both are journaled
 with every order and kept with its client id."""
+_UNITS_CACHE_LIMIT = 100_000
+"""Decimal strings' units cached at most; past it the cache starts over (as
+``render``'s text cache: the prices in play come back at once)."""
 
 
 class InvalidOrder(HTTPError):
@@ -102,6 +105,10 @@ class Parser:
 
     def __init__(self, specs: Mapping[str, SymbolSpec]) -> None:
         self.specs = specs
+        # (symbol, text, is price) -> units, for text that passed ``units``:
+        # the exact decimal arithmetic costs more than the rest of an order,
+        # and a busy book is sent the same few prices and sizes.
+        self._units: dict[tuple[str, str, bool], int] = {}
 
     def _spec(self, symbol: Any) -> SymbolSpec:
         spec = self.specs.get(symbol) if isinstance(symbol, str) else None
@@ -109,14 +116,28 @@ class Parser:
             raise InvalidOrder("unknown_symbol", f"symbol must be one of {', '.join(self.specs)}")
         return spec
 
-    @staticmethod
-    def units(spec: SymbolSpec, value: Any, field: str) -> int:
+    def units(self, spec: SymbolSpec, value: Any, field: str) -> int:
         """A price or quantity on the symbol's grid, in ticks or lots, positive
         and within the engine's bounds.
 
         Raises:
             InvalidOrder: ``invalid_price`` or ``invalid_qty`` with the reason.
         """
+        if type(value) is not str:
+            # Only text is cached: 1, 1.0 and True are equal keys, and True
+            # is refused where 1 is not.
+            return self._convert(spec, value, field)
+        key = (spec.symbol, value, field == "price")
+        units = self._units.get(key)
+        if units is None:
+            units = self._convert(spec, value, field)
+            if len(self._units) >= _UNITS_CACHE_LIMIT:
+                self._units.clear()
+            self._units[key] = units
+        return units
+
+    @staticmethod
+    def _convert(spec: SymbolSpec, value: Any, field: str) -> int:
         convert: Callable[[Any], int]
         if field == "price":
             convert, limit = spec.to_ticks, MAX_PRICE
@@ -149,9 +170,9 @@ class Parser:
         """
         if not isinstance(body, dict):
             raise InvalidOrder("invalid_body", "the body must be an object")
-        unknown = sorted(set(body) - _NEW_FIELDS)
-        if unknown:
-            raise InvalidOrder("unknown_field", f"unknown field {unknown[0]!r}")
+        if not _NEW_FIELDS.issuperset(body):
+            unknown = min(key for key in body if key not in _NEW_FIELDS)
+            raise InvalidOrder("unknown_field", f"unknown field {unknown!r}")
         symbol = body.get("symbol")
         spec = self._spec(symbol)
         side = _choice(body.get("side"), SIDE_NAMES, "side")
@@ -185,7 +206,7 @@ class Parser:
         Raises:
             InvalidOrder: 400 ``invalid_body``, ``invalid_price`` or ``invalid_qty``.
         """
-        if not isinstance(body, dict) or not body or not set(body) <= _REPLACE_FIELDS:
+        if not isinstance(body, dict) or not body or not _REPLACE_FIELDS.issuperset(body):
             raise InvalidOrder("invalid_body", "send price, qty or both")
         spec = self.specs[symbol]
         price = body.get("price")

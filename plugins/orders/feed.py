@@ -42,7 +42,6 @@ import json
 import socket
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -188,9 +187,9 @@ class Feed:
             for sub in subscribers:
                 sub.event(channel, data)
 
-    def answered(self, key: str | None, outcome: Outcome, order: dict[str, Any]) -> None:
-        """A keyed command's answer (``order``, rendered): to its key's
-        ``orders`` subscribers, and each fill of a resting order to its owner's."""
+    def answered(self, key: str | None, outcome: Outcome) -> None:
+        """A keyed command's answer: to its key's ``orders`` subscribers, and
+        each fill of a resting order to its owner's."""
         if key is None:
             return
         state = outcome.state
@@ -200,6 +199,7 @@ class Feed:
             self.owners.pop(state.order_id, None)
         subscribers = self.channels.get("orders")
         if subscribers:
+            order = self.render.order(state, outcome.events)
             self._to_key(subscribers, key, json.dumps(order))
         for event in outcome.events:
             if event[0] != EV_TRADE:

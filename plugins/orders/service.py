@@ -145,6 +145,8 @@ class OrderService:
         trades: symbol -> the latest ``trades_kept`` trades, oldest first, as
             ``(trade_id, maker, taker, price, qty, taker_side)``.
         dirty: symbols whose books changed since the API last published them.
+        changes: commands applied so far (live and replayed): the API's mark
+            of how far a published book is current.
         halted: why the service halted (module doc), or None.
         on_halt: called once, with the reason, when the service halts.
     """
@@ -189,6 +191,11 @@ class OrderService:
         self.applied = [0, 0, 0, 0]
         self.rejected = [0, 0, 0, 0]
         self.latency = Recorder("orders_engine")
+        self.changes = 0
+        # One packer for every record: ``msgpack.packb`` makes one per call,
+        # which costs four times the packing. (It empties itself when a
+        # value fails, so a refused command leaves nothing behind.)
+        self._pack = msgpack.Packer(use_bin_type=True).pack
 
     # --- reading state -------------------------------------------------------
 
@@ -264,9 +271,9 @@ class OrderService:
                         409,
                     )
                 return None, Outcome(done[1], [], created=False)
-        command[1] = self.next_id
+        command[1] = order_id = self.next_id
         payload, events = self._commit(command)
-        return payload, Outcome(self.find(command[1])[1], events, True)
+        return payload, Outcome(self._state(command[2], order_id), events, True)
 
     def cancel(self, order_id: Any) -> tuple[bytes, Outcome]:
         """Cancel a live order; the payload to journal.
@@ -276,7 +283,7 @@ class OrderService:
         """
         symbol = self.live_symbol(order_id)
         payload, events = self._commit([CANCEL, order_id, symbol, 0])
-        return payload, Outcome(self.find(order_id)[1], events, False)
+        return payload, Outcome(self._state(symbol, order_id), events, False)
 
     def replace(
         self, order_id: int, symbol: str, price: int | None, qty: int | None
@@ -289,7 +296,14 @@ class OrderService:
         """
         self.check_running()
         payload, events = self._commit([REPLACE, order_id, symbol, price, qty, 0])
-        return payload, Outcome(self.find(order_id)[1], events, False)
+        return payload, Outcome(self._state(symbol, order_id), events, False)
+
+    def _state(self, symbol: str, order_id: int) -> OrderState:
+        """The state of an order just commanded: its engine knows it (the
+        engine keeps the order a command ended), so no other is asked."""
+        state = self.engines[symbol].order(order_id)
+        assert state is not None, f"{symbol} forgot order {order_id} it was just given"
+        return state
 
     def _commit(self, command: list[Any]) -> tuple[bytes, list[Event]]:
         """Time, encode, then apply a valid command: all of it or nothing.
@@ -300,7 +314,7 @@ class OrderService:
         """
         command[-1] = max(self.time_ms, int(self._clock() * 1000))
         try:
-            payload: bytes = msgpack.packb(command, use_bin_type=True)
+            payload: bytes = self._pack(command)
         except (ValueError, TypeError, OverflowError) as exc:
             raise InvalidOrder("invalid_body", f"the order cannot be recorded: {exc}") from None
         began = perf_counter_ns()
@@ -353,6 +367,7 @@ class OrderService:
             self._settle(engine, order_id)
         self._expire()
         self.dirty.add(symbol)
+        self.changes += 1
         return events
 
     def _settle(self, engine: Engine, order_id: int) -> None:
