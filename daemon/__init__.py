@@ -27,7 +27,7 @@ from .server.framed import (
 from .server.state import Conn
 from .settings import ConfigError
 from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
-from .sockio import connect, recv, send_all
+from .sockio import connect, recv, send_all, send_now
 from .version import __version__
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "hookspec",
     "recv",
     "send_all",
+    "send_now",
     "summarize",
     "timed_framed_listener",
 ]

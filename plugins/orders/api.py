@@ -36,6 +36,7 @@ from sprintd import (
 
 from .commands import InvalidOrder, Parser
 from .render import Renderer
+from .reports import ReportHub
 from .service import OrderService, Outcome
 
 __all__ = ["STREAM", "OrdersAPI"]
@@ -80,6 +81,7 @@ class OrdersAPI:
         self.parse = Parser(service.specs)
         self.render = Renderer(service.specs)
         self.books: dict[str, Snapshot] = {}
+        self.reports = ReportHub(service, service.section.report_ring)
         service.on_halt = self._halted
 
     def _halted(self, reason: str) -> None:
@@ -110,6 +112,7 @@ class OrdersAPI:
         service = self.service
         if service.halted is not None:
             return
+        self.reports.flush()
         depth = service.section.book_depth
         for symbol in service.dirty:
             self.books[symbol].publish(self.book_body(symbol, depth))

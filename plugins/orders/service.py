@@ -144,6 +144,8 @@ class OrderService:
         dirty: symbols whose books changed since the API last published them.
         halted: why the service halted (module doc), or None.
         on_halt: called once, with the reason, when the service halts.
+        on_events: given each live command's symbol and events once they are
+            applied (the execution reports, ``reports``); never on replay.
     """
 
     def __init__(
@@ -176,6 +178,7 @@ class OrderService:
         self._retention_ms = int(section.client_id_retention * 1000)
         self.halted: str | None = None
         self.on_halt: Callable[[str], None] = lambda reason: None
+        self.on_events: Callable[[str, list[Event]], None] | None = None
         self.trades: dict[str, deque[tuple[int, int, int, int, int, int]]] = {
             symbol: deque(maxlen=section.trades_kept) for symbol in self.engines
         }
@@ -300,6 +303,8 @@ class OrderService:
             self.halted = f"applying {command[:3]} raised {type(exc).__name__}: {exc}"
             self.on_halt(self.halted)
             raise
+        if self.on_events is not None:
+            self.on_events(command[2], events)
         return payload, events
 
     def replay(self, payload: bytes) -> None:
