@@ -20,7 +20,8 @@ compact sessions. A fill is never reported before it is durable.
 
 Never blocking the engine: a push is a non-blocking send; what the socket
 does not take waits in the session's buffer for its writer task, and a
-session whose buffer would pass ``[orders] report_queue`` bytes is sent
+session whose backlog (that buffer and what its socket has not delivered)
+would pass ``[orders] report_queue`` bytes is sent
 ``[SESSION_ERROR, "slow_consumer", message]`` (if its socket takes it) and
 closed. Replies go through the same buffer, so frames never interleave; a
 reader whose replies are not taken stops reading until they are.
@@ -33,6 +34,10 @@ ends, whichever way.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import socket
+import sys
+import termios
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -73,6 +78,17 @@ if TYPE_CHECKING:
 __all__ = ["EntryPort", "ReportHub", "Session"]
 
 _MAX_ACCOUNT = 64  # as commands.Parser's account
+_INT = bytes(4)
+
+
+def _unsent(sock: socket.socket) -> int:
+    """Bytes in the socket's send queue the peer has not acknowledged: the
+    kernel's part of a session's backlog (it grows its buffer to megabytes
+    for a peer that does not read)."""
+    try:
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, _INT), sys.byteorder)
+    except OSError:
+        return 0
 
 
 class _Account:
@@ -250,7 +266,7 @@ class Session:
 
     def push(self, data: bytes) -> None:
         """``write`` a report frame, or close a session too far behind."""
-        if len(self.out) + self.sending + len(data) > self.limit:
+        if len(self.out) + self.sending + _unsent(self.conn.sock) + len(data) > self.limit:
             self.fail("slow_consumer", f"more than {self.limit} bytes of reports not taken")
         else:
             self.write(data)
