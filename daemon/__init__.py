@@ -24,14 +24,18 @@ from .server.framed import (
     framed_listener,
     timed_framed_listener,
 )
-from .server.state import Conn
+from .server.state import BUSY, FRAME, SEND, SESSION, Conn
 from .settings import ConfigError
 from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
 from .sockio import connect, recv, send_all, send_now
 from .version import __version__
 
 __all__ = [
+    "BUSY",
+    "FRAME",
     "RING_SIZE",
+    "SEND",
+    "SESSION",
     "App",
     "BackgroundTask",
     "CheckStatus",

@@ -28,7 +28,10 @@ reader whose replies are not taken stops reading until they are.
 
 Resource handling: one writer task per connection, beside its reader, both in
 the connection's nursery; the session leaves its account when the connection
-ends, whichever way.
+ends, whichever way. Timeouts and drain are the core framed loop's
+(``framed_listener``), from the same ``conn.state``: a compact session that
+only waits for reports sends an empty frame (``[2]``) within
+``server.framed_idle_timeout`` to stay open.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ import trio
 from trio.lowlevel import ParkingLot
 
 from sprintd import (
+    BUSY,
+    FRAME,
+    SEND,
+    SESSION,
     Conn,
     FrameDecoder,
     FrameError,
@@ -361,15 +368,22 @@ class EntryPort:
                         batch.append(self._frame_error(session, "bad_frame", str(exc), False))
             except FrameError as exc:
                 fatal = self._frame_error(session, "bad_length", str(exc), True)
-            out = await self._answer(session, batch) if batch else []
+            out: list[bytes] = []
+            if batch:
+                conn.state = BUSY
+                out = await self._answer(session, batch)
             if fatal is not None:
                 out.append(fatal)
             if out:
                 session.write(b"".join(out))
                 if session.busy:
+                    conn.state = SEND
                     await session.drained()
             if fatal is not None or conn.closing:
                 return
+            # As the core's framed loop (``framed_listener``): a frame begun
+            # in this read runs from its mark; or none.
+            conn.state = FRAME if decoder.buffered else SESSION
 
     async def _answer(self, session: Session, batch: list[list[Any] | bytes]) -> list[bytes]:
         """Each frame's reply, encoded, in order: runs of one protocol at a time."""
