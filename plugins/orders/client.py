@@ -70,17 +70,20 @@ class EntryClient:
             EntryError: the daemon closed the connection or broke the framing.
         """
         while not self._replies:
-            data = self.sock.recv(65536)
-            if not data:
-                raise EntryError("the daemon closed the connection")
-            self._decoder.feed(data)
-            try:
-                frames = [decode_payload(p) for p in self._decoder.frames()]
-            except (FrameError, ValueError) as exc:
-                raise EntryError(f"unreadable reply: {exc}") from None
-            for frame in frames:
-                self._take(frame)
+            self._read(self.sock.recv(65536))
         return self._replies.pop(0)
+
+    def _read(self, data: bytes) -> None:
+        """Sort the frames ``data`` completes into replies and reports."""
+        if not data:
+            raise EntryError("the daemon closed the connection")
+        self._decoder.feed(data)
+        try:
+            frames = [decode_payload(p) for p in self._decoder.frames()]
+        except (FrameError, ValueError) as exc:
+            raise EntryError(f"unreadable reply: {exc}") from None
+        for frame in frames:
+            self._take(frame)
 
     def _take(self, frame: list[Any]) -> None:
         if not self.compact:
@@ -109,15 +112,7 @@ class EntryClient:
             return False
         finally:
             self.sock.settimeout(self.timeout)
-        if not data:
-            raise EntryError("the daemon closed the connection")
-        self._decoder.feed(data)
-        try:
-            frames = [decode_payload(p) for p in self._decoder.frames()]
-        except (FrameError, ValueError) as exc:
-            raise EntryError(f"unreadable reply: {exc}") from None
-        for frame in frames:
-            self._take(frame)
+        self._read(data)
         return True
 
     def hello(self, account: str, after_seq: int | None = None) -> list[Any]:
