@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             with on_cpus(pinning.server):
                 _journal(run, records, replayed, out)
         for tier in args.tiers:
-            _daemon(run, tier, seconds, out, pinning, http=not args.entry_only)
+            _daemon(
+                run, tier, seconds, out, pinning, http=not args.entry_only, scale=args.rate_scale
+            )
     except KeyboardInterrupt:
         interrupted = True
         say("interrupted: writing a partial report")
@@ -104,7 +106,9 @@ def _journal(run: Run, records: int, replayed: int, out: Path) -> None:
     base.rmdir()
 
 
-def _daemon(run: Run, tier: str, seconds: int, out: Path, pinning: Pinning, *, http: bool) -> None:
+def _daemon(
+    run: Run, tier: str, seconds: int, out: Path, pinning: Pinning, *, http: bool, scale: float
+) -> None:
     port, entry_port = free_port(), free_port()
     data = out / f"data-{tier}"
     argv = pinned(
@@ -134,8 +138,9 @@ def _daemon(run: Run, tier: str, seconds: int, out: Path, pinning: Pinning, *, h
             for key, title, per_frame, rate in RATE_LOADS:
                 frames = entry_load.compact_frames(per_frame, max(1, 20_000 // per_frame))
                 with on_cpus(pinning.tools):
+                    per_second = rate * scale / per_frame
                     result = entry_load.drive_rate(
-                        "127.0.0.1", entry_port, frames, per_frame, rate / per_frame, seconds,
+                        "127.0.0.1", entry_port, frames, per_frame, per_second, seconds,
                         entry_load.HELLO_FRAME,
                     )  # fmt: skip
                 port_run.entry[key] = result
@@ -192,6 +197,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--entry-only",
         action="store_true",
         help="only the binary port's loads (no journal bench, no HTTP loads)",
+    )
+    parser.add_argument(
+        "--rate-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="run the constant-rate loads at F times half the targets (default 1: the "
+        "targets' figures; less on a machine too busy to offer them)",
     )
     parser.add_argument(
         "--rate", type=positive, default=5000, help="orders/s of the k6 load (default 5000)"
