@@ -6,11 +6,16 @@ import signal
 import socket
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import msgpack
 import pytest
+import trio
+from trio.testing import wait_all_tasks_blocked
 
+from sprintd import Conn
+from sprintd.plugins.orders.api import OrdersAPI
 from sprintd.plugins.orders.client import EntryClient, EntryError
 from sprintd.plugins.orders.compact import (
     ERR,
@@ -18,11 +23,17 @@ from sprintd.plugins.orders.compact import (
     NEW,
     OK,
     REPLIES,
+    REPORTS,
     SESSION_ERROR,
     STATUS_CODES,
     VERSION,
+    CompactHandler,
 )
+from sprintd.plugins.orders.config import OrdersSection
 from sprintd.plugins.orders.events import BUY, SELL
+from sprintd.plugins.orders.plugin import _PriceTime
+from sprintd.plugins.orders.reports import Session
+from sprintd.plugins.orders.service import OrderService
 
 from .daemons import Daemon, DaemonFactory, wait_for
 from .test_orders import ENTRY, _entry, _state
@@ -229,3 +240,89 @@ def test_acknowledged_compact_orders_and_fills_survive_kill_9(
     # Every fill reported before the kill is in the restarted books.
     for _, report in reported:
         assert states[report[1]][3] > 0
+
+
+# --- in process: reports wait for their own command's record ----------------------
+
+
+class _HeldJournal:
+    """A journal whose appends complete when the test says (the journal is
+    not what is under test here: the order of reports and durability is)."""
+
+    unavailable = None
+    probe_interval = 1.0
+
+    def __init__(self) -> None:
+        self.held: list[trio.Event] = []
+
+    async def append(self, stream: str, payload: bytes) -> None:
+        await self.append_many(stream, [payload])
+
+    async def append_many(self, stream: str, payloads: list[bytes]) -> None:
+        done = trio.Event()
+        self.held.append(done)
+        await done.wait()
+
+
+def _api(journal: _HeldJournal) -> OrdersAPI:
+    section = OrdersSection()
+    service = OrderService(section, {"price_time": _PriceTime(section.done_capacity, 0)})
+    app = SimpleNamespace(set_unready=lambda reason, message: None)
+    api = OrdersAPI(app, service, journal)  # type: ignore[arg-type]
+    api.books = {s: SimpleNamespace(publish=lambda body: None) for s in service.engines}  # type: ignore[misc]
+    return api
+
+
+def _received(sock: socket.socket) -> list[Any]:
+    """The report frames the socket holds now, decoded."""
+    try:
+        data = sock.recv(1 << 16)
+    except BlockingIOError:
+        return []
+    frames = []
+    while data:
+        (length,) = struct.unpack(">I", data[:4])
+        frames.append(msgpack.unpackb(data[4 : 4 + length]))
+        data = data[4 + length :]
+    return frames
+
+
+async def test_a_fill_is_reported_only_once_its_own_command_is_journaled() -> None:
+    journal = _HeldJournal()
+    api = _api(journal)
+    handler = CompactHandler(api.service)
+    maker_end, maker_peer = socket.socketpair()
+    taker_end, _taker_peer = socket.socketpair()
+    for end in (maker_end, maker_peer, taker_end):
+        end.setblocking(False)
+    maker = Session(Conn(maker_end, bytearray()), api.reports, 1 << 20)
+    taker = Session(Conn(taker_end, bytearray()), api.reports, 1 << 20)
+    maker.hello([0, "maker"])
+    taker.hello([0, "taker"])
+
+    async def batch(session: Session, *commands: list[Any]) -> None:
+        payloads: list[bytes] = []
+        handler.frame(session, [VERSION, *commands], payloads, True)
+        await api.journaled(payloads)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(batch, maker, [NEW, BTC, SELL, PRICE, 1], [NEW, BTC, SELL, PRICE, 1])
+        await wait_all_tasks_blocked()
+        journal.held[0].set()
+        await wait_all_tasks_blocked()
+        # A takes the first, B the second; neither is durable yet.
+        nursery.start_soon(batch, taker, [NEW, BTC, BUY, PRICE, 1])
+        await wait_all_tasks_blocked()
+        nursery.start_soon(batch, taker, [NEW, BTC, BUY, PRICE, 1])
+        await wait_all_tasks_blocked()
+        # A batch with nothing to journal (a get) reports nothing of theirs.
+        await batch(taker, [GET, 1])
+        assert _received(maker_peer) == []
+        journal.held[1].set()  # A is durable (and B is not)
+        await wait_all_tasks_blocked()
+        assert _received(maker_peer) == [[REPORTS, 1, [BTC, 1, 1, PRICE, 1, 0]]]
+        journal.held[2].set()
+        await wait_all_tasks_blocked()
+        assert _received(maker_peer) == [[REPORTS, 2, [BTC, 2, 2, PRICE, 1, 0]]]
+    for end in (maker_end, maker_peer, taker_end, _taker_peer):
+        end.close()

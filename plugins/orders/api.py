@@ -112,7 +112,6 @@ class OrdersAPI:
         service = self.service
         if service.halted is not None:
             return
-        self.reports.flush()
         depth = service.section.book_depth
         for symbol in service.dirty:
             self.books[symbol].publish(self.book_body(symbol, depth))
@@ -145,13 +144,18 @@ class OrdersAPI:
         so they are not acknowledged (and readiness fails with the reason).
         """
         if payloads:
+            # The fills reported once these records are durable: those of the
+            # commands applied so far, whose records precede or are these.
+            durable = self.reports.mark()
             try:
                 if len(payloads) == 1:
                     await self.journal.append(STREAM, payloads[0])
                 else:
                     await self.journal.append_many(STREAM, payloads)
             except JournalError as exc:
+                self.reports.drop(durable)
                 raise journal_unavailable(str(exc), self.journal.probe_interval) from None
+            self.reports.flush(durable)
         self.publish()
 
     # --- HTTP ------------------------------------------------------------------

@@ -12,7 +12,9 @@ Execution reports. The service hands every live command's events to
 ``ReportHub.collect`` (``OrderService.on_events``), which keeps a report for
 each fill of a resting order whose account is named (the anonymous account
 ``""`` has no session to report to). ``flush``, called once the journal has
-the command's record (``OrdersAPI.publish``), numbers each account's
+the command's record (``OrdersAPI.journaled``: with a ``mark`` taken as the
+records were appended, so another batch's fills, applied since and not yet
+durable, wait for their own), numbers each account's
 reports (``seq``, gapless, from 1 in each daemon run, which the hello's
 ``epoch`` tells apart), keeps the latest ``[orders] report_ring`` for replay
 and pushes them, one frame per account per flush, to the account's live
@@ -125,8 +127,10 @@ class ReportHub:
         #: Tells this daemon run's sequence numbers from another's.
         self.epoch = time.time_ns()
         self.accounts: dict[str, _Account] = {}
-        # (account number, report) of commands applied, not yet journaled.
+        # (account number, report) of commands applied, not yet journaled,
+        # after the _flushed reports numbered, kept and pushed (or dropped).
         self.pending: list[tuple[int, list[Any]]] = []
+        self._flushed = 0
         self._names: dict[int, str] = {}
         service.on_events = self.collect
 
@@ -157,14 +161,24 @@ class ReportHub:
             name = self._names[number]
         return name
 
-    def flush(self) -> None:
-        """Number, keep and push the reports of commands now durable."""
-        pending = self.pending
-        if not pending:
+    def mark(self) -> int:
+        """How many reports were ever collected: ``flush`` and ``drop`` take
+        such a mark, taken as the commands before it are appended."""
+        return self._flushed + len(self.pending)
+
+    def drop(self, upto: int) -> None:
+        """Forget the reports before ``upto`` (their records failed)."""
+        self._take(upto)
+
+    def flush(self, upto: int) -> None:
+        """Number, keep and push the reports before ``upto``: their commands'
+        records are durable (the journal's records are in order, so a record
+        is durable once a later one is)."""
+        taken = self._take(upto)
+        if not taken:
             return
-        self.pending = []
         frames: dict[_Account, list[Any]] = {}
-        for number, report in pending:
+        for number, report in taken:
             account = self._account(self._name(number))
             account.seq += 1
             account.ring.append(report)
@@ -178,6 +192,15 @@ class ReportHub:
             data = encode_frame(frame)
             for session in list(account.sessions):
                 session.push(data)
+
+    def _take(self, upto: int) -> list[tuple[int, list[Any]]]:
+        count = upto - self._flushed
+        if count <= 0:
+            return []
+        taken = self.pending[:count]
+        del self.pending[:count]
+        self._flushed += count
+        return taken
 
     def hello(self, session: Session, command: list[Any]) -> list[Any]:
         """Bind ``session`` to its account: ``[HELLO, account, after_seq?]``;
