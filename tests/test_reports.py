@@ -14,7 +14,7 @@ import pytest
 import trio
 from trio.testing import wait_all_tasks_blocked
 
-from sprintd import Conn
+from sprintd import Conn, encode_frame
 from sprintd.plugins.orders.api import OrdersAPI
 from sprintd.plugins.orders.client import EntryClient, EntryError
 from sprintd.plugins.orders.compact import (
@@ -36,7 +36,7 @@ from sprintd.plugins.orders.reports import Session
 from sprintd.plugins.orders.service import OrderService
 
 from .daemons import Daemon, DaemonFactory, wait_for
-from .test_orders import ENTRY, _entry, _state
+from .test_orders import ENTRY, _entry, _replayed_hash, _state
 
 BTC = 0  # the default symbols' first
 PRICE = 6_400_000
@@ -221,25 +221,46 @@ def test_acknowledged_compact_orders_and_fills_survive_kill_9(
 ) -> None:
     data_dir = tmp_path / "data"
     first = daemon("--tier", "enterprise", data_dir=data_dir)
+    sent = [
+        [NEW, BTC, BUY if i % 2 else SELL, PRICE + i % 3, 2, 0, False, 0, f"k{i}"]
+        for i in range(300)
+    ]
     with _session(first, "maker") as maker, _session(first, "taker") as taker:
         ids = _rest(maker, 20, qty=2)
         taker.request_compact([[NEW, BTC, BUY, PRICE, 3]] * 5)
         reported = _reports(maker, 10)
         epoch = maker.epoch
         states = {i: maker.request_compact([[GET, i]])[0] for i in ids}
-        before = _state(first)["state_hash"]
+        # Pipelined, and killed with some answered and the rest under way.
+        taker.sock.sendall(b"".join(encode_frame([VERSION, command]) for command in sent))
+        acked = {}
+        for command in sent[:120]:
+            [reply] = taker.receive()
+            assert reply[0] == OK
+            acked[command[-1]] = reply[1]
         first.process.send_signal(signal.SIGKILL)
     first.process.wait()
     second = daemon("--tier", "enterprise", data_dir=data_dir)
-    assert _state(second)["state_hash"] == before
-    with _session(second, "maker") as maker:
+    with _session(second, "maker") as maker, _session(second, "taker") as taker:
         # A new run: a new epoch, its reports numbered from 1 again.
         assert maker.epoch != epoch and maker.last_seq == 0
+        # The orders as they were when the fills were reported: a later taker
+        # of the pipelined ones may have filled them more since.
         for order_id, state in states.items():
-            assert maker.request_compact([[GET, order_id]])[0] == state
-    # Every fill reported before the kill is in the restarted books.
-    for _, report in reported:
-        assert states[report[1]][3] > 0
+            now = maker.request_compact([[GET, order_id]])[0]
+            assert now[3] >= state[3] and now[1] == order_id
+        for _, report in reported:
+            assert maker.request_compact([[GET, report[1]]])[0][3] > 0
+        # Every acknowledged order is there; resending enters only the rest.
+        taker.sock.sendall(b"".join(encode_frame([VERSION, command]) for command in sent))
+        replies = [taker.receive()[0] for _ in sent]
+    ids_now = {command[-1]: reply[1] for command, reply in zip(sent, replies, strict=True)}
+    assert all(ids_now[c] == o for c, o in acked.items())
+    assert len(set(ids_now.values())) == len(sent)
+    live_hash = _state(second)["state_hash"]
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
+    assert _replayed_hash(data_dir) == live_hash
 
 
 # --- in process: reports wait for their own command's record ----------------------

@@ -361,6 +361,7 @@ class EntryPort:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(session.writer)
                 await self._read(session)
+                conn.state = SEND
                 await session.drained()
                 nursery.cancel_scope.cancel()
         finally:
