@@ -216,6 +216,26 @@ def test_malformed_compact_frames_get_errors_and_change_nothing(served: Daemon) 
     assert after["sequences"] == before["sequences"]
 
 
+def test_both_protocols_share_a_connection_replies_in_order(served: Daemon) -> None:
+    body = {"symbol": "BTC-USD", "side": "buy", "price": "1.00", "qty": "0.001"}
+    with _entry(served) as client:
+        sock = client.sock
+        sock.sendall(_frame([VERSION, [0, "both"]]))
+        assert _raw_frames(sock, 1)[0][1][0] == OK
+        # One read: map, compact, map, compact.
+        sock.sendall(
+            _frame([["new", body]])
+            + _frame([VERSION, [NEW, BTC, BUY, 100, 10]])
+            + _frame([["get", 1]])
+            + _frame([VERSION, [GET, 2]])
+        )
+        first, second, third, fourth = _raw_frames(sock, 4)
+    assert first[0][0] == "ok" and first[0][1]["order_id"] == 1
+    assert second == [REPLIES, [OK, 2, STATUS_CODES["new"], 0, 10, []]]
+    assert third[0][0] == "ok" and third[0][1]["order_id"] == 1
+    assert fourth == [REPLIES, [OK, 2, STATUS_CODES["new"], 0, 10, []]]
+
+
 def test_acknowledged_compact_orders_and_fills_survive_kill_9(
     daemon: DaemonFactory, tmp_path: Path
 ) -> None:
