@@ -25,16 +25,20 @@ from .server.framed import (
     framed_listener,
     timed_framed_listener,
 )
-from .server.state import Conn, Session
+from .server.state import BUSY, FRAME, SEND, SESSION, Conn, Session
 from .server.upgrade import Upgrade, asks_upgrade
 from .settings import ConfigError
 from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
-from .sockio import connect, recv, send_all
+from .sockio import connect, recv, send_all, send_now
 from .version import __version__
 
 __all__ = [
+    "BUSY",
+    "FRAME",
     "LATENCY_BUCKETS_S",
     "RING_SIZE",
+    "SEND",
+    "SESSION",
     "App",
     "BackgroundTask",
     "CheckStatus",
@@ -80,6 +84,7 @@ __all__ = [
     "hookspec",
     "recv",
     "send_all",
+    "send_now",
     "summarize",
     "timed_framed_listener",
 ]

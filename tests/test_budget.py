@@ -79,8 +79,9 @@ PRICES_POST_CALLS = 112
 # journal's fsync handed to its own thread, not through trio.to_thread; 219
 # and a fraction with one msgpack Packer for the records; 226 once merged
 # with the engine's latency for /metrics, the journal's batch-size recorder
-# and the WebSocket feed's look at the command).
-ORDERS_POST_CALLS = 227
+# and the WebSocket feed's look at the command; 232 with the execution
+# reports' hook and their mark and flush around the journal append).
+ORDERS_POST_CALLS = 233
 # Blocks retained per request: nothing should stay behind.
 RETAINED_BLOCKS_PER_REQUEST = 0.01
 

@@ -41,10 +41,18 @@ JOURNAL_LOADS: tuple[tuple[FsyncPolicy, int], ...] = (
     ("interval", 1000),
     ("os", 1000),
 )
-# (key, title, orders per frame, frames in flight)
+# (key, title, orders per frame, frames in flight, compact protocol)
 ENTRY_LOADS = (
-    ("entry-batched", "binary port, 100 orders a frame", 100, 8),
-    ("entry-single", "binary port, 1 order a frame", 1, 64),
+    ("entry-batched", "binary port, 100 orders a frame", 100, 8, False),
+    ("compact-batched", "compact, 100 orders a frame", 100, 8, True),
+    ("entry-single", "binary port, 1 order a frame", 1, 64, False),
+    ("compact-single", "compact, 1 order a frame", 1, 64, True),
+)
+# (key, title, orders per frame, orders/s): constant rate, compact, at half
+# the throughput targets (report.COMPACT_*_RATE), for latency per frame.
+RATE_LOADS = (
+    ("compact-rate-batched", "compact, 100 a frame, constant rate", 100, 125_000),
+    ("compact-rate-single", "compact, 1 a frame, constant rate", 1, 30_000),
 )
 
 
@@ -66,10 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     say(f"pinning: {pinning.describe()}; results in {short(out)}")
     interrupted = False
     try:
-        with on_cpus(pinning.server):
-            _journal(run, records, replayed, out)
+        if not args.entry_only:
+            with on_cpus(pinning.server):
+                _journal(run, records, replayed, out)
         for tier in args.tiers:
-            _daemon(run, tier, seconds, out, pinning)
+            _daemon(
+                run, tier, seconds, out, pinning, http=not args.entry_only, scale=args.rate_scale
+            )
     except KeyboardInterrupt:
         interrupted = True
         say("interrupted: writing a partial report")
@@ -96,7 +107,9 @@ def _journal(run: Run, records: int, replayed: int, out: Path) -> None:
     base.rmdir()
 
 
-def _daemon(run: Run, tier: str, seconds: int, out: Path, pinning: Pinning) -> None:
+def _daemon(
+    run: Run, tier: str, seconds: int, out: Path, pinning: Pinning, *, http: bool, scale: float
+) -> None:
     port, entry_port = free_port(), free_port()
     data = out / f"data-{tier}"
     argv = pinned(
@@ -110,15 +123,33 @@ def _daemon(run: Run, tier: str, seconds: int, out: Path, pinning: Pinning) -> N
     say(f"[{tier}] starting sprintd on 127.0.0.1:{port}, entry port {entry_port}")
     try:
         with running(argv, port, (REPO,), log, ready_path="/readyz", check=_ready, env=env):
-            for key, title, per_frame, window in ENTRY_LOADS:
-                frames = entry_load.order_frames(SYMBOL, per_frame, max(1, 20_000 // per_frame))
+            for key, title, per_frame, window, compact in ENTRY_LOADS:
+                count = max(1, 20_000 // per_frame)
+                if compact:
+                    frames = entry_load.compact_frames(per_frame, count)
+                else:
+                    frames = entry_load.order_frames(SYMBOL, per_frame, count)
+                hello = entry_load.HELLO_FRAME if compact else None
                 with on_cpus(pinning.tools):
                     result = entry_load.drive(
-                        "127.0.0.1", entry_port, frames, per_frame, window, seconds
+                        "127.0.0.1", entry_port, frames, per_frame, window, seconds, hello
                     )
                 port_run.entry[key] = result
                 say(f"[{tier}] {title:34} {result.per_second:10,.0f} orders/s")
-            for load in (HTTP_CLOSED, HTTP_RATE):
+            for key, title, per_frame, rate in RATE_LOADS:
+                frames = entry_load.compact_frames(per_frame, max(1, 20_000 // per_frame))
+                with on_cpus(pinning.tools):
+                    per_second = rate * scale / per_frame
+                    result = entry_load.drive_rate(
+                        "127.0.0.1", entry_port, frames, per_frame, per_second, seconds,
+                        entry_load.HELLO_FRAME,
+                    )  # fmt: skip
+                port_run.entry[key] = result
+                say(
+                    f"[{tier}] {title:34} {result.per_second:10,.0f} orders/s  p99 per frame "
+                    f"{report.percentile_ms(result, 99.0):.2f} ms"
+                )
+            for load in (HTTP_CLOSED, HTTP_RATE) if http else ():
                 url = f"http://127.0.0.1:{port}{load.path}"
                 raw = out / "raw" / f"{tier}-{load.key}.txt"
                 try:
@@ -168,6 +199,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated tiers to run the daemon at (default enterprise,free)",
     )
     parser.add_argument("--duration", type=positive, metavar="S", help="seconds per load")
+    parser.add_argument(
+        "--entry-only",
+        action="store_true",
+        help="only the binary port's loads (no journal bench, no HTTP loads)",
+    )
+    parser.add_argument(
+        "--rate-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="run the constant-rate loads at F times half the targets (default 1: the "
+        "targets' figures; less on a machine too busy to offer them)",
+    )
     parser.add_argument(
         "--rate",
         type=positive,

@@ -15,7 +15,7 @@ from bench.common.report import Target
 from bench.orders.entry_load import EntryResult
 from bench.orders.results import PortRun, Run
 
-__all__ = ["targets", "write"]
+__all__ = ["percentile_ms", "targets", "write"]
 
 _POINTS = (50.0, 90.0, 99.0, 99.9, 99.99)
 JOURNAL_RATE, REPLAY_S = 200_000, 3.0
@@ -23,6 +23,7 @@ SINGLE_RATE = 50_000
 HTTP_RATE, HTTP_P99_MS = 25_000, 5.0
 CONSTANT_RATE, CONSTANT_P99_MS = 10_000, 2.0
 MSGPACK_MAP_RATE = 150_000
+COMPACT_BATCHED_RATE, COMPACT_SINGLE_RATE, COMPACT_P99_MS = 250_000, 60_000, 1.0
 
 
 def targets(run: Run) -> list[Target]:
@@ -51,6 +52,12 @@ def targets(run: Run) -> list[Target]:
                   ">= 150k orders/s", batched, MSGPACK_MAP_RATE),
             _rate(f"{port.tier}: binary port, one order a frame: >= 50k orders/s", single,
                   SINGLE_RATE),
+            _rate(f"{port.tier}: compact, 100 a frame: >= 250k orders/s",
+                  port.entry.get("compact-batched"), COMPACT_BATCHED_RATE),
+            _rate(f"{port.tier}: compact, 1 a frame: >= 60k orders/s",
+                  port.entry.get("compact-single"), COMPACT_SINGLE_RATE),
+            *(_p99(f"{port.tier}: compact, {key}: p99 per frame <= 1 ms at half the rate",
+                   port.entry.get(key)) for key in ("compact-rate-batched", "compact-rate-single")),
             Target(
                 f"{port.tier}: HTTP JSON >= 25k orders/s per worker with p99 <= 5 ms (wrk)",
                 f"{http.rps:,.0f} orders/s, p99 {http.at(99.0):.2f} ms" if http else "not measured",
@@ -72,6 +79,22 @@ def _rate(goal: str, result: EntryResult | None, rate: int) -> Target:
     if result is None:
         return Target(goal, "not measured", None)
     return Target(goal, f"{result.per_second:,.0f} orders/s", result.per_second >= rate)
+
+
+def percentile_ms(result: EntryResult, point: float) -> float:
+    """A load's per-frame latency at ``point`` (one of ``_POINTS``), in ms."""
+    return _percentiles_us(result.latency_us).get(point, 0.0) / 1000
+
+
+def _p99(goal: str, result: EntryResult | None) -> Target:
+    if result is None:
+        return Target(goal, "not measured", None)
+    p99 = percentile_ms(result, 99.0)
+    return Target(
+        goal,
+        f"{p99:.2f} ms at {result.per_second:,.0f} orders/s",
+        p99 <= COMPACT_P99_MS and result.refused == 0,
+    )
 
 
 def write(run: Run, verdicts: list[Target], out: Path) -> Path:
@@ -111,7 +134,11 @@ def _markdown(run: Run, verdicts: list[Target]) -> list[str]:
         "- Binary port: this process's client (`bench/orders/entry_load.py`) keeps a window of "
         "frames in flight on one connection, each frame pre-encoded, buy and sell limits at one "
         "price in turn (half of them trade). Latency is per frame, send to reply, in a closed "
-        "loop (coordinated omission included): a throughput test.",
+        "loop (coordinated omission included): a throughput test. `compact-*` is the same "
+        "load in the compact protocol (`plugins/orders/README.md`), its session named so the "
+        "fills of its resting orders are pushed back as execution reports (counted apart); "
+        "`compact-rate-*` sends at a constant rate, half the throughput target, each frame "
+        "timed from when it was due.",
         "- HTTP: the same order as JSON, a GTC buy that rests (the book grows on one level); "
         f"wrk with {run.http.connections} connections (closed loop), then h2load at a "
         f"constant {run.http.rate:,} orders/s (`bench/orders/rate_load.py`: HTTP/1.1, one "
@@ -168,7 +195,8 @@ def _port_section(port: PortRun, run: Run) -> list[str]:
         cells = " | ".join(f"{pct.get(p, 0) / 1000:.2f} ms" for p in (50.0, 90.0, 99.0, 99.9))
         lines.append(
             f"| {key} (per frame) | {result.per_second:,.0f} | {cells} | "
-            f"{pct.get(100.0, 0) / 1000:.2f} ms | {result.refused} refused (sampled) |"
+            f"{pct.get(100.0, 0) / 1000:.2f} ms | {result.refused} refused (sampled), "
+            f"{result.reports:,} report frames |"
         )
     for key, http in port.http.items():
         cells = " | ".join(f"{http.at(p):.2f} ms" for p in (50.0, 90.0, 99.0, 99.9))
@@ -258,5 +286,6 @@ def _entry_json(result: EntryResult) -> dict[str, Any]:
         "seconds": result.seconds,
         "per_second": result.per_second,
         "refused": result.refused,
+        "reports": result.reports,
         "latency_us": _percentiles_us(result.latency_us),
     }

@@ -37,6 +37,7 @@ from sprintd import (
 from .commands import InvalidOrder, Parser
 from .feed import Feed
 from .render import Renderer
+from .reports import ReportHub
 from .service import OrderService, Outcome
 
 __all__ = ["STREAM", "OrdersAPI"]
@@ -83,6 +84,7 @@ class OrdersAPI:
         self.books: dict[str, Snapshot] = {}
         # The service's ``changes`` when the books were last published.
         self.published = service.changes
+        self.reports = ReportHub(service, service.section.report_ring)
         service.on_halt = self._halted
         server = app.settings.server
         self.feed = Feed(
@@ -166,13 +168,18 @@ class OrdersAPI:
         """
         applied = self.service.changes
         if payloads:
+            # The fills reported once these records are durable: those of the
+            # commands applied so far, whose records precede or are these.
+            durable = self.reports.mark()
             try:
                 if len(payloads) == 1:
                     await self.journal.append(STREAM, payloads[0])
                 else:
                     await self.journal.append_many(STREAM, payloads)
             except JournalError as exc:
+                self.reports.drop(durable)
                 raise journal_unavailable(str(exc), self.journal.probe_interval) from None
+            self.reports.flush(durable)
         if self.published < applied:
             self.publish()
 

@@ -84,6 +84,12 @@ class OrdersSection(PluginSection):
     # order never waits for its table to grow (2-3 ms a time past 300k).
     # Unset: DEFAULT_RESERVE when the tier preallocates buffers, else none.
     reserve_orders: int | None = Field(None, ge=0, le=50_000_000)
+    # Execution reports (compact protocol, README): the latest this many per
+    # account are kept for a reconnecting session's replay, and a session may
+    # fall this many bytes behind (beyond its socket's own buffer) before it
+    # is told ``slow_consumer`` and closed.
+    report_ring: int = Field(10_000, ge=1, le=10_000_000)
+    report_queue: int = Field(1 << 20, ge=1024)
 
     @field_validator("client_id_retention", mode="before")
     @classmethod

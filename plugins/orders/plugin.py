@@ -25,7 +25,6 @@ from sprintd import (
     PluginSection,
     Route,
     SnapshotSpec,
-    framed_listener,
     hookimpl,
 )
 
@@ -35,6 +34,7 @@ from .api import STREAM, OrdersAPI
 from .config import DEFAULT_RESERVE, ENTRY_PORT_OFFSET, OrdersSection
 from .engine import PriceTimeEngine
 from .metrics import OrdersCollector
+from .reports import EntryPort
 from .service import OrderService
 
 __all__ = ["OrdersPlugin"]
@@ -157,7 +157,7 @@ class OrdersPlugin:
                 app.settings.server.plugin_port(
                     section.entry_port, ENTRY_PORT_OFFSET, "orders.entry_port"
                 ),
-                framed_listener(api.entry),
+                EntryPort(api, section.report_queue).serve,
             )
         ]
 

@@ -149,6 +149,8 @@ class OrderService:
             of how far a published book is current.
         halted: why the service halted (module doc), or None.
         on_halt: called once, with the reason, when the service halts.
+        on_events: given each live command's symbol and events once they are
+            applied (the execution reports, ``reports``); never on replay.
     """
 
     def __init__(
@@ -181,6 +183,7 @@ class OrderService:
         self._retention_ms = int(section.client_id_retention * 1000)
         self.halted: str | None = None
         self.on_halt: Callable[[str], None] = lambda reason: None
+        self.on_events: Callable[[str, list[Event]], None] | None = None
         self.trades: dict[str, deque[tuple[int, int, int, int, int, int]]] = {
             symbol: deque(maxlen=section.trades_kept) for symbol in self.engines
         }
@@ -329,6 +332,8 @@ class OrderService:
         self.applied[op] += 1
         if events and events[-1][0] == EV_REJECTED:
             self.rejected[op] += 1
+        if self.on_events is not None:
+            self.on_events(command[2], events)
         return payload, events
 
     def replay(self, payload: bytes) -> list[Event]:
