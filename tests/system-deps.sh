@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the test suite starts for real: promtool (from prometheus),
 # redis-server and PostgreSQL on free loopback ports; chromium (headless) for
-# the dashboard's browser test; wrk for the benches.
+# the dashboard's browser test; nginx for the packaging's example in front of
+# a Unix socket; wrk and h2load (nghttp2-client) for the benches.
 # Installs only what is missing, so a second run costs nothing.
 set -euo pipefail
 sudo=""
@@ -15,6 +16,8 @@ else
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want+=(postgresql)
   command -v wrk >/dev/null || want+=(wrk)
   command -v chromium >/dev/null || want+=(chromium)
+  command -v nginx >/dev/null || want+=(nginx-light)
+  command -v h2load >/dev/null || want+=(nghttp2-client)
 fi
 [ ${#want[@]} -eq 0 ] && exit 0
 echo "installing ${want[*]}"

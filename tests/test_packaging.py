@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import http.client
 import re
-import shutil
 import socket
 import subprocess
 import tomllib
@@ -160,7 +159,6 @@ http {{
 """
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 def test_nginx_with_the_example_reaches_sprintd_over_its_unix_socket(
     daemon: DaemonFactory, tmp_path: Path
 ) -> None:
