@@ -29,6 +29,9 @@ ENV = {
     "SPRINTD_JOURNAL__SEGMENT_BYTES": str(1024 * 1024),
     "SPRINTD_JOURNAL__RESERVE_BYTES": str(1024 * 1024),
     "SPRINTD_JOURNAL__PROBE_INTERVAL_MS": "50",
+    # Payments configured (nothing listens there): they journal too.
+    "SPRINTD_PAYMENTS__DEFAULT_URL": "http://127.0.0.1:9",
+    "SPRINTD_PAYMENTS__FALLBACK_URL": "http://127.0.0.1:9",
 }
 ENTRY = re.compile(r"serving orders-entry on (\S+):(\d+)")
 JSON_HEADERS = {"Content-Type": "application/json"}
