@@ -74,6 +74,9 @@ class Listener:
 # (method, target, headers, body, keep_alive) -> the encoded answer, or an
 # awaitable of it.
 Forward = Callable[[bytes, bytes, list[tuple[bytes, bytes]], bytes, bool], bytes | Awaitable[bytes]]
+# (connection, method, target, headers, body) -> what to send first: hands a
+# request that switches protocols to the owner with its connection, whole.
+Relay = Callable[["Conn", bytes, bytes, list[tuple[bytes, bytes]], bytes], bytes]
 
 
 @dataclass
@@ -125,6 +128,8 @@ class App:
     # In every other worker: sends a request its routes do not take to the
     # owner, and gives the owner's answer (set by the server).
     forward: Forward | None = field(default=None, init=False, repr=False)
+    # ... and a request to switch protocols (a WebSocket), with its connection.
+    relay: Relay | None = field(default=None, init=False, repr=False)
     # The listeners of ``local_plugins``, by name: bound in the owner alone.
     owner_listeners: set[str] = field(default_factory=set, init=False, repr=False)
     # The worker passes the audit log it started (and wrote the start-up

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgpack
 import trio
+from websockets.sync.client import connect
 
 from sprintd.server.owner import FORWARD_TIMEOUT_S, OwnerLink
 from sprintd.testing import make_app
@@ -209,3 +210,29 @@ def test_a_sibling_killed_mid_stream_loses_nothing_acknowledged(daemon: DaemonFa
     book = served.get("/v1/book/BTC-USD").json()
     resting = float(book["bids"][0][1])
     assert resting in (20.0, 21.0), book  # the one under way: applied or not, never twice
+
+
+def test_a_websocket_through_either_worker_is_the_owners_feed(daemon: DaemonFactory) -> None:
+    served = _linked(daemon("--workers", "2", workers=2))
+    forwarded = _forwarded(served)
+    for n in range(8):
+        # A new connection each: the kernel spreads them over both workers.
+        with connect(f"ws://{served.host}:{served.port}/v1/ws", proxy=None) as ws:
+            ws.send(json.dumps({"subscribe": ["book:BTC-USD"]}))
+            first = json.loads(ws.recv(timeout=10))
+            assert first["seq"] == 1
+            assert first["data"] == served.get("/v1/book/BTC-USD").json()
+            price = f"{100 + n}.00"
+            order = ORDER | {"price": price}
+            assert served.request("POST", "/v1/orders", json.dumps(order).encode()).status == 201
+            change = json.loads(ws.recv(timeout=10))
+            assert change["seq"] == 2
+            assert change["data"]["bids"][0][0] == price
+    assert _forwarded(served) > forwarded, "no WebSocket came through worker 1"
+
+
+def _forwarded(served: Daemon) -> int:
+    """Requests the daemon's workers have forwarded to the owner so far."""
+    routes = served.get("/v1/stats").json()["routes"]
+    count: int = routes.get("<forwarded>", {}).get("count", 0)
+    return count

@@ -154,6 +154,11 @@ def dispatch(
         if app.forward is not None:
             # Not this worker's: the owner of the plugins' state answers it,
             # its guard and all (``server.owner``), with this request's id.
+            if app.relay is not None and conn is not None and asks_upgrade(request):
+                # A switch of protocols: the connection is the owner's from
+                # its answer on, so it goes there whole.
+                relayed = app.relay(conn, method, target, headers, body)
+                return relayed, app.recorder(FORWARDED), request_id, None
             if given != request_id:
                 headers = [(n, v) for n, v in headers if n != REQUEST_ID]
                 headers.append((REQUEST_ID, request_id))

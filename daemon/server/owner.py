@@ -11,6 +11,12 @@ forwarded request exactly as one of its own (``dispatch``: its guard, its
 rate limits, its journal before the answer) and times it in the route's
 recorder; the sibling times the whole trip in ``<forwarded>``.
 
+A request to switch protocols (a WebSocket to ``/v1/ws``) is not
+forwarded but handed over: the connection is the owner's from its answer on,
+so the sibling opens a connection of its own to the owner's HTTP server (a
+second abstract socket), sends it the request and carries the bytes both
+ways until either side closes (``OwnerLink.relay``).
+
 Reads do not cross: the owner pushes every snapshot it registers or
 publishes to each sibling, once per loop pass, and the sibling serves it
 from its own fast path. On one connection the order holds: a push goes out
@@ -32,7 +38,9 @@ probes it sends its traffic elsewhere.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import socket
 from collections.abc import Awaitable
 from itertools import count
 from time import perf_counter_ns
@@ -46,7 +54,9 @@ from ..http import Streamed, error_response, retry_after_header
 from ..latency import Recorder
 from ..peers import connect_local, frames, listen_local
 from ..snapshots import Snapshot
+from ..sockio import recv, send_all
 from .dispatch import dispatch
+from .state import Conn
 
 __all__ = ["FORWARD_TIMEOUT_S", "OWNER_INDEX", "OwnerLink", "OwnerService"]
 
@@ -61,10 +71,33 @@ RECONNECT_S = 0.1
 UNLINKED = "owner_unavailable"
 # A frame of requests or answers: many of them, each at most a request's size.
 MAX_FRAME = 64 << 20
+READ_SIZE = 1 << 16
 
 
 def _address(namespace: str) -> bytes:
     return f"\0sprintd-{namespace}-owner".encode()
+
+
+def _relay_address(namespace: str) -> bytes:
+    return f"\0sprintd-{namespace}-owner-http".encode()
+
+
+def relay_listener(namespace: str) -> socket.socket:
+    """The owner's listening socket for the connections its siblings hand
+    over whole (``OwnerLink.relay``): served by the owner's HTTP server.
+
+    Raises:
+        OSError: the address is taken.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(_relay_address(namespace))
+        sock.listen(64)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _unavailable(keep_alive: bool, why: str) -> bytes:
@@ -271,6 +304,42 @@ class OwnerLink:
         self._wake.set()
         return self._answer(ident, waiting, keep_alive)
 
+    def relay(
+        self,
+        conn: Conn,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> bytes:
+        """Hand a request that switches protocols (a WebSocket's) to the owner
+        with its connection (``App.relay``): nothing is sent from here; the
+        connection's session carries its bytes both ways until either side
+        closes. 503 at once while the owner is down."""
+        if self._stream is None:
+            return _unavailable(True, "is restarting")
+        fields = b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
+        request = b"%s %s HTTP/1.1\r\n%s\r\n%s" % (method, target, fields, body)
+        conn.session = functools.partial(self._splice, request)
+        return b""
+
+    async def _splice(self, request: bytes, conn: Conn, rest: bytes) -> None:
+        try:
+            stream = await connect_local(_relay_address(self.namespace))
+        except OSError:
+            await send_all(conn.sock, _unavailable(False, "is restarting"))
+            return
+        async with stream:
+            await stream.send_all(request + rest)
+            # A drain of this worker cuts the relay (conn.takeover).
+            assert conn.takeover is not None  # the h11 path's, before the session
+            with conn.takeover, contextlib.suppress(trio.BrokenResourceError):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_upstream, conn, stream)
+                    while data := await stream.receive_some(READ_SIZE):
+                        await send_all(conn.sock, data)
+                    nursery.cancel_scope.cancel()
+
     async def _answer(self, ident: int, waiting: _Waiting, keep_alive: bool) -> bytes:
         try:
             with trio.move_on_after(FORWARD_TIMEOUT_S):
@@ -348,3 +417,11 @@ class OwnerLink:
         elif path in self.mirrored:
             snap.publish(body, status)
         # Else the path is this worker's own (/livez, /readyz): never the owner's.
+
+
+async def _upstream(conn: Conn, stream: trio.SocketStream) -> None:
+    """The client's bytes to the owner, then the end of them."""
+    view = memoryview(conn.buf)
+    while data := await recv(conn.sock, view):
+        await stream.send_all(data)
+    await stream.send_eof()

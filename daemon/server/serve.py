@@ -31,7 +31,7 @@ from ..peers import Peers
 from ..settings import ConfigError, LoadedSettings, reloaded
 from .connection import HTTPServer
 from .listener import UNIX, UNIX_LISTENER, Binder, Exclusive, describe
-from .owner import OWNER_INDEX, OwnerLink, OwnerService
+from .owner import OWNER_INDEX, OwnerLink, OwnerService, relay_listener
 
 __all__ = ["serve"]
 
@@ -128,6 +128,7 @@ async def _share_state(app: App, peers: Peers, server: HTTPServer, nursery: trio
     else:
         link = OwnerLink(app, peers.namespace)
         app.forward = link.forward
+        app.relay = link.relay
         nursery.start_soon(link.run)
 
 
@@ -177,6 +178,10 @@ async def _serve(
         address = f"{UNIX}{settings.uds}"
         extra.append((bind(UNIX_LISTENER, address, 0), server.connection))
         app.bound[UNIX_LISTENER] = (address, 0)
+    if app.peers is not None and app.local_plugins and app.worker_index == OWNER_INDEX:
+        # Connections a sibling hands over whole (a WebSocket's), served as
+        # HTTP ones are.
+        extra.append((relay_listener(app.peers.namespace), server.connection))
     for listener in app.listeners:
         shared = listener.name not in app.owner_listeners
         sock = bind(listener.name, listener.host, listener.port, shared=shared)
