@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
@@ -108,6 +108,52 @@ async def gather(n: int) -> dict[str, int]:
         _gathering.clear()
     await arrived.wait()
     return {"gathered": n}
+
+
+# The close codes the echo socket's application saw, for the tests to read.
+disconnects: list[int] = []
+
+
+@app.websocket("/ws/echo")
+async def ws_echo(websocket: WebSocket) -> None:
+    """Echoes text and bytes, with the subprotocol the client offered first;
+    a message "bye" makes the application close (4000)."""
+    offered = websocket.scope["subprotocols"]
+    await websocket.accept(subprotocol=offered[0] if offered else None)
+    await websocket.send_json(
+        {"path": websocket.url.path, "root_path": websocket.scope["root_path"]}
+    )
+    while True:
+        try:
+            message = await websocket.receive()
+        except WebSocketDisconnect as exc:
+            disconnects.append(exc.code)
+            return
+        if message["type"] == "websocket.disconnect":
+            disconnects.append(message["code"])
+            return
+        if message.get("text") == "bye":
+            await websocket.close(code=4000)
+            return
+        if message.get("text") is not None:
+            await websocket.send_text("echo: " + message["text"])
+        else:
+            await websocket.send_bytes(message["bytes"][::-1])
+
+
+@app.get("/ws/disconnects")
+async def ws_disconnects() -> list[int]:
+    return disconnects
+
+
+@app.websocket("/ws/refuse")
+async def ws_refuse(websocket: WebSocket) -> None:
+    await websocket.close(code=1008)
+
+
+@app.websocket("/ws/fail")
+async def ws_fail(websocket: WebSocket) -> None:
+    raise RuntimeError("the application's WebSocket bug")
 
 
 async def raw(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
 
 from sprintd.plugins.asgi.plugin import AsgiPlugin
 from sprintd.testing import exchange, make_app, make_server
@@ -249,3 +251,71 @@ def test_without_an_app_nothing_is_mounted() -> None:
     app = make_app([AsgiPlugin()])
     assert app.background == []
     assert not app.router.has_route(b"GET", b"/")
+
+
+# --- WebSocket ------------------------------------------------------------------------
+
+
+def _ws_url(daemon: Daemon, path: str) -> str:
+    return f"ws://{daemon.host}:{daemon.port}{path}"
+
+
+def test_a_websocket_is_accepted_and_echoes_text_and_bytes(served: Daemon) -> None:
+    with connect(
+        _ws_url(served, "/api/ws/echo"), subprotocols=["chat.v2", "chat.v1"], proxy=None
+    ) as ws:
+        assert ws.subprotocol == "chat.v2"
+        assert json.loads(ws.recv(timeout=10)) == {"path": "/api/ws/echo", "root_path": "/api"}
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "echo: hello"
+        ws.send(b"\x00\x01\x02")
+        assert ws.recv(timeout=10) == b"\x02\x01\x00"
+        big = "x" * 200_000  # fragmented by the client, whole to the application
+        ws.send(big)
+        assert ws.recv(timeout=10) == "echo: " + big
+
+
+def test_the_application_closing_is_the_peers_close_code(served: Daemon) -> None:
+    with connect(_ws_url(served, "/api/ws/echo"), proxy=None) as ws:
+        ws.recv(timeout=10)
+        ws.send("bye")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4000
+
+
+def test_the_peers_close_reaches_the_application_as_a_disconnect(served: Daemon) -> None:
+    before = httpx.get(_url(served, "/api/ws/disconnects")).json()
+    with connect(_ws_url(served, "/api/ws/echo"), proxy=None) as ws:
+        ws.recv(timeout=10)
+        ws.close(code=4321)
+    wait_for(lambda: httpx.get(_url(served, "/api/ws/disconnects")).json() == [*before, 4321])
+
+
+def test_a_websocket_closed_before_it_is_accepted_is_a_403(served: Daemon) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        connect(_ws_url(served, "/api/ws/refuse"), proxy=None, open_timeout=10)
+    assert refused.value.response.status_code == 403
+
+
+def test_a_websocket_application_that_fails_first_is_a_500_and_the_daemon_serves_on(
+    served: Daemon,
+) -> None:
+    with pytest.raises(InvalidStatus) as failed:
+        connect(_ws_url(served, "/api/ws/fail"), proxy=None, open_timeout=10)
+    assert failed.value.response.status_code == 500
+    with connect(_ws_url(served, "/api/ws/echo"), proxy=None) as ws:
+        assert json.loads(ws.recv(timeout=10))["path"] == "/api/ws/echo"
+
+
+def test_a_drain_closes_websockets_with_1001_and_tells_the_application(
+    daemon: DaemonFactory,
+) -> None:
+    served = daemon(env=APP_ENV, pythonpath=[TESTS_DIR])
+    with connect(_ws_url(served, "/api/ws/echo"), proxy=None) as ws:
+        ws.recv(timeout=10)
+        served.signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert served.wait() == 0

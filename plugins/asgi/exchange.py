@@ -1,4 +1,5 @@
-"""One HTTP request as an ASGI 3 exchange with the application.
+"""One HTTP request as an ASGI 3 exchange with the application (a WebSocket
+handshake goes to ``websocket``).
 
 Strategy: the application runs in the connection's own task, as any handler
 does: no task, channel or queue per request. The route's handler returns a
@@ -32,7 +33,9 @@ from urllib.parse import unquote
 
 import trio
 
-from sprintd import Request, ResponseWriter, Streamed
+from sprintd import App, Request, Response, ResponseWriter, Streamed, asks_upgrade
+
+from .websocket import handshake
 
 __all__ = ["ASGIApp", "Mount"]
 
@@ -65,40 +68,64 @@ class Mount:
         self.root_path = root_path
         self.state: dict[str, Any] = {}
         self.ready = trio.Event()
+        # Where WebSockets run past their handler (``serve_websockets``).
+        self.nursery: trio.Nursery | None = None
 
-    def handle(self, request: Request) -> Streamed:
-        """The route's handler: the exchange runs once the core has the writer."""
-        return Streamed(functools.partial(self.run, request))
+    async def handle(self, request: Request) -> Response | Streamed:
+        """The route's handler: an HTTP exchange runs once the core has the
+        writer; a WebSocket's handshake is the application's to answer."""
+        if asks_upgrade(request) != b"websocket":
+            return Streamed(functools.partial(self.run, request))
+        if not self.ready.is_set():
+            await self.ready.wait()
+        assert self.nursery is not None  # serve_websockets runs from start-up
+        scope = self._scope(request, "websocket", "ws")
+        scope["subprotocols"] = _subprotocols(request)
+        return await handshake(self.app, scope, request, self.nursery)
+
+    async def serve_websockets(self, app: App) -> None:
+        """Run the WebSockets' applications: a background task of the worker's."""
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            await trio.sleep_forever()
 
     async def run(self, request: Request, writer: ResponseWriter) -> None:
         if not self.ready.is_set():
             await self.ready.wait()
-        raw = request.path
-        path = raw.decode("latin-1")
-        if "%" in path:
-            path = unquote(path)
         sock = writer.sock
-        scope: Message = {
-            "type": "http",
-            "asgi": ASGI_VERSION,
-            "http_version": "1.1",
-            "method": request.method.decode("ascii"),
-            "scheme": "http",
-            "path": path,
-            "raw_path": raw,
-            "query_string": request.query,
-            "root_path": self.root_path,
-            "headers": request.headers,
-            "client": _address(_peer(sock)),
-            "server": _address(sock.getsockname()),
-            "state": self.state.copy(),
-        }
+        scope = self._scope(request, "http", "http")
+        scope["method"] = request.method.decode("ascii")
+        scope["client"] = _address(_peer(sock))
+        scope["server"] = _address(sock.getsockname())
         exchange = _Exchange(request.body, writer)
         try:
             await self.app(scope, exchange.receive, exchange.send)
             await exchange.close()
         finally:
             exchange.finish()
+
+    def _scope(self, request: Request, kind: str, scheme: str) -> Message:
+        raw = request.path
+        path = raw.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        return {
+            "type": kind,
+            "asgi": ASGI_VERSION,
+            "http_version": "1.1",
+            "scheme": scheme,
+            "path": path,
+            "raw_path": raw,
+            "query_string": request.query,
+            "root_path": self.root_path,
+            "headers": request.headers,
+            "state": self.state.copy(),
+        }
+
+
+def _subprotocols(request: Request) -> list[str]:
+    offered = request.header(b"sec-websocket-protocol") or b""
+    return [p.strip().decode("latin-1") for p in offered.split(b",") if p.strip()]
 
 
 def _peer(sock: socket.socket) -> Any:

@@ -81,4 +81,9 @@ class AsgiPlugin:
 
     @hookimpl
     def sprintd_background_tasks(self, app: App) -> Sequence[BackgroundTask]:
-        return [] if self.lifespan is None else [self.lifespan.run]
+        if self.mount is None:
+            return []
+        tasks: list[BackgroundTask] = [self.mount.serve_websockets]
+        if self.lifespan is not None:
+            tasks.append(self.lifespan.run)
+        return tasks
