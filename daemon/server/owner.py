@@ -58,7 +58,7 @@ from ..sockio import recv, send_all
 from .dispatch import dispatch
 from .state import Conn
 
-__all__ = ["FORWARD_TIMEOUT_S", "OWNER_INDEX", "OwnerLink", "OwnerService"]
+__all__ = ["FORWARD_TIMEOUT_S", "OWNER_INDEX", "OwnerLink", "OwnerService", "relay_listener"]
 
 log = logging.getLogger("sprintd.owner")
 
