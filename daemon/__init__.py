@@ -26,7 +26,7 @@ from .server.framed import (
     timed_framed_listener,
 )
 from .server.state import BUSY, FRAME, SEND, SESSION, Conn, Session
-from .server.upgrade import Upgrade, asks_upgrade
+from .server.upgrade import Upgrade, asks_upgrade, websocket_accept
 from .settings import ConfigError
 from .snapshots import Snapshot, SnapshotSpec, SnapshotTable
 from .sockio import connect, recv, send_all, send_now
@@ -87,4 +87,5 @@ __all__ = [
     "send_now",
     "summarize",
     "timed_framed_listener",
+    "websocket_accept",
 ]

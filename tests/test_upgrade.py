@@ -14,7 +14,19 @@ from collections.abc import Sequence
 import pytest
 import trio
 
-from sprintd import Conn, Request, Response, Route, Upgrade, asks_upgrade, hookimpl, recv, send_all
+from sprintd import (
+    Conn,
+    HTTPError,
+    Request,
+    Response,
+    Route,
+    Upgrade,
+    asks_upgrade,
+    hookimpl,
+    recv,
+    send_all,
+    websocket_accept,
+)
 from sprintd.app import App
 from sprintd.server.connection import HTTPServer
 from sprintd.testing import make_app, make_server
@@ -170,3 +182,19 @@ async def test_a_session_that_raises_closes_only_its_connection(
             other.close()
     assert "an upgraded connection's session failed" in caplog.text
     assert "the session's bug" in caplog.text
+
+
+def test_websocket_accept_is_rfc_6455s_and_refuses_a_bad_handshake() -> None:
+    def handshake(*headers: tuple[bytes, bytes]) -> Request:
+        return Request(b"GET", b"/ws", b"", list(headers))
+
+    version = (b"sec-websocket-version", b"13")
+    # RFC 6455 section 1.3's own example.
+    key = (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ==")
+    assert websocket_accept(handshake(version, key)) == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    with pytest.raises(HTTPError) as old:
+        websocket_accept(handshake((b"sec-websocket-version", b"8"), key))
+    assert old.value.status == 426
+    with pytest.raises(HTTPError) as keyless:
+        websocket_accept(handshake(version))
+    assert keyless.value.status == 400

@@ -23,12 +23,17 @@ closes its connection, with a log line; the worker serves on.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Sequence
 
-from ..http import Request, Response
+from ..http import HTTPError, Request, Response
 from .state import Session
 
-__all__ = ["Upgrade", "asks_upgrade"]
+__all__ = ["Upgrade", "asks_upgrade", "websocket_accept"]
+
+# RFC 6455 section 1.3: what the server appends to the client's key.
+_WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class Upgrade(Response):
@@ -60,3 +65,19 @@ def asks_upgrade(request: Request) -> bytes | None:
         elif name == b"connection":
             connection = connection or b"upgrade" in (t.strip() for t in value.lower().split(b","))
     return wanted if connection else None
+
+
+def websocket_accept(request: Request) -> bytes:
+    """The ``Sec-WebSocket-Accept`` a WebSocket handshake's key asks for
+    (RFC 6455 section 4.2.2), for the ``Upgrade`` that answers it.
+
+    Raises:
+        HTTPError: 426 for a version other than 13; 400 without a key.
+    """
+    if request.header(b"sec-websocket-version") != b"13":
+        version = ((b"sec-websocket-version", b"13"),)
+        raise HTTPError(426, "upgrade_required", "WebSocket version 13 only", version)
+    nonce = request.header(b"sec-websocket-key")
+    if not nonce:
+        raise HTTPError(400, "bad_handshake", "Sec-WebSocket-Key is missing")
+    return base64.b64encode(hashlib.sha1(nonce.strip() + _WEBSOCKET_GUID).digest())

@@ -31,9 +31,9 @@ from typing import Any
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
-from wsproto.utilities import RemoteProtocolError, generate_accept_token
+from wsproto.utilities import RemoteProtocolError
 
-from sprintd import Conn, HTTPError, Request, Response, Upgrade, recv, send_all
+from sprintd import Conn, HTTPError, Request, Response, Upgrade, recv, send_all, websocket_accept
 
 __all__ = ["MAX_MESSAGE", "WebSocket", "handshake"]
 
@@ -65,16 +65,7 @@ async def handshake(
         HTTPError: not a version 13 handshake with a key.
         RuntimeError: the application failed or returned before deciding (a 500).
     """
-    if request.header(b"sec-websocket-version") != b"13":
-        raise HTTPError(
-            426,
-            "upgrade_required",
-            "WebSocket version 13 only",
-            ((b"sec-websocket-version", b"13"),),
-        )
-    nonce = request.header(b"sec-websocket-key")
-    if not nonce:
-        raise HTTPError(400, "bad_handshake", "Sec-WebSocket-Key is missing")
+    accept = websocket_accept(request)
     socket = WebSocket(app, scope)
     nursery.start_soon(socket.run)
     await socket.decided.wait()
@@ -83,7 +74,7 @@ async def handshake(
         if socket.failure is not None:
             raise RuntimeError(f"the ASGI application's WebSocket failed: {socket.failure}")
         raise HTTPError(403, "forbidden", "the application refused the WebSocket")
-    headers = [(b"sec-websocket-accept", generate_accept_token(nonce))]
+    headers = [(b"sec-websocket-accept", accept)]
     if accepted.get("subprotocol"):
         headers.append((b"sec-websocket-protocol", accepted["subprotocol"].encode("ascii")))
     headers += [(bytes(name), bytes(value)) for name, value in accepted.get("headers", ())]

@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Event, Message, Ping, TextMessage
-from wsproto.utilities import RemoteProtocolError, generate_accept_token
+from wsproto.utilities import RemoteProtocolError
 
 from sprintd import (
     Conn,
@@ -59,6 +59,7 @@ from sprintd import (
     asks_upgrade,
     recv,
     send_all,
+    websocket_accept,
 )
 
 from .events import EV_TRADE
@@ -232,22 +233,12 @@ class Feed:
                 "GET /v1/ws is a WebSocket: send Upgrade: websocket, Connection: Upgrade",
                 ((b"upgrade", b"websocket"), (b"connection", b"Upgrade")),
             )
-        if request.header(b"sec-websocket-version") != b"13":
-            raise HTTPError(
-                426,
-                "upgrade_required",
-                "WebSocket version 13 only",
-                ((b"sec-websocket-version", b"13"),),
-            )
-        nonce = request.header(b"sec-websocket-key")
-        if not nonce:
-            raise HTTPError(400, "bad_handshake", "Sec-WebSocket-Key is missing")
+        accept = websocket_accept(request)
         key = request.key
 
         async def session(conn: Conn, rest: bytes) -> None:
             await _Session(self, conn, key, rest).serve()
 
-        accept = generate_accept_token(nonce)
         return Upgrade(session, b"websocket", ((b"sec-websocket-accept", accept),))
 
     def _subscribe(self, names: Sequence[str], sub: Subscriber) -> None:
