@@ -27,7 +27,7 @@ from bench.common.net import ServerError, free_port, request, running
 from bench.common.paths import REPO, short
 from bench.common.pinning import Pinning, pinned, plan
 from bench.common.report import Target, finish
-from bench.serving.load import Load, LoadError, Settings, run_load
+from bench.serving.load import Load, LoadError, Settings, warmed_load
 from bench.serving.results import ServerRun, find, to_json
 from bench.serving.servers import SERVERS as SERVING_SERVERS
 from bench.serving.servers import Server
@@ -103,18 +103,8 @@ def _bench(
                 url = f"http://127.0.0.1:{port}{load.path}"
                 raw = out / "raw" / f"{server.key}-{load.key}.txt"
                 try:
-                    if warmup:
-                        warm = Settings(warmup, settings.connections, 0, 0)
-                        run_load(
-                            load,
-                            url,
-                            warmup,
-                            warm,
-                            raw.with_suffix(".warmup.txt"),
-                            cpus=pinning.tools,
-                        )
-                    result = run_load(
-                        load, url, settings.duration_s, settings, raw, cpus=pinning.tools
+                    result = warmed_load(
+                        load, url, settings, raw, warmup=warmup, cpus=pinning.tools
                     )
                 except LoadError as exc:
                     run.failures[load.key] = str(exc)

@@ -18,7 +18,7 @@ from bench.common.paths import short
 from bench.common.pinning import Pinning, pinned, plan
 from bench.common.report import finish
 from bench.serving import report
-from bench.serving.load import LOADS, Load, LoadError, Result, Settings, run_load
+from bench.serving.load import LOADS, Load, LoadError, Result, Settings, warmed_load
 from bench.serving.results import ServerRun
 from bench.serving.servers import SERVERS, Server, serving
 from bench.serving.targets import evaluate
@@ -104,19 +104,8 @@ def _bench(
                 url = f"http://127.0.0.1:{port}{load.path}"
                 raw = out / "raw" / f"{server.key}-{load.key}.txt"
                 try:
-                    # Constant-rate loads follow a closed loop on the same path,
-                    # which has warmed the server already.
-                    if load.closed and warmup:
-                        run_load(
-                            load,
-                            url,
-                            warmup,
-                            settings,
-                            raw.with_suffix(".warmup.txt"),
-                            cpus=pinning.tools,
-                        )
-                    result = run_load(
-                        load, url, settings.duration_s, settings, raw, cpus=pinning.tools
+                    result = warmed_load(
+                        load, url, settings, raw, warmup=warmup, cpus=pinning.tools
                     )
                 except LoadError as exc:
                     run.failures[load.key] = str(exc)

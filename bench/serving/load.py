@@ -45,6 +45,7 @@ __all__ = [
     "command",
     "environment",
     "run_load",
+    "warmed_load",
 ]
 
 HERE = Path(__file__).resolve().parent
@@ -242,6 +243,21 @@ def run_load(
         except (OSError, ValueError, KeyError) as exc:
             raise LoadError(f"k6 summary {summary}: {exc!r}") from None
     return replace(result, tool_cpu_s=cpu)
+
+
+def warmed_load(
+    load: Load, url: str, settings: Settings, raw_path: Path, *, warmup: int, cpus: str | None
+) -> Result:
+    """``run_load`` for ``settings.duration_s``, after ``warmup`` seconds of the
+    same load (its output beside ``raw_path``); none for a constant-rate load,
+    which follows a closed loop on the same path that has warmed the server.
+
+    Raises:
+        LoadError: as ``run_load``.
+    """
+    if load.closed and warmup:
+        run_load(load, url, warmup, settings, raw_path.with_suffix(".warmup.txt"), cpus=cpus)
+    return run_load(load, url, settings.duration_s, settings, raw_path, cpus=cpus)
 
 
 def parse_wrk(stdout: str) -> Result:
