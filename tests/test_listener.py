@@ -6,13 +6,12 @@ the HTTP port.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
-import shutil
 import signal
 import socket
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -208,26 +207,35 @@ def test_two_daemons_that_differ_only_in_port_both_start(daemon: DaemonFactory) 
 # --- [server] uds: a Unix socket beside the port -------------------------------
 
 
-def _curl(path: Path, target: str, *headers: str) -> tuple[int, dict[str, str], bytes]:
-    """GET ``target`` over the Unix socket at ``path`` with curl: status, headers, body."""
-    args = ["curl", "-sS", "-i", "--max-time", "10", "--unix-socket", str(path)]
-    for header in headers:
-        args += ["-H", header]
-    done = subprocess.run([*args, f"http://localhost{target}"], capture_output=True, check=True)
-    head, _, body = done.stdout.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    fields = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        fields[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), fields, body
+class _UnixConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket: the client a front proxy on the host is."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=10)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(10)
+        self.sock.connect(str(self.unix_path))
+
+
+def _get(path: Path, target: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    """GET ``target`` over the Unix socket at ``path``: status, headers, body."""
+    conn = _UnixConnection(path)
+    try:
+        conn.request("GET", target, headers=headers)
+        response = conn.getresponse()
+        fields = {name.lower(): value for name, value in response.getheaders()}
+        return response.status, fields, response.read()
+    finally:
+        conn.close()
 
 
 def _uds(path: Path) -> dict[str, str]:
     return {"SPRINTD_SERVER__UDS": str(path)}
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_unix_socket_serves_http_and_goes_at_shutdown(
     daemon: DaemonFactory, tmp_path: Path, workers: int
@@ -237,7 +245,7 @@ def test_the_unix_socket_serves_http_and_goes_at_shutdown(
     served = daemon("--workers", str(workers), workers=workers, env=NO_ORDERS | _uds(path))
     assert stat.S_IMODE(path.stat().st_mode) == 0o660
     assert stat.S_ISSOCK(path.stat().st_mode)
-    status, fields, body = _curl(path, "/v1/stats", "X-Request-ID: uds-1")
+    status, fields, body = _get(path, "/v1/stats", **{"X-Request-ID": "uds-1"})
     assert status == 200 and fields["x-request-id"] == "uds-1"
     assert b"{" in body
     # TCP still serves beside it.
@@ -247,7 +255,7 @@ def test_the_unix_socket_serves_http_and_goes_at_shutdown(
         prefixes: set[str] = set()
 
         def both() -> bool:
-            _, made, _ = _curl(path, "/v1/stats")
+            _, made, _ = _get(path, "/v1/stats")
             prefixes.add(made["x-request-id"].split("-")[0])
             return len(prefixes) == 2
 
@@ -257,7 +265,6 @@ def test_the_unix_socket_serves_http_and_goes_at_shutdown(
     assert not path.exists()
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_socket_of_a_killed_daemon_is_replaced(daemon: DaemonFactory, tmp_path: Path) -> None:
     path = tmp_path / "http.sock"
     killed = daemon(env=NO_ORDERS | _uds(path))
@@ -267,7 +274,7 @@ def test_the_socket_of_a_killed_daemon_is_replaced(daemon: DaemonFactory, tmp_pa
     with pytest.raises(ConnectionRefusedError), socket.socket(socket.AF_UNIX) as probe:
         probe.connect(str(path))
     daemon(env=NO_ORDERS | _uds(path))
-    assert _curl(path, "/livez")[0] == 200
+    assert _get(path, "/livez")[0] == 200
 
 
 @pytest.mark.parametrize("second", ["1", "2"])

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import select
 import signal
-import socket
 import time
 import uuid
 from decimal import Decimal
@@ -371,9 +369,10 @@ def test_acknowledged_payments_survive_kill_9_and_reach_one_processor_once(
 # --- no processors configured ---------------------------------------------------------------
 
 
-def _session_ports(sid: int) -> set[int]:
-    """The local ports of the TCP sockets (IPv4) of every process in session ``sid``
-    (a daemon and its forked workers), from /proc."""
+def _outgoing(sid: int) -> list[str]:
+    """The TCP connections (IPv4 and IPv6, any state but LISTEN) that the
+    processes of session ``sid`` (a daemon and its forked workers) opened to
+    somewhere else: local port not one they listen on. From /proc."""
     inodes = set()
     for proc in Path("/proc").iterdir():
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -385,51 +384,31 @@ def _session_ports(sid: int) -> set[int]:
                     target = os.readlink(fd)
                     if target.startswith("socket:["):
                         inodes.add(target[8:-1])
-    ports = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[9] in inodes:
-            ports.add(int(fields[1].split(":")[1], 16))
-    return ports
+    rows = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                rows.append(fields)
+    listening = {row[1].rsplit(":", 1)[1] for row in rows if row[3] == "0A"}
+    return [row[2] for row in rows if row[3] != "0A" and row[1].rsplit(":", 1)[1] not in listening]
 
 
 def test_without_processor_urls_it_answers_not_configured_and_calls_nobody(
     daemon: DaemonFactory,
 ) -> None:
-    # Listeners on the ports the plugin once defaulted to. Other daemons on
-    # a shared machine may still call them: only a connection from this
-    # daemon's process counts.
-    listeners = []
-    for port in (8001, 8002):
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            sock.close()
-            pytest.skip(f"port {port} is in use here")
-        sock.listen(64)
-        listeners.append(sock)
-    try:
-        served = daemon(env={"SPRINTD_PAYMENTS__ENABLED": "true"})
-        status, body = post(served, {"correlationId": new_id(), "amount": 1})
-        assert status == 503 and body["error"]["code"] == "not_configured", body
-        for method, path in (("GET", "/payments-summary"), ("POST", "/purge-payments")):
-            result = served.request(method, path)
-            assert result.status == 503, (path, result.body)
-            assert result.json()["error"]["code"] == "not_configured"
-        assert state(served)["configured"] is False
-        # A configured plugin polls each processor's health at once: a second
-        # is four of its polling passes. Nothing is answered, so a caller's
-        # socket stays open while it is looked up.
-        deadline = time.monotonic() + 1.0
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select(listeners, [], [], left)
-            for listener in ready:
-                conn, (_, peer_port) = listener.accept()
-                with conn:
-                    ours = peer_port in _session_ports(served.pid)
-                assert not ours, f"the daemon called port {listener.getsockname()[1]}"
-    finally:
-        for sock in listeners:
-            sock.close()
+    served = daemon(env={"SPRINTD_PAYMENTS__ENABLED": "true"})
+    status, body = post(served, {"correlationId": new_id(), "amount": 1})
+    assert status == 503 and body["error"]["code"] == "not_configured", body
+    for method, path in (("GET", "/payments-summary"), ("POST", "/purge-payments")):
+        result = served.request(method, path)
+        assert result.status == 503, (path, result.body)
+        assert result.json()["error"]["code"] == "not_configured"
+    assert state(served)["configured"] is False
+    # A configured plugin polls each processor's health at once: a second is
+    # four of its polling passes. Not one connection leaves the daemon, to
+    # the old default ports or anywhere (a connect under way shows too).
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        assert _outgoing(served.pid) == [], "the daemon opened a connection"
+        time.sleep(0.005)
