@@ -218,7 +218,6 @@ async def daemon_health(app: App, peers: Peers) -> tuple[int, dict[str, Any]]:
     _, body = health(app)
     answers = await peers.ask("health")
     workers: list[dict[str, Any]] = []
-    statuses = [body["status"]]
     for index in range(peers.count):
         if index == app.worker_index:
             runtime = body["runtime"]
@@ -228,7 +227,6 @@ async def daemon_health(app: App, peers: Peers) -> tuple[int, dict[str, Any]]:
         if answer is None:
             output = f"did not answer within {ASK_TIMEOUT_S:g} s (restarting?)"
             workers.append({"worker": index, "status": "warn", "output": output})
-            statuses.append("warn")
             continue
         failing = sorted(
             name
@@ -238,9 +236,8 @@ async def daemon_health(app: App, peers: Peers) -> tuple[int, dict[str, Any]]:
         workers.append(
             {"worker": index, "status": answer["status"], "pid": answer["pid"], "checks": failing}
         )
-        statuses.append(answer["status"])
-    worst = max(statuses, key=_STATUS_RANK.__getitem__)
-    answered = sum(1 for worker in workers if "pid" in worker)
+    worst = max((worker["status"] for worker in workers), key=_STATUS_RANK.__getitem__)
+    answered = 1 + len(answers)  # this worker, and the siblings that answered
     body["checks"]["workers"] = [
         {
             "status": "pass" if answered == peers.count else "warn",

@@ -81,7 +81,10 @@ class PaymentsPlugin:
 
     def __init__(self) -> None:
         self.parts: _Parts | None = None
-        self.configured = False
+
+    @property
+    def configured(self) -> bool:
+        return self.parts is not None
 
     def _parts(self) -> _Parts:
         if self.parts is None:
@@ -95,7 +98,6 @@ class PaymentsPlugin:
     @hookimpl
     def sprintd_configure(self, app: App) -> None:
         section = app.settings.section("payments", PaymentsSection)
-        self.configured = section.configured
         if section.default_url is None or section.fallback_url is None:
             return
         store: MemoryStore | RedisStore
