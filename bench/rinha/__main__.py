@@ -50,9 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     up_ = sub.add_parser("up", help="start the set-up and leave it running")
     up_.add_argument("--instances", type=int, choices=(1, 2), default=2)
+    up_.add_argument("--workers", type=positive, default=1, help="workers of each instance")
     sub.add_parser("down", help="stop the set-up that up started")
     official = sub.add_parser("official", help="the contest's test, its verdict beside theirs")
     official.add_argument("--instances", type=int, choices=(1, 2), default=2)
+    official.add_argument("--workers", type=positive, default=1, help="workers of each instance")
     add_run_options(official, "rinha", pin=None)
     official.add_argument("--pin", action="store_true", help="each sprintd on a core of its own")
     official.add_argument("--tier", default="turbo", help="sprintd's tier")
@@ -103,7 +105,7 @@ def _official(args: argparse.Namespace) -> int:
     result: OfficialResult | None = None
     interrupted = failed = False
     try:
-        result = run_official(args.instances, args.tier, args.pin, out)
+        result = run_official(args.instances, args.tier, args.pin, out, args.workers)
     except (StackError, ServerError, RuntimeError, OSError, ValueError, KeyError) as exc:
         say(f"[official] not measured: {exc}")
         failed = True
@@ -144,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         stack = up(
-            STACK_DIR, instances=args.instances, front=args.port, tier=args.tier, pin=args.pin
+            STACK_DIR,
+            instances=args.instances,
+            front=args.port,
+            tier=args.tier,
+            pin=args.pin,
+            workers=args.workers,
         )
     except StackError as exc:
         say(f"cannot start: {exc}")

@@ -9,6 +9,7 @@ later command can stop it.
 =============  ==============================================================
 processors     ``python -m sprintd.plugins.payments.emulator`` (fees 5% and 15%)
 one instance   sprintd on the front port, payments in memory, journaled
+               (with ``workers`` > 1, worker 0 owns them and the others forward)
 two instances  sprintd twice on free ports, payments in Redis; Debian's nginx
                on the front port balancing between them (``nginx.conf``)
 
@@ -59,6 +60,7 @@ class Stack:
     processors: dict[str, int]
     sprintd: list[int]
     redis: int | None = None
+    workers: int = 1
     # name -> pid (each the leader of its own process group)
     pids: dict[str, int] = field(default_factory=dict)
 
@@ -155,6 +157,7 @@ def up(
     tier: str,
     pin: bool = False,
     processor_ports: dict[str, int] | None = None,
+    workers: int = 1,
 ) -> Stack:
     """Start the whole set-up, the processors on ``processor_ports`` (free
     ports when None); on any failure, stop what was started and raise.
@@ -184,6 +187,7 @@ def up(
         processors=processor_ports or {"default": free_port(), "fallback": free_port()},
         sprintd=[front] if instances == 1 else [free_port(), free_port()],
         redis=free_port() if instances == 2 else None,
+        workers=workers,
     )
     try:
         for name, port in stack.processors.items():
@@ -214,7 +218,7 @@ def up(
                 settings["SPRINTD_PAYMENTS__STORE"] = "redis"
                 settings["SPRINTD_REDIS__URL"] = f"redis://127.0.0.1:{stack.redis}/0"
             argv = [sys.executable, "-m", "sprintd", "run", "--port", str(port), "--tier", tier]
-            argv += ["--data-dir", str(directory / f"sprintd{i}")]
+            argv += ["--workers", str(workers), "--data-dir", str(directory / f"sprintd{i}")]
             argv = pinned(argv, _core_of(i) if pin else None)
             stack.pids[f"sprintd{i}"] = _spawn(f"sprintd{i}", argv, directory, settings)
             stack.save()
