@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 import time
@@ -70,6 +71,8 @@ class Run:
     measured: list[Measured] = field(default_factory=list)
     # (sequential orders, p50 us at worker 0, p50 us at worker 1)
     forwarding: tuple[int, float, float] | None = None
+    # p50 us of one round trip between two processes over a Unix socket
+    hop_floor_us: float | None = None
     failures: dict[str, str] = field(default_factory=dict)
     commands: list[list[str]] = field(default_factory=list)
 
@@ -163,8 +166,12 @@ def _measure(
                 )
             if workers > 1:
                 run.forwarding = _forwarding(port, args.sequential)
+                run.hop_floor_us = _hop_floor(args.sequential)
                 _, owner, sibling = run.forwarding
-                say(f"  forwarding: p50 {owner:.0f} us at the owner, {sibling:.0f} us via worker 1")
+                say(
+                    f"  forwarding: p50 {owner:.0f} us at the owner, {sibling:.0f} us via "
+                    f"worker 1; a bare round trip between processes {run.hop_floor_us:.0f} us"
+                )
     except ServerError as exc:
         run.failures[f"workers = {workers}"] = str(exc)
         say(f"  NOT MEASURED: {exc}")
@@ -227,6 +234,37 @@ def _forwarding(port: int, count: int) -> tuple[int, float, float]:
         samples.sort()
         p50[worker] = samples[len(samples) // 2] / 1e3
     return count, p50[0], p50[1]
+
+
+def _hop_floor(count: int) -> float:
+    """p50 (us) of ``count`` round trips of a 200-byte message between this
+    process and a child over a Unix socket pair, each on a core of its own as
+    the tier pins the workers: what forwarding cannot avoid (two wake-ups of
+    another process on another core), with none of sprintd's work."""
+    cores = sorted(os.sched_getaffinity(0))
+    here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    child = os.fork()
+    if child == 0:  # the echo: nothing but the two syscalls
+        os.sched_setaffinity(0, {cores[-1]})
+        here.close()
+        while data := there.recv(4096):
+            there.sendall(data)
+        os._exit(0)
+    there.close()
+    os.sched_setaffinity(0, {cores[0]})
+    message, samples = b"x" * 200, []
+    with here:
+        for _ in range(count):
+            t0 = time.perf_counter_ns()
+            here.sendall(message)
+            received = 0
+            while received < len(message):
+                received += len(here.recv(4096))
+            samples.append(time.perf_counter_ns() - t0)
+    os.waitpid(child, 0)
+    os.sched_setaffinity(0, cores)
+    samples.sort()
+    return samples[len(samples) // 2] / 1e3
 
 
 # --- the report ------------------------------------------------------------------
@@ -314,6 +352,13 @@ def _markdown(run: Run, targets: list[Target], interrupted: bool) -> list[str]:
             f"two-worker daemon: p50 **{owner:.0f} us** at the owner, **{sibling:.0f} us** "
             f"through worker 1, which forwards ({sibling / owner:.2f}x).",
         ]
+        if run.hop_floor_us is not None:
+            lines += [
+                "",
+                f"The floor under that difference ({sibling - owner:.0f} us): one round trip "
+                f"of 200 bytes between two processes over a Unix socket pair, nothing else, "
+                f"p50 **{run.hop_floor_us:.0f} us** on this machine ({count:,} of them).",
+            ]
     machine = run.machine
     lines += ["", "## Machine", "", *(f"- {k}: {v}" for k, v in machine.items())]
     lines += not_measured(run.failures.items())
@@ -332,6 +377,7 @@ def _results(run: Run) -> dict[str, Any]:
             for m in run.measured
         ],
         "forwarding": run.forwarding,
+        "hop_floor_us": run.hop_floor_us,
         "failures": run.failures,
     }
 
