@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench.common import facts
 from bench.common.cli import add_run_options, positive, say, start
 from bench.common.net import ServerError, free_port, running
@@ -61,6 +63,8 @@ class Measured:
     load: str
     result: Result
     daemon_cpu_s: float
+    # The journal over the load: (records written, fsyncs, seconds in fsync)
+    journal: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -148,6 +152,7 @@ def _measure(
             for load in LOADS:
                 raw = out / "raw" / f"{load.key}-{workers}.txt"
                 before = group_cpu_seconds(daemon.pid)
+                journal_before = _journal(port)
                 try:
                     result = run_load(load, base + load.path, duration, settings, raw, cpus=None)
                 except LoadError as exc:
@@ -155,7 +160,9 @@ def _measure(
                     say(f"  {load.key} FAILED: {exc}")
                     continue
                 cpu = group_cpu_seconds(daemon.pid) - before
-                run.measured.append(Measured(workers, load.key, result, cpu))
+                (r0, f0, s0), (r1, f1, s1) = journal_before, _journal(port)
+                journal = (r1 - r0, f1 - f0, s1 - s0)
+                run.measured.append(Measured(workers, load.key, result, cpu, journal))
                 if workers == WORKERS[0]:
                     url = base + load.path
                     run.commands.append(command(load, url, duration, settings, raw))
@@ -175,6 +182,25 @@ def _measure(
     except ServerError as exc:
         run.failures[f"workers = {workers}"] = str(exc)
         say(f"  NOT MEASURED: {exc}")
+
+
+def _journal(port: int) -> tuple[float, float, float]:
+    """The journal's records written, fsyncs and seconds spent in them so far
+    (every worker's, from one scrape of /metrics)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        _, body = _exchange(sock, b"GET /metrics HTTP/1.1\r\nHost: b\r\n\r\n")
+    wanted = (
+        "sprintd_journal_records_written_total",
+        "sprintd_journal_fsyncs_total",
+        "sprintd_journal_fsync_duration_seconds_sum",
+    )
+    sums = dict.fromkeys(wanted, 0.0)
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name in sums:
+                sums[sample.name] += sample.value
+    records, fsyncs, seconds = (sums[name] for name in wanted)
+    return records, fsyncs, seconds
 
 
 def _wait_linked(port: int, workers: int) -> None:
@@ -332,16 +358,31 @@ def _markdown(run: Run, targets: list[Target], interrupted: bool) -> list[str]:
         "",
         "![requests/s](throughput.png)",
         "",
-        "| Load | workers | req/s | p50 ms | p99 ms | errors | daemon CPU | wrk CPU |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Load | workers | req/s | p50 ms | p99 ms | errors | daemon CPU | wrk CPU "
+        "| fsyncs | mean fsync ms | records an fsync |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in run.measured:
         r = m.result
         duration = s["duration"]
+        records, fsyncs, fsync_s = m.journal
+        fsync_cells = (
+            f"{fsyncs:,.0f} | {1000 * fsync_s / fsyncs:.2f} | {records / fsyncs:.1f}"
+            if fsyncs
+            else f"{fsyncs:,.0f} | | "
+        )
         lines.append(
             f"| {m.load} | {m.workers} | {r.rps:,.0f} | {r.at(50.0):.3f} | {r.at(99.0):.3f} | "
-            f"{r.errors} | {m.daemon_cpu_s / duration:.0%} | {r.tool_cpu_s / duration:.0%} |"
+            f"{r.errors} | {m.daemon_cpu_s / duration:.0%} | {r.tool_cpu_s / duration:.0%} | "
+            f"{fsync_cells} |"
         )
+    lines += [
+        "",
+        "An order is answered once its record is fsynced (at tiers whose journal fsyncs "
+        "every batch), so each of wrk's connections has one order waiting at a time: the "
+        "closed loop cannot pass connections / mean fsync time, whatever the cores, and "
+        "the fsync columns show how near it came.",
+    ]
     if run.forwarding is not None:
         count, owner, sibling = run.forwarding
         lines += [
@@ -372,7 +413,12 @@ def _results(run: Run) -> dict[str, Any]:
         "settings": {k: str(v) for k, v in run.settings.items()},
         "machine": run.machine,
         "measured": [
-            {"workers": m.workers, "load": m.load, "daemon_cpu_s": m.daemon_cpu_s}
+            {
+                "workers": m.workers,
+                "load": m.load,
+                "daemon_cpu_s": m.daemon_cpu_s,
+                "journal_records_fsyncs_seconds": m.journal,
+            }
             | asdict(m.result)
             for m in run.measured
         ],
