@@ -4,6 +4,7 @@ count of other orders; and replay (or a snapshot) reaching the same ids."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import msgpack
@@ -14,7 +15,13 @@ from hypothesis import strategies as st
 from sprintd.plugins.orders.commands import InvalidOrder, Parser
 from sprintd.plugins.orders.config import OrdersSection
 from sprintd.plugins.orders.plugin import _PriceTime
-from sprintd.plugins.orders.service import OrderService, Outcome
+from sprintd.plugins.orders.service import (
+    _BATCH_BYTES,
+    OrderService,
+    Outcome,
+    batch_records,
+    record_commands,
+)
 
 DAY_S = 86_400.0
 
@@ -195,3 +202,89 @@ def test_a_command_that_cannot_be_recorded_leaves_the_next_record_whole() -> Non
     [record] = orders.journal
     assert msgpack.unpackb(record)[9] == "a"
     assert _replayed(clock, orders.journal).state_hash() == service.state_hash()
+
+
+# A command stream: new orders (side, price, qty, client id or not, IOC or
+# not) and cancels of the n-th order entered, in any mix.
+_NEW_ORDERS = st.tuples(
+    st.just("new"),
+    st.sampled_from(["buy", "sell"]),
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.booleans(),
+    st.booleans(),
+)
+_CANCELS = st.tuples(st.just("cancel"), st.integers(0, 30))
+
+
+@given(
+    st.lists(st.one_of(_NEW_ORDERS, _CANCELS), max_size=40),
+    st.lists(st.integers(1, 8), min_size=1, max_size=40),
+)
+def test_batch_records_replay_to_the_books_their_commands_do(
+    commands: list[tuple[Any, ...]], sizes: list[int]
+) -> None:
+    # The order port journals a read's commands as one batch record; cut
+    # into batches anywhere, beside records of one command (HTTP's, and
+    # every record written before batches), replay reaches the same books,
+    # ids and clock as the live service and as one record per command.
+    clock = Clock()
+    service = _service(clock)
+    orders = Recorder(service)
+    entered: list[int] = []
+    for n, command in enumerate(commands):
+        clock.now += 0.25
+        if command[0] == "new":
+            _, side, price, qty, keyed, ioc = command
+            extra = {"side": side, "account": "a" if n % 2 else "b"}
+            if keyed:
+                extra["client_order_id"] = f"c{n % 5}"
+            if ioc:
+                extra["tif"] = "IOC"
+            entered.append(orders.new(f"{price}.00", f"0.0{qty}", **extra).state.order_id)
+        elif command[1] < len(entered):
+            with contextlib.suppress(InvalidOrder):  # done already: nothing journaled
+                orders.cancel(entered[command[1]])
+    singles = orders.journal
+    mixed: list[bytes] = []
+    at = 0
+    for size in sizes * (len(singles) + 1):
+        if at >= len(singles):
+            break
+        chunk = singles[at : at + size]
+        mixed += chunk if size == 1 else batch_records(chunk)
+        at += size
+    assert [c for r in mixed for c in record_commands(r)] == [msgpack.unpackb(p) for p in singles]
+    want = service.state_hash()
+    for journal in (singles, mixed):
+        replayed = _replayed(clock, journal)
+        assert replayed.state_hash() == want
+        assert (replayed.next_id, replayed.time_ms) == (service.next_id, service.time_ms)
+        assert replayed.client_id_counts() == service.client_id_counts()
+
+
+def test_a_batch_is_cut_into_records_below_the_bound() -> None:
+    # A read's commands can outgrow one record (a mass cancel of a large
+    # book): consecutive commands share records of at most _BATCH_BYTES of
+    # commands, in order, and not one more record than that needs.
+    clock = Clock()
+    service = _service(clock)
+    orders = Recorder(service)
+    for n in range(25_000):
+        orders.new("1.00", client_order_id=f"client-order-{n:050d}", account="a")
+    payloads = orders.journal
+    assert sum(map(len, payloads)) > 2 * _BATCH_BYTES
+    records = batch_records(payloads)
+    commands = [msgpack.unpackb(p) for p in payloads]
+    assert [c for r in records for c in record_commands(r)] == commands
+    # Each record's commands within the bound, and each but the last full:
+    # the next command would have passed it.
+    at = 0
+    for n, record in enumerate(records):
+        count = len(record_commands(record))
+        size = sum(map(len, payloads[at : at + count]))
+        assert size <= _BATCH_BYTES
+        if n < len(records) - 1:
+            assert size + len(payloads[at + count]) > _BATCH_BYTES
+        at += count
+    assert _replayed(clock, records).state_hash() == service.state_hash()

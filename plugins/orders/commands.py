@@ -15,6 +15,13 @@ Prices and quantities are integer ticks and lots, within the engine's
 ``MAX_PRICE`` and ``MAX_QTY``; ``account`` and ``client_order_id`` are the
 client's strings. ``order_id`` and ``time_ms`` are the service's to fill.
 
+A journal record is one command, or a *batch*: an array of commands,
+``[[NEW, ...], [CANCEL, ...], ...]``, applied in order (told apart by its
+first element, an array, not an op). The order-entry port journals each
+read's commands as one batch (``service.batch_records``); a record of one
+command, as every record before batches and every HTTP change, replays as
+it always did.
+
 This module reads request bodies (HTTP JSON or msgpack, and the order-entry
 port's maps: the same checks for both) into commands, knowing the symbols'
 grids and nothing of the books' state: a body it refuses changes nothing.
