@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from sprintd.plugins.orders.commands import InvalidOrder, Parser
 from sprintd.plugins.orders.config import OrdersSection
+from sprintd.plugins.orders.events import SIDE_NAMES, STP_NAMES, TIF_NAMES, TYPE_NAMES
 from sprintd.plugins.orders.plugin import _PriceTime
 from sprintd.plugins.orders.service import (
     _BATCH_BYTES,
@@ -288,3 +289,44 @@ def test_a_batch_is_cut_into_records_below_the_bound() -> None:
             assert size + len(payloads[at + count]) > _BATCH_BYTES
         at += count
     assert _replayed(clock, records).state_hash() == service.state_hash()
+
+
+def _named(value: Any, names: tuple[str, ...]) -> int | None:
+    """The choice fields' rule, spelled out: a name in any case, else None."""
+    if isinstance(value, str):
+        for index, name in enumerate(names):
+            if value.lower() == name.lower():
+                return index
+    return None
+
+
+_ALL_NAMES = [*SIDE_NAMES, *TYPE_NAMES, *TIF_NAMES, *STP_NAMES]
+_CASED = st.sampled_from(_ALL_NAMES).flatmap(
+    lambda name: st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(
+        lambda upper: "".join(c.upper() if u else c for c, u in zip(name, upper, strict=True))
+    )
+)
+
+
+@given(
+    st.sampled_from(["side", "type", "tif", "stp"]),
+    st.one_of(_CASED, st.text(max_size=12), st.none(), st.integers(), st.booleans()),
+)
+@example("tif", "gtc")
+@example("side", "SELL")
+@example("stp", "İ")  # lowers to two characters
+def test_a_choice_field_takes_a_name_in_any_case_and_nothing_else(field: str, value: Any) -> None:
+    names = {"side": SIDE_NAMES, "type": TYPE_NAMES, "tif": TIF_NAMES, "stp": STP_NAMES}[field]
+    body = {"symbol": "BTC-USD", "side": "buy", "price": "1.00", "qty": "0.01", field: value}
+    if field == "type" and _named(value, names) == 1:
+        del body["price"]  # a market order takes none
+    expected = _named(value, names)
+    if value is None and field != "side":
+        expected = {"type": 0, "tif": 0, "stp": 0}[field]
+    at = {"side": 3, "type": 4, "tif": 7, "stp": 10}[field]
+    try:
+        got: int | None = Parser(_service(Clock()).specs).new(body)[at]
+    except InvalidOrder as exc:
+        assert exc.code == f"invalid_{field}"
+        got = None
+    assert got == expected
