@@ -5,6 +5,8 @@ count of other orders; and replay (or a snapshot) reaching the same ids."""
 from __future__ import annotations
 
 import contextlib
+import shutil
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -12,6 +14,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from sprintd import Journal
 from sprintd.plugins.orders.commands import InvalidOrder, Parser
 from sprintd.plugins.orders.config import OrdersSection
 from sprintd.plugins.orders.events import SIDE_NAMES, STP_NAMES, TIF_NAMES, TYPE_NAMES
@@ -330,3 +333,81 @@ def test_a_choice_field_takes_a_name_in_any_case_and_nothing_else(field: str, va
         assert exc.code == f"invalid_{field}"
         got = None
     assert got == expected
+
+
+OLD_JOURNAL = Path(__file__).parent / "data" / "orders-journal-per-command"
+"""An orders journal written by sprintd before batch records (one record per
+command, each frame's records with one ``append_many``): the frames of
+``_fixture_frames`` through ``Parser`` and ``OrderService`` with ``_Ticking``,
+in a ``Journal(fsync="os", segment_bytes=4096)``."""
+
+
+class _Ticking(Clock):
+    """The fixture's clock: a millisecond on at every reading."""
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+def _fixture_frames() -> list[list[tuple[str, Any]]]:
+    frames = []
+    n = 0
+    for f in range(30):
+        frame: list[tuple[str, Any]] = []
+        for _ in range(10):
+            body = {
+                "symbol": "BTC-USD",
+                "side": "buy" if n % 3 else "sell",
+                "price": f"{100 + n % 5}.00",
+                "qty": "0.01",
+                "account": f"acct{n % 4}",
+            }
+            if n % 7 == 0:
+                body["client_order_id"] = f"c{n}"
+            frame.append(("new", body))
+            n += 1
+        if f % 4 == 3:
+            frame.append(("cancel", n - 5))
+        frames.append(frame)
+    return frames
+
+
+def test_a_journal_written_before_batch_records_replays_as_this_code_applies_it(
+    tmp_path: Path,
+) -> None:
+    # This code, live, one batch record a frame (as the order port journals
+    # a read), reaches the books the old journal replays to; and so do its
+    # own records.
+    service = _service(_Ticking())
+    parse = Parser(service.specs)
+    records: list[bytes] = []
+    for frame in _fixture_frames():
+        payloads = []
+        for op, arg in frame:
+            try:
+                payload = (
+                    service.submit(parse.new(arg))[0] if op == "new" else service.cancel(arg)[0]
+                )
+            except InvalidOrder:
+                continue  # a cancel of an order already filled: nothing journaled
+            if payload is not None:
+                payloads.append(payload)
+        records += batch_records(payloads)
+    shutil.copytree(OLD_JOURNAL, tmp_path / "journal")
+    journal = Journal(tmp_path / "journal", fsync="os", segment_bytes=4096)
+    report = journal.open()
+    try:
+        old = _service(Clock())
+        for _, _, payload in journal.replay(streams={"orders"}):
+            old.replay(payload)
+    finally:
+        journal.close()
+    assert report.cut is None and report.records > len(records) == 30
+    new = _replayed(Clock(), records)
+    for replayed in (old, new):
+        assert replayed.state_hash() == service.state_hash()
+        assert (replayed.next_id, replayed.time_ms) == (service.next_id, service.time_ms)
+        assert replayed.client_id_counts() == service.client_id_counts()
+    # The hash the old code printed as it wrote the journal.
+    assert service.state_hash() == "9d3e35d5bdb1f7bd8f0d31cff62577f6"
