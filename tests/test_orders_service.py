@@ -4,6 +4,9 @@ count of other orders; and replay (or a snapshot) reaching the same ids."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -11,10 +14,18 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from sprintd import Journal
 from sprintd.plugins.orders.commands import InvalidOrder, Parser
 from sprintd.plugins.orders.config import OrdersSection
+from sprintd.plugins.orders.events import SIDE_NAMES, STP_NAMES, TIF_NAMES, TYPE_NAMES
 from sprintd.plugins.orders.plugin import _PriceTime
-from sprintd.plugins.orders.service import OrderService, Outcome
+from sprintd.plugins.orders.service import (
+    _BATCH_BYTES,
+    OrderService,
+    Outcome,
+    batch_records,
+    record_commands,
+)
 
 DAY_S = 86_400.0
 
@@ -195,3 +206,208 @@ def test_a_command_that_cannot_be_recorded_leaves_the_next_record_whole() -> Non
     [record] = orders.journal
     assert msgpack.unpackb(record)[9] == "a"
     assert _replayed(clock, orders.journal).state_hash() == service.state_hash()
+
+
+# A command stream: new orders (side, price, qty, client id or not, IOC or
+# not) and cancels of the n-th order entered, in any mix.
+_NEW_ORDERS = st.tuples(
+    st.just("new"),
+    st.sampled_from(["buy", "sell"]),
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.booleans(),
+    st.booleans(),
+)
+_CANCELS = st.tuples(st.just("cancel"), st.integers(0, 30))
+
+
+@given(
+    st.lists(st.one_of(_NEW_ORDERS, _CANCELS), max_size=40),
+    st.lists(st.integers(1, 8), min_size=1, max_size=40),
+)
+def test_batch_records_replay_to_the_books_their_commands_do(
+    commands: list[tuple[Any, ...]], sizes: list[int]
+) -> None:
+    # The order port journals a read's commands as one batch record; cut
+    # into batches anywhere, beside records of one command (HTTP's, and
+    # every record written before batches), replay reaches the same books,
+    # ids and clock as the live service and as one record per command.
+    clock = Clock()
+    service = _service(clock)
+    orders = Recorder(service)
+    entered: list[int] = []
+    for n, command in enumerate(commands):
+        clock.now += 0.25
+        if command[0] == "new":
+            _, side, price, qty, keyed, ioc = command
+            extra = {"side": side, "account": "a" if n % 2 else "b"}
+            if keyed:
+                extra["client_order_id"] = f"c{n % 5}"
+            if ioc:
+                extra["tif"] = "IOC"
+            entered.append(orders.new(f"{price}.00", f"0.0{qty}", **extra).state.order_id)
+        elif command[1] < len(entered):
+            with contextlib.suppress(InvalidOrder):  # done already: nothing journaled
+                orders.cancel(entered[command[1]])
+    singles = orders.journal
+    mixed: list[bytes] = []
+    at = 0
+    for size in sizes * (len(singles) + 1):
+        if at >= len(singles):
+            break
+        chunk = singles[at : at + size]
+        mixed += chunk if size == 1 else batch_records(chunk)
+        at += size
+    assert [c for r in mixed for c in record_commands(r)] == [msgpack.unpackb(p) for p in singles]
+    want = service.state_hash()
+    for journal in (singles, mixed):
+        replayed = _replayed(clock, journal)
+        assert replayed.state_hash() == want
+        assert (replayed.next_id, replayed.time_ms) == (service.next_id, service.time_ms)
+        assert replayed.client_id_counts() == service.client_id_counts()
+
+
+def test_a_batch_is_cut_into_records_below_the_bound() -> None:
+    # A read's commands can outgrow one record (a mass cancel of a large
+    # book): consecutive commands share records of at most _BATCH_BYTES of
+    # commands, in order, and not one more record than that needs.
+    clock = Clock()
+    service = _service(clock)
+    orders = Recorder(service)
+    for n in range(25_000):
+        orders.new("1.00", client_order_id=f"client-order-{n:050d}", account="a")
+    payloads = orders.journal
+    assert sum(map(len, payloads)) > 2 * _BATCH_BYTES
+    records = batch_records(payloads)
+    commands = [msgpack.unpackb(p) for p in payloads]
+    assert [c for r in records for c in record_commands(r)] == commands
+    # Each record's commands within the bound, and each but the last full:
+    # the next command would have passed it.
+    at = 0
+    for n, record in enumerate(records):
+        count = len(record_commands(record))
+        size = sum(map(len, payloads[at : at + count]))
+        assert size <= _BATCH_BYTES
+        if n < len(records) - 1:
+            assert size + len(payloads[at + count]) > _BATCH_BYTES
+        at += count
+    assert _replayed(clock, records).state_hash() == service.state_hash()
+
+
+def _named(value: Any, names: tuple[str, ...]) -> int | None:
+    """The choice fields' rule, spelled out: a name in any case, else None."""
+    if isinstance(value, str):
+        for index, name in enumerate(names):
+            if value.lower() == name.lower():
+                return index
+    return None
+
+
+_ALL_NAMES = [*SIDE_NAMES, *TYPE_NAMES, *TIF_NAMES, *STP_NAMES]
+_CASED = st.sampled_from(_ALL_NAMES).flatmap(
+    lambda name: st.lists(st.booleans(), min_size=len(name), max_size=len(name)).map(
+        lambda upper: "".join(c.upper() if u else c for c, u in zip(name, upper, strict=True))
+    )
+)
+
+
+@given(
+    st.sampled_from(["side", "type", "tif", "stp"]),
+    st.one_of(_CASED, st.text(max_size=12), st.none(), st.integers(), st.booleans()),
+)
+@example("tif", "gtc")
+@example("side", "SELL")
+@example("stp", "İ")  # lowers to two characters
+def test_a_choice_field_takes_a_name_in_any_case_and_nothing_else(field: str, value: Any) -> None:
+    names = {"side": SIDE_NAMES, "type": TYPE_NAMES, "tif": TIF_NAMES, "stp": STP_NAMES}[field]
+    body = {"symbol": "BTC-USD", "side": "buy", "price": "1.00", "qty": "0.01", field: value}
+    if field == "type" and _named(value, names) == 1:
+        del body["price"]  # a market order takes none
+    expected = _named(value, names)
+    if value is None and field != "side":
+        expected = {"type": 0, "tif": 0, "stp": 0}[field]
+    at = {"side": 3, "type": 4, "tif": 7, "stp": 10}[field]
+    try:
+        got: int | None = Parser(_service(Clock()).specs).new(body)[at]
+    except InvalidOrder as exc:
+        assert exc.code == f"invalid_{field}"
+        got = None
+    assert got == expected
+
+
+OLD_JOURNAL = Path(__file__).parent / "data" / "orders-journal-per-command"
+"""An orders journal written by sprintd before batch records (one record per
+command, each frame's records with one ``append_many``): the frames of
+``_fixture_frames`` through ``Parser`` and ``OrderService`` with ``_Ticking``,
+in a ``Journal(fsync="os", segment_bytes=4096)``."""
+
+
+class _Ticking(Clock):
+    """The fixture's clock: a millisecond on at every reading."""
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+def _fixture_frames() -> list[list[tuple[str, Any]]]:
+    frames = []
+    n = 0
+    for f in range(30):
+        frame: list[tuple[str, Any]] = []
+        for _ in range(10):
+            body = {
+                "symbol": "BTC-USD",
+                "side": "buy" if n % 3 else "sell",
+                "price": f"{100 + n % 5}.00",
+                "qty": "0.01",
+                "account": f"acct{n % 4}",
+            }
+            if n % 7 == 0:
+                body["client_order_id"] = f"c{n}"
+            frame.append(("new", body))
+            n += 1
+        if f % 4 == 3:
+            frame.append(("cancel", n - 5))
+        frames.append(frame)
+    return frames
+
+
+def test_a_journal_written_before_batch_records_replays_as_this_code_applies_it(
+    tmp_path: Path,
+) -> None:
+    # This code, live, one batch record a frame (as the order port journals
+    # a read), reaches the books the old journal replays to; and so do its
+    # own records.
+    service = _service(_Ticking())
+    parse = Parser(service.specs)
+    records: list[bytes] = []
+    for frame in _fixture_frames():
+        payloads = []
+        for op, arg in frame:
+            try:
+                payload = (
+                    service.submit(parse.new(arg))[0] if op == "new" else service.cancel(arg)[0]
+                )
+            except InvalidOrder:
+                continue  # a cancel of an order already filled: nothing journaled
+            if payload is not None:
+                payloads.append(payload)
+        records += batch_records(payloads)
+    shutil.copytree(OLD_JOURNAL, tmp_path / "journal")
+    journal = Journal(tmp_path / "journal", fsync="os", segment_bytes=4096)
+    report = journal.open()
+    try:
+        old = _service(Clock())
+        for _, _, payload in journal.replay(streams={"orders"}):
+            old.replay(payload)
+    finally:
+        journal.close()
+    assert report.cut is None and report.records > len(records) == 30
+    new = _replayed(Clock(), records)
+    for replayed in (old, new):
+        assert replayed.state_hash() == service.state_hash()
+        assert (replayed.next_id, replayed.time_ms) == (service.next_id, service.time_ms)
+        assert replayed.client_id_counts() == service.client_id_counts()
+    # The hash the old code printed as it wrote the journal.
+    assert service.state_hash() == "9d3e35d5bdb1f7bd8f0d31cff62577f6"

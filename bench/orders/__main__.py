@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from bench.common import facts
@@ -122,7 +123,9 @@ def _daemon(
     log = out / "logs" / f"sprintd-{tier}.log"
     say(f"[{tier}] starting sprintd on 127.0.0.1:{port}, entry port {entry_port}")
     try:
-        with running(argv, port, (REPO,), log, ready_path="/readyz", check=_ready, env=env):
+        with running(
+            argv, port, (REPO,), log, ready_path="/readyz", check=_ready, env=env
+        ) as process:
             for key, title, per_frame, window, compact in ENTRY_LOADS:
                 count = max(1, 20_000 // per_frame)
                 if compact:
@@ -130,12 +133,17 @@ def _daemon(
                 else:
                     frames = entry_load.order_frames(SYMBOL, per_frame, count)
                 hello = entry_load.HELLO_FRAME if compact else None
+                cpu = entry_load.cpu_seconds(process.pid)
                 with on_cpus(pinning.tools):
                     result = entry_load.drive(
                         "127.0.0.1", entry_port, frames, per_frame, window, seconds, hello
                     )
-                port_run.entry[key] = result
-                say(f"[{tier}] {title:34} {result.per_second:10,.0f} orders/s")
+                cpu = entry_load.cpu_seconds(process.pid) - cpu
+                port_run.entry[key] = result = replace(result, server_cpu_s=cpu)
+                say(
+                    f"[{tier}] {title:34} {result.per_second:10,.0f} orders/s  "
+                    f"{result.cpu_us_per_order:.1f} us of daemon CPU an order"
+                )
             for key, title, per_frame, rate in RATE_LOADS:
                 frames = entry_load.compact_frames(per_frame, max(1, 20_000 // per_frame))
                 with on_cpus(pinning.tools):

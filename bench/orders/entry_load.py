@@ -17,19 +17,30 @@ never as replies).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import select
 import socket
 import struct
 import time
 from array import array
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgpack
 
 from sprintd.framing import encode_frame
 from sprintd.plugins.orders.compact import HELLO, NEW, OK, REPLIES, VERSION
 
-__all__ = ["HELLO_FRAME", "EntryResult", "compact_frames", "drive", "drive_rate", "order_frames"]
+__all__ = [
+    "HELLO_FRAME",
+    "EntryResult",
+    "compact_frames",
+    "cpu_seconds",
+    "drive",
+    "drive_rate",
+    "order_frames",
+]
 
 HELLO_FRAME = encode_frame([VERSION, [HELLO, "bench"]])
 """A compact session's first frame: account ``bench``."""
@@ -49,10 +60,40 @@ class EntryResult:
     refused: int
     # Execution-report frames pushed meanwhile (compact sessions).
     reports: int = 0
+    # The daemon's CPU time (user and system, its threads and workers) over
+    # the load: the cost per order that a shared machine's neighbours do not
+    # change the way they change throughput.
+    server_cpu_s: float = 0.0
 
     @property
     def per_second(self) -> float:
         return self.orders / self.seconds
+
+    @property
+    def cpu_us_per_order(self) -> float:
+        return self.server_cpu_s / max(self.orders, 1) * 1e6
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) a process and its descendants have used,
+    from /proc (a descendant that exited meanwhile is not counted)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            # The fields after the command name, which may hold spaces.
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            tasks = os.listdir(f"/proc/{current}/task")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+        for task in tasks:
+            with contextlib.suppress(FileNotFoundError):
+                children = Path(f"/proc/{current}/task/{task}/children").read_text()
+                pending += [int(child) for child in children.split()]
+    return total
 
 
 def order_frames(symbol: str, per_frame: int, count: int) -> list[bytes]:

@@ -187,8 +187,8 @@ def _port_section(port: PortRun, run: Run) -> list[str]:
         "",
         f"`{' '.join(port.argv)}`",
         "",
-        "| Load | orders/s | p50 | p90 | p99 | p99.9 | max | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Load | orders/s | p50 | p90 | p99 | p99.9 | max | errors | daemon CPU/order |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, result in port.entry.items():
         pct = _percentiles_us(result.latency_us)
@@ -196,16 +196,17 @@ def _port_section(port: PortRun, run: Run) -> list[str]:
         lines.append(
             f"| {key} (per frame) | {result.per_second:,.0f} | {cells} | "
             f"{pct.get(100.0, 0) / 1000:.2f} ms | {result.refused} refused (sampled), "
-            f"{result.reports:,} report frames |"
+            f"{result.reports:,} report frames | "
+            f"{f'{result.cpu_us_per_order:.1f} us' if result.server_cpu_s else ''} |"
         )
     for key, http in port.http.items():
         cells = " | ".join(f"{http.at(p):.2f} ms" for p in (50.0, 90.0, 99.0, 99.9))
         lines.append(
             f"| {key} | {http.rps:,.0f} | {cells} | {http.max_ms:.2f} ms | "
-            f"{http.errors} (+{http.dropped} dropped) |"
+            f"{http.errors} (+{http.dropped} dropped) | |"
         )
     for key, why in port.failures.items():
-        lines.append(f"| {key} | not measured: {why} | | | | | | |")
+        lines.append(f"| {key} | not measured: {why} | | | | | | | |")
     return [*lines, ""]
 
 
@@ -287,5 +288,6 @@ def _entry_json(result: EntryResult) -> dict[str, Any]:
         "per_second": result.per_second,
         "refused": result.refused,
         "reports": result.reports,
+        "server_cpu_s": result.server_cpu_s,
         "latency_us": _percentiles_us(result.latency_us),
     }

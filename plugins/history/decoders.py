@@ -38,7 +38,7 @@ from sprintd.plugins.orders.events import (
     TYPE_NAMES,
 )
 from sprintd.plugins.orders.render import Renderer
-from sprintd.plugins.orders.service import OrderService
+from sprintd.plugins.orders.service import OrderService, record_commands
 from sprintd.plugins.payments.store import ACCEPT, COMMIT, DONE, PURGE, RELEASE
 from sprintd.plugins.payments.store import STREAM as PAYMENTS_STREAM
 
@@ -85,8 +85,16 @@ class OrdersDecoder:
         self.render = Renderer(service.specs)
 
     def apply(self, seq: int, payload: bytes, rows: Rows) -> None:
-        command = msgpack.unpackb(payload, raw=False)
-        events = self.service.replay(payload)
+        # A batch record's commands share its seq; their events are numbered
+        # on through the record, so (seq, n) stays one event's.
+        n = 0
+        for command in record_commands(payload):
+            n = self._command(seq, command, n, rows)
+
+    def _command(self, seq: int, command: list[Any], first: int, rows: Rows) -> int:
+        """Apply one command, add its rows (its events' ``n`` from ``first``);
+        the next command's first ``n``."""
+        events = self.service.replay_command(command)
         op, order_id, symbol = command[0], command[1], command[2]
         time_ms = command[-1] if len(command) == TIMED_LENGTH[op] else None
         text = self.render.text
@@ -112,7 +120,7 @@ class OrdersDecoder:
                     time_ms,
                 )
             )
-        for n, event in enumerate(events):
+        for n, event in enumerate(events, first):
             kind = event[0]
             if kind == EV_TRADE:
                 _, _, trade_id, maker, taker, price, qty, taker_side = event
@@ -133,6 +141,7 @@ class OrdersDecoder:
                 continue  # the order's own row says it
             else:
                 rows["order_events"].append(_order_event(seq, n, symbol, event, text, time_ms))
+        return first + len(events)
 
     def state(self) -> bytes | None:
         return self.service.snapshot()

@@ -38,7 +38,7 @@ from .commands import InvalidOrder, Parser
 from .feed import Feed
 from .render import Renderer
 from .reports import ReportHub
-from .service import OrderService, Outcome
+from .service import OrderService, Outcome, batch_records
 
 __all__ = ["STREAM", "OrdersAPI"]
 
@@ -175,7 +175,7 @@ class OrdersAPI:
                 if len(payloads) == 1:
                     await self.journal.append(STREAM, payloads[0])
                 else:
-                    await self.journal.append_many(STREAM, payloads)
+                    await self.journal.append_many(STREAM, batch_records(payloads))
             except JournalError as exc:
                 self.reports.drop(durable)
                 raise journal_unavailable(str(exc), self.journal.probe_interval) from None

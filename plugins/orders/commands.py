@@ -15,6 +15,13 @@ Prices and quantities are integer ticks and lots, within the engine's
 ``MAX_PRICE`` and ``MAX_QTY``; ``account`` and ``client_order_id`` are the
 client's strings. ``order_id`` and ``time_ms`` are the service's to fill.
 
+A journal record is one command, or a *batch*: an array of commands,
+``[[NEW, ...], [CANCEL, ...], ...]``, applied in order (told apart by its
+first element, an array, not an op). The order-entry port journals each
+read's commands as one batch (``service.batch_records``); a record of one
+command, as every record before batches and every HTTP change, replays as
+it always did.
+
 This module reads request bodies (HTTP JSON or msgpack, and the order-entry
 port's maps: the same checks for both) into commands, knowing the symbols'
 grids and nothing of the books' state: a body it refuses changes nothing.
@@ -86,14 +93,37 @@ class InvalidOrder(HTTPError):
         super().__init__(status, code, message, retry_after=retry_after)
 
 
-def _choice(value: Any, names: tuple[str, ...], field: str, default: int | None = None) -> int:
-    if value is None and default is not None:
-        return default
-    if isinstance(value, str):
-        for index, name in enumerate(names):
-            if value == name or value.lower() == name.lower():
+class _Choice:
+    """One of a field's names, in any case, as its index; an absent field
+    (None) as ``default`` when there is one."""
+
+    __slots__ = ("default", "field", "index", "names")
+
+    def __init__(self, names: tuple[str, ...], field: str, default: int | None = None) -> None:
+        self.names = names
+        self.field = field
+        self.default = default
+        # Lowered: a name's case never matters. The first of equal names wins.
+        self.index = {name.lower(): i for i, name in reversed(list(enumerate(names)))}
+
+    def __call__(self, value: Any) -> int:
+        if value is None and self.default is not None:
+            return self.default
+        if isinstance(value, str):
+            # The exact name first: one lookup where lower() costs a call.
+            index = self.index.get(value)
+            if index is None:
+                index = self.index.get(value.lower())
+            if index is not None:
                 return index
-    raise InvalidOrder(f"invalid_{field}", f"{field} must be one of {', '.join(names)}")
+        names, field = self.names, self.field
+        raise InvalidOrder(f"invalid_{field}", f"{field} must be one of {', '.join(names)}")
+
+
+_SIDE = _Choice(SIDE_NAMES, "side")
+_TYPE = _Choice(TYPE_NAMES, "type", LIMIT)
+_TIF = _Choice(TIF_NAMES, "tif", GTC)
+_STP = _Choice(STP_NAMES, "stp", 0)
 
 
 class Parser:
@@ -175,10 +205,14 @@ class Parser:
             raise InvalidOrder("unknown_field", f"unknown field {unknown!r}")
         symbol = body.get("symbol")
         spec = self._spec(symbol)
-        side = _choice(body.get("side"), SIDE_NAMES, "side")
-        kind = _choice(body.get("type"), TYPE_NAMES, "type", LIMIT)
-        tif = _choice(body.get("tif"), TIF_NAMES, "tif", GTC)
-        stp = _choice(body.get("stp"), STP_NAMES, "stp", 0)
+        side = _SIDE(body.get("side"))
+        # Absent fields (most orders leave these out) without a call.
+        value = body.get("type")
+        kind = LIMIT if value is None else _TYPE(value)
+        value = body.get("tif")
+        tif = GTC if value is None else _TIF(value)
+        value = body.get("stp")
+        stp = 0 if value is None else _STP(value)
         if "qty" not in body:
             raise InvalidOrder("invalid_qty", "qty is required")
         qty = self.units(spec, body["qty"], "qty")

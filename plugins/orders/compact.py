@@ -38,7 +38,7 @@ sends any of them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sprintd import HTTPError
@@ -140,14 +140,21 @@ def parse_new(command: list[Any], symbols: list[str], account: str) -> list[Any]
     index = command[1]
     if type(index) is not int or not 0 <= index < len(symbols):
         raise InvalidOrder("unknown_symbol", f"symbol must be an index below {len(symbols)}")
-    side = _code(command[2], "side", 1)
+    # The common case checked in line, the helpers called only to word a
+    # refusal: a call costs more than its checks.
+    side = command[2]
+    if type(side) is not int or not 0 <= side <= 1:
+        _code(side, "side", 1)
     price = command[3]
     if price is None:
         kind = MARKET
     else:
         kind = LIMIT
-        _units(price, "price", MAX_PRICE)
-    qty = _units(command[4], "qty", MAX_QTY)
+        if type(price) is not int or not 0 < price <= MAX_PRICE:
+            _units(price, "price", MAX_PRICE)
+    qty = command[4]
+    if type(qty) is not int or not 0 < qty <= MAX_QTY:
+        _units(qty, "qty", MAX_QTY)
     tif = _code(command[5], "tif", _MAX_TIF) if n > 5 else 0
     post_only = command[6] if n > 6 else False
     if type(post_only) is not bool:
@@ -164,7 +171,7 @@ def parse_new(command: list[Any], symbols: list[str], account: str) -> list[Any]
     ]  # fmt: skip
 
 
-def order_reply(state: OrderState, events: Iterable[Event] = ()) -> list[Any]:
+def order_reply(state: OrderState, events: Sequence[Event] = ()) -> list[Any]:
     """``[OK, order_id, status, filled, remaining, fills, reason?]``."""
     reply = [
         OK,
@@ -172,7 +179,9 @@ def order_reply(state: OrderState, events: Iterable[Event] = ()) -> list[Any]:
         STATUS_CODES[state.status],
         state.filled_qty,
         state.remaining_qty,
-        [[e[2], e[3], e[5], e[6]] for e in events if e[0] == EV_TRADE],
+        # A command's own event comes first, a trade after it: one event, no
+        # fills (and no comprehension's frame for most orders).
+        [[e[2], e[3], e[5], e[6]] for e in events if e[0] == EV_TRADE] if len(events) > 1 else [],
     ]
     if state.reason is not None:
         reply.append(state.reason)

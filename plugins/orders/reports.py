@@ -425,17 +425,20 @@ class EntryPort:
                 j += 1
             run: list[list[Any]] = batch[i:j]  # type: ignore[assignment]
             if compact:
-                out += map(encode_frame, await self._compact(session, run))
+                out += await self._compact(session, run)
             else:
                 out += map(encode_frame, await self.api.entry(run))
             i = j
         return out
 
-    async def _compact(self, session: Session, run: list[list[Any]]) -> list[list[Any]]:
+    async def _compact(self, session: Session, run: list[list[Any]]) -> list[bytes]:
         api = self.api
         payloads: list[bytes] = []
         writable = api.journal.unavailable is None
         frame = self.handler.frame
-        replies = [frame(session, f, payloads, writable) for f in run]
+        # Encoded before the wait for the journal: bytes, not a list or two
+        # per order, are what stays alive through the fsync, where the
+        # enterprise tier's young collections would walk them.
+        replies = [encode_frame(frame(session, f, payloads, writable)) for f in run]
         await api.journaled(payloads)
         return replies
