@@ -298,3 +298,32 @@ def test_parse_owner_is_host_and_port_or_refused(text: str) -> None:
 )
 def test_parse_owner_reads_addresses(text: str, found: tuple[str, int]) -> None:
     assert parse_owner(text) == found
+
+
+def test_a_command_is_forwarded_once_even_when_two_instances_name_each_other(
+    daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    # A misconfiguration: X says Y owns BTC-USD, and Y says X does. A command
+    # makes one hop and is refused there, instead of bouncing until a timeout.
+    x_port, y_port = free_port(), free_port()
+    x_config = _config(tmp_path / "x.toml", "ETH-USD", "BTC-USD", y_port)
+    y_config = _config(tmp_path / "y.toml", "ETH-USD", "BTC-USD", x_port)
+    x = _start(daemon, x_config, x_port)
+    y = _start(daemon, y_config, y_port)
+    wait_for(lambda: _up(x, y_port) and _up(y, x_port))
+    with EntryClient(LOOPBACK, x_port) as client:
+        [reply] = client.request([["new", _btc("buy", "1.00", "1.0000")]])
+    assert reply[:2] == ["error", "unknown_symbol"], reply
+    status, body = _post(x, _btc("buy", "1.00", "1.0000"))
+    assert status == 404 and body["error"]["code"] == "unknown_symbol", body
+
+
+def test_a_symbol_owned_by_this_instances_own_port_is_a_config_error(
+    sprintd_cli: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "self.toml"
+    path.write_text('[orders.symbols.ETH-USD]\nowner = "127.0.0.1:9555"\n')
+    result = sprintd_cli(
+        "run", "--port", "0", "--config", str(path), env={"SPRINTD_ORDERS__ENTRY_PORT": "9555"}
+    )
+    assert_config_error(result, "orders.symbols.ETH-USD.owner", "this instance's own")

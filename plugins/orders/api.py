@@ -338,7 +338,8 @@ class OrdersAPI:
             body = command[1]
             symbol = body.get("symbol") if type(body) is dict else None
             if type(symbol) is str and symbol in self.remote:
-                return self.remote[symbol], command
+                # As a forwarded new: never forwarded again (one hop at most).
+                return self.remote[symbol], ["new", body, True]
         elif op in _ARITY and len(command) == _ARITY[op] + 1:
             symbol = command[-1]
             if type(symbol) is str and symbol in self.remote:
@@ -380,7 +381,8 @@ class OrdersAPI:
             except OwnerUnavailable as exc:
                 answers = [error_reply(exc.code, exc.message)] * len(items)
             for (f, c, _), answer in zip(items, answers, strict=False):
-                out[f][c] = answer
+                # Without a forwarded new's "created": not in this protocol's reply.
+                out[f][c] = answer[:2] if answer[0] == "ok" else answer
         return out
 
     def get_book(self, request: Request) -> Response:
@@ -427,7 +429,9 @@ class OrdersAPI:
                 return ["ok", self.render.order(service.find(command[1])[1])]
             elif op == "new" and len(command) == 3 and command[2] is True:
                 # A forwarding instance's new (remote.py): the reply says
-                # whether the order was entered, for its 201 or 200.
+                # whether the order was entered, for its 201 or 200. Never
+                # routed on (``_route``): a symbol this instance does not
+                # trade is unknown_symbol, not a second hop.
                 payload, outcome = self._new(command[1])
                 if payload is not None:
                     payloads.append(payload)

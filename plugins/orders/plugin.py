@@ -32,7 +32,7 @@ from sprintd import (
 from . import hookspecs
 from . import snapshot as persistence
 from .api import STREAM, OrdersAPI
-from .config import DEFAULT_RESERVE, ENTRY_PORT_OFFSET, OrdersSection
+from .config import DEFAULT_RESERVE, ENTRY_PORT_OFFSET, OrdersSection, parse_owner
 from .engine import PriceTimeEngine
 from .metrics import OrdersCollector
 from .remote import OwnerLink, OwnersCollector
@@ -43,6 +43,12 @@ __all__ = ["OrdersPlugin"]
 
 log = logging.getLogger("sprintd.orders")
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _entry_port(app: App, section: OrdersSection) -> int:
+    return app.settings.server.plugin_port(
+        section.entry_port, ENTRY_PORT_OFFSET, "orders.entry_port"
+    )
 
 
 class _PriceTime:
@@ -103,6 +109,15 @@ class OrdersPlugin:
         for found in app.pm.hook.sprintd_order_engines(app=app):
             kinds.update(found)
         owners = section.owners()
+        entry = (section.entry_host, _entry_port(app, section))
+        for symbol, owner in owners.items():
+            # The plain mistake (the same config file on every instance):
+            # forwarded commands would come back here, refused.
+            if parse_owner(owner) == entry:
+                raise ConfigError(
+                    f"orders.symbols.{symbol}.owner = {owner!r} is this instance's own "
+                    "order-entry port: leave owner out for a symbol traded here"
+                )
         section = section.local()
         for symbol, cfg in section.symbols.items():
             if cfg.engine not in kinds:
@@ -165,9 +180,7 @@ class OrdersPlugin:
             Listener(
                 "orders-entry",
                 section.entry_host,
-                app.settings.server.plugin_port(
-                    section.entry_port, ENTRY_PORT_OFFSET, "orders.entry_port"
-                ),
+                _entry_port(app, section),
                 EntryPort(api, section.report_queue).serve,
             )
         ]
