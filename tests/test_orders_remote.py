@@ -56,16 +56,23 @@ class Pair:
 
 
 def _start(
-    factory: DaemonFactory, config: Path, entry_port: int, data_dir: Path | None = None
+    factory: DaemonFactory,
+    config: Path,
+    entry_port: int,
+    data_dir: Path | None = None,
+    workers: int = 1,
 ) -> Daemon:
     # The environment's entry port, as tests/daemons.py sets one for every daemon.
     env = {"SPRINTD_ORDERS__ENTRY_PORT": str(entry_port)}
-    return factory("--config", str(config), env=env, data_dir=data_dir)
+    args = ("--config", str(config), "--workers", str(workers))
+    return factory(*args, env=env, data_dir=data_dir, workers=workers)
 
 
 def _up(served: Daemon, owner_port: int) -> bool:
-    owners = served.health()["checks"]["orders"][0]["owners"]
-    return bool(owners[f"{LOOPBACK}:{owner_port}"]["up"])
+    # With two workers a /health from worker 1 lists worker 0's checks by name
+    # only: asked again, it reaches worker 0 in time.
+    orders = served.health()["checks"].get("orders")
+    return orders is not None and bool(orders[0]["owners"][f"{LOOPBACK}:{owner_port}"]["up"])
 
 
 @pytest.fixture
@@ -327,3 +334,23 @@ def test_a_symbol_owned_by_this_instances_own_port_is_a_config_error(
         "run", "--port", "0", "--config", str(path), env={"SPRINTD_ORDERS__ENTRY_PORT": "9555"}
     )
     assert_config_error(result, "orders.symbols.ETH-USD.owner", "this instance's own")
+
+
+def test_an_instance_of_two_workers_forwards_from_either(
+    daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    a_port, b_port = free_port(), free_port()
+    a_config = _config(tmp_path / "a.toml", "BTC-USD", "ETH-USD", b_port)
+    b_config = _config(tmp_path / "b.toml", "ETH-USD", "BTC-USD", a_port)
+    a = _start(daemon, a_config, a_port, workers=2)
+    b = _start(daemon, b_config, b_port)
+    wait_for(lambda: _up(a, b_port) and _up(b, a_port))
+    # A connection each: the kernel hands them to either worker; worker 0
+    # holds the link, the other forwards to it.
+    ids = set()
+    for i in range(20):
+        status, order = _post(a, _eth("sell", f"{3000 + i}.00", "0.100"))
+        assert status == 201, order
+        ids.add(order["order_id"])
+    assert len(ids) == 20
+    assert len(_book(b, "ETH-USD")["asks"]) == 20
