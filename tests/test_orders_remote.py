@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sprintd.plugins.orders.client import EntryClient
@@ -21,6 +20,7 @@ from sprintd.plugins.orders.config import parse_owner
 
 from .daemons import CLIResult, Daemon, DaemonFactory, wait_for
 from .servers import free_port
+from .test_fuzz_orders import _fits_msgpack, new_bodies
 from .test_settings import assert_config_error
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -75,15 +75,24 @@ def _up(served: Daemon, owner_port: int) -> bool:
     return orders is not None and bool(orders[0]["owners"][f"{LOOPBACK}:{owner_port}"]["up"])
 
 
-@pytest.fixture
-def pair(daemon: DaemonFactory, tmp_path: Path) -> Iterator[Pair]:
+def _pair(daemon: DaemonFactory, tmp_path: Path) -> Pair:
     a_port, b_port = free_port(), free_port()
     a_config = _config(tmp_path / "a.toml", "BTC-USD", "ETH-USD", b_port)
     b_config = _config(tmp_path / "b.toml", "ETH-USD", "BTC-USD", a_port)
     a = _start(daemon, a_config, a_port)
     b = _start(daemon, b_config, b_port)
     wait_for(lambda: _up(a, b_port) and _up(b, a_port))
-    yield Pair(daemon, a, b, a_port, b_port, b_config)
+    return Pair(daemon, a, b, a_port, b_port, b_config)
+
+
+@pytest.fixture
+def pair(daemon: DaemonFactory, tmp_path: Path) -> Pair:
+    return _pair(daemon, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_pair(module_daemon: DaemonFactory, tmp_path_factory: pytest.TempPathFactory) -> Pair:
+    return _pair(module_daemon, tmp_path_factory.mktemp("pair"))
 
 
 def _post(served: Daemon, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -246,6 +255,47 @@ def test_an_owner_that_does_not_answer_is_503_and_a_retry_is_not_applied_twice(
     assert status in (200, 201), order
     assert _book(b, "ETH-USD")["asks"] == [["2500.00", "2.000"]]
     assert _get(b, order["order_id"]) == (200, order)
+
+
+# Unique per example, so the two entries of one body are two orders.
+_cids = iter(range(1 << 62))
+
+
+@settings(max_examples=100, deadline=None)
+@given(new_bodies())
+def test_a_forwarded_order_is_answered_as_its_owner_answers_it(
+    shared_pair: Pair, body: dict[str, Any]
+) -> None:
+    # The same body entered at B (BTC-USD's forwarder) and at A (its owner),
+    # over HTTP and the port: the same status and code, the same order fields
+    # that do not depend on the book.
+    if "client_order_id" in body:
+        body["client_order_id"] = f"fuzz-{next(_cids)}"
+    a, b = shared_pair.a, shared_pair.b
+    data = json.dumps(body).encode()
+    there = b.request("POST", "/v1/orders", data, JSON_HEADERS)
+    if "client_order_id" in body:
+        body["client_order_id"] = f"fuzz-{next(_cids)}"
+    here = a.request("POST", "/v1/orders", json.dumps(body).encode(), JSON_HEADERS)
+    assert there.status == here.status, (there.body, here.body)
+    if here.status >= 400:
+        assert there.json() == here.json()
+    else:
+        fixed = ("symbol", "side", "price", "qty")
+        assert {k: there.json()[k] for k in fixed} == {k: here.json()[k] for k in fixed}
+    if not _fits_msgpack(body):
+        return  # no client can send it on the port
+    with (
+        EntryClient(LOOPBACK, shared_pair.b_port) as forwarder,
+        EntryClient(LOOPBACK, shared_pair.a_port) as owner,
+    ):
+        [there_reply] = forwarder.request([["new", body]])
+        [here_reply] = owner.request([["new", body]])
+    assert there_reply[0] == here_reply[0], (there_reply, here_reply)
+    if here_reply[0] == "error":
+        assert there_reply == here_reply
+    else:
+        assert len(there_reply) == len(here_reply) == 2
 
 
 # --- configuration -------------------------------------------------------------
