@@ -19,6 +19,7 @@ from sprintd.plugins.orders.client import EntryClient
 from sprintd.plugins.orders.config import parse_owner
 
 from .daemons import CLIResult, Daemon, DaemonFactory, wait_for
+from .scraping import promtool_complaints, scrape, value
 from .servers import free_port
 from .test_fuzz_orders import _fits_msgpack, new_bodies
 from .test_settings import assert_config_error
@@ -27,6 +28,7 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 LOOPBACK = "127.0.0.1"
 # Small, so a stalled owner's test is quick; a dead one is seen at once anyway.
 FORWARD_TIMEOUT = 0.5
+FORWARDED = "sprintd_orders_forwarded_commands_total"
 
 
 def _config(path: Path, own: str, other: str, other_port: int) -> Path:
@@ -186,13 +188,17 @@ def test_orders_for_either_symbol_entered_at_either_instance_trade_at_the_owner(
     assert _book(b, "ETH-USD")["bids"] == [] and _book(b, "ETH-USD")["asks"] == []
     assert _book(a, "BTC-USD")["asks"] == [["60000.00", "0.3000"]]
 
-    # Visible: counted per owner.
-    metrics = a.get("/metrics").body.decode()
-    assert (
-        f'sprintd_orders_forwarded_commands_total{{outcome="answered",'
-        f'owner="{LOOPBACK}:{pair.b_port}",worker="0"}}'
-    ) in metrics
-    assert f'sprintd_orders_owner_up{{owner="{LOOPBACK}:{pair.b_port}",worker="0"}} 1.0' in metrics
+    # Visible: counted per owner, at each forwarder.
+    text, samples, _ = scrape(a)
+    assert promtool_complaints(text) == ""
+    to_b = f"{LOOPBACK}:{pair.b_port}"
+    # m1 twice, the frame's ETH-USD new, GET, PATCH, DELETE twice, GET, the bad qty.
+    assert value(samples, FORWARDED, owner=to_b, outcome="answered") == 9
+    assert value(samples, FORWARDED, owner=to_b, outcome="unavailable") == 0
+    assert value(samples, "sprintd_orders_owner_up", owner=to_b) == 1
+    _, samples, _ = scrape(b)
+    to_a = f"{LOOPBACK}:{pair.a_port}"
+    assert value(samples, FORWARDED, owner=to_a, outcome="answered") == 2
 
 
 def test_a_killed_owner_is_503_with_retry_after_then_forwarding_resumes(pair: Pair) -> None:
@@ -222,6 +228,10 @@ def test_a_killed_owner_is_503_with_retry_after_then_forwarding_resumes(pair: Pa
     assert _post(a, _btc("buy", "2.00", "1.0000"))[0] == 201
     health = a.health()
     assert health["checks"]["orders"][0]["status"] == "warn"
+    _, samples, _ = scrape(a)
+    to_b = f"{LOOPBACK}:{pair.b_port}"
+    assert value(samples, FORWARDED, owner=to_b, outcome="unavailable") == 3
+    assert value(samples, "sprintd_orders_owner_up", owner=to_b) == 0
 
     pair.restart_b()
     wait_for(lambda: _up(a, pair.b_port))
