@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,23 @@ def test_orders_for_either_symbol_entered_at_either_instance_trade_at_the_owner(
     _, samples, _ = scrape(b)
     to_a = f"{LOOPBACK}:{pair.a_port}"
     assert value(samples, FORWARDED, owner=to_a, outcome="answered") == 2
+
+
+def test_concurrent_forwards_share_one_link_and_each_gets_its_own_answer(pair: Pair) -> None:
+    # Many requests in flight on the link at once (HTTP connections from
+    # threads, and frames pipelined on one port connection): replies are
+    # matched first in, first out, so each must find its own order.
+    a = pair.a
+    prices = [f"{1000 + i}.00" for i in range(40)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda p: _post(a, _eth("buy", p, "0.001")), prices))
+    assert [(status, order["price"]) for status, order in answers] == [(201, p) for p in prices]
+    frames = [[["new", _eth("sell", f"{5000 + i}.00", "0.001")]] for i in range(40)]
+    with EntryClient(LOOPBACK, pair.a_port) as client:
+        client.send_many(frames)
+        replies = [client.receive() for _ in frames]
+    assert [reply[0][1]["price"] for reply in replies] == [f"{5000 + i}.00" for i in range(40)]
+    assert len(_book(pair.b, "ETH-USD")["bids"]) == 20  # the book's default depth
 
 
 def test_a_killed_owner_is_503_with_retry_after_then_forwarding_resumes(pair: Pair) -> None:
