@@ -142,7 +142,8 @@ class OrdersPlugin:
             service.state_hash(),
         )
         self.links = {
-            owner: OwnerLink(owner, section.forward_timeout) for owner in set(owners.values())
+            owner: OwnerLink(owner, section.forward_timeout)
+            for owner in dict.fromkeys(owners.values())
         }
         self.api = OrdersAPI(
             app, service, journal, {symbol: self.links[owner] for symbol, owner in owners.items()}
