@@ -71,6 +71,13 @@ def _start(
     return factory(*args, env=env, data_dir=data_dir, workers=workers)
 
 
+def _owner(served: Daemon, owner_port: int) -> dict[str, Any]:
+    owner: dict[str, Any] = served.health()["checks"]["orders"][0]["owners"][
+        f"{LOOPBACK}:{owner_port}"
+    ]
+    return owner
+
+
 def _up(served: Daemon, owner_port: int) -> bool:
     # With two workers a /health from worker 1 lists worker 0's checks by name
     # only: asked again, it reaches worker 0 in time.
@@ -227,6 +234,7 @@ def test_a_killed_owner_is_503_with_retry_after_then_forwarding_resumes(pair: Pa
         assert status == 201, order
         acked.append(order)
 
+    linked = _owner(a, pair.b_port)["connects"]
     pair.b.signal(signal.SIGKILL)
     pair.b.wait()
     wait_for(lambda: not _up(a, pair.b_port))
@@ -253,6 +261,7 @@ def test_a_killed_owner_is_503_with_retry_after_then_forwarding_resumes(pair: Pa
 
     pair.restart_b()
     wait_for(lambda: _up(a, pair.b_port))
+    assert _owner(a, pair.b_port)["connects"] > linked
     # Every acknowledged order is at the owner, once; a retry finds it.
     for order in acked:
         assert _get(pair.b, order["order_id"]) == (200, order)

@@ -217,6 +217,7 @@ class OrdersPlugin:
                         "up": link.up,
                         "forwarded": link.forwarded,
                         "unavailable": link.unavailable,
+                        "connects": link.connects,
                         **({} if link.up else {"output": f"the owner {link.why}"}),
                     }
                     for owner, link in links.items()
