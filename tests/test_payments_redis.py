@@ -109,3 +109,31 @@ def test_a_killed_instances_payments_are_delivered_by_another_once(
     assert state(survivor)["adopted"] > 0
     assert set(found["default"]) <= set(cids)
     agree(survivor, processors)
+
+
+def test_two_instances_of_two_workers_each_act_as_one(
+    daemon: DaemonFactory, processors: Processors, redis_url: str
+) -> None:
+    # The store is shared, so every worker of every instance takes payments
+    # (no owner worker): four processes, one summary, each payment once.
+    env = {**processors.env(), "SPRINTD_PAYMENTS__STORE": "redis", "SPRINTD_REDIS__URL": redis_url}
+    instances = [daemon("--workers", "2", workers=2, env=env) for _ in range(2)]
+
+    cids = [new_id() for _ in range(60)]
+    # A connection each: the kernel spreads them over both workers.
+    for i, cid in enumerate(cids):
+        assert post(instances[i % 2], {"correlationId": cid, "amount": "2.50"})[0] == 202
+    assert post(instances[1], {"correlationId": cids[0], "amount": "2.50"})[0] == 200
+    assert post(instances[0], {"correlationId": cids[1], "amount": "9"})[0] == 409
+
+    # Each worker delivers its own: wait on the shared summary, not on the
+    # one worker a /health happens to reach.
+    def total(served: Daemon) -> Decimal:
+        found = summary(served)
+        return Decimal(found["default"]["totalAmount"] + found["fallback"]["totalAmount"])
+
+    wait_for(lambda: all(total(served) == Decimal("150.00") for served in instances))
+    assert_once_each(processors, set(cids))
+    # Whichever worker answers: several reads of each instance agree.
+    for served in instances * 3:
+        agree(served, processors)

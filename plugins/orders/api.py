@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sprintd import (
@@ -36,6 +36,7 @@ from sprintd import (
 
 from .commands import InvalidOrder, Parser
 from .feed import Feed
+from .remote import OwnerLink, OwnerUnavailable, reply_status
 from .render import Renderer
 from .reports import ReportHub
 from .service import OrderService, Outcome, batch_records
@@ -45,6 +46,9 @@ __all__ = ["STREAM", "OrdersAPI"]
 log = logging.getLogger("sprintd.orders")
 STREAM = "orders"
 MAX_LIMIT = 1000
+# The order-id commands of the order-entry port, by their length without the
+# trailing symbol that routes them (README.md, "Symbols on other instances").
+_ARITY = {"cancel": 2, "get": 2, "replace": 3}
 
 
 def _int(text: str | None, name: str, default: int, upper: int) -> int:
@@ -73,12 +77,28 @@ def _order_id(request: Request) -> int:
 
 
 class OrdersAPI:
-    """The orders plugin's two ports over one service (module doc)."""
+    """The orders plugin's two ports over one service (module doc).
 
-    def __init__(self, app: App, service: OrderService, journal: Journal) -> None:
+    ``remote``: the symbols other instances own, and the link to each one's
+    owner. With none, the routes and ``entry`` are the local ones as they
+    are, so a symbol's owner pays nothing for routing; with some, each
+    command is looked up by its symbol first.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        service: OrderService,
+        journal: Journal,
+        remote: Mapping[str, OwnerLink] | None = None,
+    ) -> None:
         self.app = app
         self.service = service
         self.journal = journal
+        self.remote = dict(remote or {})
+        self.entry: Callable[[list[list[Any]]], Awaitable[list[Any]]] = (
+            self._entry_routed if self.remote else self._entry_here
+        )
         self.parse = Parser(service.specs)
         self.render = Renderer(service.specs)
         self.books: dict[str, Snapshot] = {}
@@ -187,11 +207,27 @@ class OrdersAPI:
 
     def routes(self) -> Sequence[Route]:
         # With [auth] enabled: reads need a key with "read", changes "trade".
+        routed = bool(self.remote)
         return [
             Route("POST", "/v1/orders", self.post_order, scope="trade"),
-            Route("GET", "/v1/orders/{order_id}", self.get_order, scope="read"),
-            Route("DELETE", "/v1/orders/{order_id}", self.delete_order, scope="trade"),
-            Route("PATCH", "/v1/orders/{order_id}", self.patch_order, scope="trade"),
+            Route(
+                "GET",
+                "/v1/orders/{order_id}",
+                self.get_order_routed if routed else self.get_order,
+                scope="read",
+            ),
+            Route(
+                "DELETE",
+                "/v1/orders/{order_id}",
+                self.delete_order_routed if routed else self.delete_order,
+                scope="trade",
+            ),
+            Route(
+                "PATCH",
+                "/v1/orders/{order_id}",
+                self.patch_order_routed if routed else self.patch_order,
+                scope="trade",
+            ),
             Route("GET", "/v1/book/{symbol}", self.get_book, scope="read"),
             Route("GET", "/v1/trades/{symbol}", self.get_trades, scope="read"),
             Route("GET", "/v1/ws", self.feed.upgrade, scope="read"),
@@ -206,8 +242,13 @@ class OrdersAPI:
         return Response(status, self.render.order_json(outcome.state, outcome.events))
 
     async def post_order(self, request: Request) -> Response:
+        body = request.data()
+        if self.remote:
+            symbol = body.get("symbol") if type(body) is dict else None
+            if type(symbol) is str and symbol in self.remote:
+                return await self._forward(request, self.remote[symbol], ["new", body, True])
         self.writable()
-        payload, outcome = self._new(request.data())
+        payload, outcome = self._new(body)
         await self.journaled([] if payload is None else [payload])
         return self._answer(request, outcome, 201 if outcome.created else 200)
 
@@ -232,8 +273,117 @@ class OrdersAPI:
     def _symbol(self, request: Request) -> str:
         symbol = request.params["symbol"]
         if symbol not in self.service.engines:
+            link = self.remote.get(symbol)
+            if link is not None:
+                raise HTTPError(
+                    404,
+                    "remote_symbol",
+                    f"{symbol} is traded by another instance (order entry at {link.owner}): "
+                    "read it there",
+                )
             raise HTTPError(404, "unknown_symbol", f"no symbol {symbol!r}")
         return symbol
+
+    # --- symbols other instances own (remote.py) --------------------------------
+
+    def _link(self, request: Request) -> OwnerLink | None:
+        """The owner an order-id request names with ``?symbol=``, if another instance."""
+        if not request.query:
+            return None
+        symbol = request.query_params().get("symbol")
+        return None if symbol is None else self.remote.get(symbol)
+
+    async def _forward(self, request: Request, link: OwnerLink, command: list[Any]) -> Response:
+        """The owner's answer to one command, as its own HTTP API gives it."""
+        [reply] = await link.request([command])
+        if reply[0] != "ok":
+            status, retry_after = reply_status(reply[1])
+            raise HTTPError(status, reply[1], reply[2], retry_after=retry_after)
+        # A new order carries whether the owner entered it (201) or found it
+        # by its client_order_id (200).
+        status = 201 if len(reply) == 3 and reply[2] else 200
+        return Response.data(reply[1], status, msgpack_=request.wants_msgpack())
+
+    def _order_command(self, request: Request, op: str) -> list[Any]:
+        text = request.params["order_id"]
+        return [op, int(text) if text.isdigit() else text]
+
+    async def get_order_routed(self, request: Request) -> Response:
+        link = self._link(request)
+        if link is None:
+            return self.get_order(request)
+        return await self._forward(request, link, self._order_command(request, "get"))
+
+    async def delete_order_routed(self, request: Request) -> Response:
+        link = self._link(request)
+        if link is None:
+            return await self.delete_order(request)
+        return await self._forward(request, link, self._order_command(request, "cancel"))
+
+    async def patch_order_routed(self, request: Request) -> Response:
+        link = self._link(request)
+        if link is None:
+            return await self.patch_order(request)
+        return await self._forward(
+            request, link, [*self._order_command(request, "replace"), request.data()]
+        )
+
+    def _route(self, command: Any) -> tuple[OwnerLink, list[Any]] | None:
+        """The owner of an order-entry command for another instance's symbol,
+        and the command as it is sent there; None for this instance's."""
+        if type(command) is not list or len(command) < 2:
+            return None
+        op = command[0]
+        if op == "new" and len(command) == 2:
+            body = command[1]
+            symbol = body.get("symbol") if type(body) is dict else None
+            if type(symbol) is str and symbol in self.remote:
+                # As a forwarded new: never forwarded again (one hop at most).
+                return self.remote[symbol], ["new", body, True]
+        elif op in _ARITY and len(command) == _ARITY[op] + 1:
+            symbol = command[-1]
+            if type(symbol) is str and symbol in self.remote:
+                return self.remote[symbol], command[:-1]
+        return None
+
+    async def _entry_routed(self, batch: list[list[Any]]) -> list[Any]:
+        """``entry`` with remote symbols: each owner's commands of the batch go
+        out in one frame before this instance's are applied and journaled
+        (``_entry_here``); the replies are put back in each frame's order."""
+        here: list[list[Any]] = []
+        places: list[list[int]] = []  # per frame, where its local replies go
+        forwards: dict[OwnerLink, list[tuple[int, int, list[Any]]]] = {}
+        for f, frame in enumerate(batch):
+            local, at = [], []
+            for c, command in enumerate(frame):
+                routed = self._route(command)
+                if routed is None:
+                    local.append(command)
+                    at.append(c)
+                else:
+                    forwards.setdefault(routed[0], []).append((f, c, routed[1]))
+            here.append(local)
+            places.append(at)
+        out: list[list[Any]] = [[None] * len(frame) for frame in batch]
+        sent = []
+        for link, items in forwards.items():
+            try:
+                sent.append((link, link.send([item[2] for item in items]), items))
+            except OwnerUnavailable as exc:
+                for f, c, _ in items:
+                    out[f][c] = error_reply(exc.code, exc.message)
+        for f, replies in enumerate(await self._entry_here(here)):
+            for c, reply in zip(places[f], replies, strict=True):
+                out[f][c] = reply
+        for link, waiting, items in sent:
+            try:
+                answers = await link.wait(waiting, len(items))
+            except OwnerUnavailable as exc:
+                answers = [error_reply(exc.code, exc.message)] * len(items)
+            for (f, c, _), answer in zip(items, answers, strict=False):
+                # Without a forwarded new's "created": not in this protocol's reply.
+                out[f][c] = answer[:2] if answer[0] == "ok" else answer
+        return out
 
     def get_book(self, request: Request) -> Response:
         symbol = self._symbol(request)
@@ -252,10 +402,10 @@ class OrdersAPI:
 
     # --- the order-entry port ----------------------------------------------------
 
-    async def entry(self, batch: list[list[Any]]) -> list[Any]:
-        """Answer a batch of frames (README.md, "The binary order-entry port"):
-        each frame is a list of commands, answered by a list of replies in the
-        same order."""
+    async def _entry_here(self, batch: list[list[Any]]) -> list[Any]:
+        """``entry`` for this instance's own symbols: answer a batch of frames
+        (README.md, "The binary order-entry port"), each a list of commands,
+        by a list of replies in the same order."""
         if self.journal.unavailable is not None:
             return self.refuse(batch)
         payloads: list[bytes] = []
@@ -277,6 +427,24 @@ class OrdersAPI:
                 payload, outcome = self._replace(command[1], command[2])
             elif op == "get" and len(command) == 2:
                 return ["ok", self.render.order(service.find(command[1])[1])]
+            elif op == "new" and len(command) == 3 and command[2] is True:
+                # A forwarding instance's new (remote.py): the reply says
+                # whether the order was entered, for its 201 or 200. Never
+                # routed on (``_route``): a symbol this instance does not
+                # trade is unknown_symbol, not a second hop.
+                payload, outcome = self._new(command[1])
+                if payload is not None:
+                    payloads.append(payload)
+                return ["ok", self.render.order(outcome.state, outcome.events), outcome.created]
+            elif (
+                op in _ARITY
+                and len(command) == _ARITY[op] + 1
+                and type(command[-1]) is str
+                and command[-1] in service.engines
+            ):
+                # A trailing symbol routes the command; here it is this
+                # instance's, and the order id alone says which order.
+                return self._command(command[:-1], payloads)
             else:
                 raise InvalidOrder("bad_command", f"unknown command {op!r} of {len(command)}")
         except HTTPError as exc:

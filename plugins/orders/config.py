@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from sprintd import PluginSection, Section
 
 from .spec import OffGridError, SymbolSpec
 
-__all__ = ["DEFAULT_RESERVE", "ENTRY_PORT_OFFSET", "OrdersSection", "SymbolSettings"]
+__all__ = [
+    "DEFAULT_RESERVE",
+    "ENTRY_PORT_OFFSET",
+    "OrdersSection",
+    "SymbolSettings",
+    "parse_owner",
+]
 
 DEFAULT_RESERVE = 65_536
 """Order-table slots per symbol made at start-up when the tier preallocates
@@ -20,18 +26,60 @@ ENTRY_PORT_OFFSET = 1000
 """The entry port, unless set, is the HTTP port plus this: 8080 -> 9080."""
 
 
-class SymbolSettings(Section):
-    """``[orders.symbols.NAME]``: one tradable symbol's grid and engine."""
+def parse_owner(text: str) -> tuple[str, int]:
+    """``"host:port"`` (``"[::1]:9081"`` for IPv6) as ``(host, port)``.
 
-    # Decimal strings: a float could not say 0.01 exactly.
-    tick_size: str
-    lot_size: str
+    Raises:
+        ValueError: not a host and a port from 1 to 65535.
+    """
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or any(c.isspace() or c in "[]/" for c in host):
+        raise ValueError(f"{text!r} is not host:port")
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be from 1 to 65535")
+    return host, int(port)
+
+
+class SymbolSettings(Section):
+    """``[orders.symbols.NAME]``: one tradable symbol's grid and engine, or,
+    with ``owner``, the instance that trades it (README.md, "Symbols on
+    other instances")."""
+
+    # Decimal strings: a float could not say 0.01 exactly. Required unless
+    # the symbol has an owner ("" then: the owner's settings say them).
+    tick_size: str = ""
+    lot_size: str = ""
     # An engine registered through the sprintd_order_engines hook.
     engine: str = "price_time"
+    # The owner's order-entry port, "host:port": this instance keeps no book
+    # for the symbol and forwards its commands there.
+    owner: str | None = None
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_owner(value)
+        return value
+
+    @model_validator(mode="after")
+    def _local_or_owned(self) -> SymbolSettings:
+        given = self.model_fields_set & {"tick_size", "lot_size", "engine"}
+        if self.owner is not None and given:
+            raise ValueError(
+                f"{', '.join(sorted(given))} with owner: the owner's own settings say them"
+            )
+        if self.owner is None and not (self.tick_size and self.lot_size):
+            raise ValueError("tick_size and lot_size are required (or an owner)")
+        return self
 
     @field_validator("tick_size", "lot_size")
     @classmethod
     def _decimal(cls, value: str) -> str:
+        if not value:
+            return value  # only an owned symbol leaves it out (_local_or_owned)
         try:
             SymbolSpec("check", value, value)
         except (OffGridError, ValueError) as exc:
@@ -90,6 +138,20 @@ class OrdersSection(PluginSection):
     # is told ``slow_consumer`` and closed.
     report_ring: int = Field(10_000, ge=1, le=10_000_000)
     report_queue: int = Field(1 << 20, ge=1024)
+    # Symbols with an owner (README.md, "Symbols on other instances"): a
+    # forwarded command the owner has not answered within this many seconds
+    # is answered 503 owner_unavailable, and the link to it is remade.
+    forward_timeout: float = Field(5.0, gt=0, le=300, allow_inf_nan=False)
+
+    def local(self) -> OrdersSection:
+        """This section with only the symbols this instance trades itself."""
+        return self.model_copy(
+            update={"symbols": {s: c for s, c in self.symbols.items() if c.owner is None}}
+        )
+
+    def owners(self) -> dict[str, str]:
+        """The symbols other instances trade, and the address of each one's owner."""
+        return {s: c.owner for s, c in self.symbols.items() if c.owner is not None}
 
     @field_validator("client_id_retention", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ import pluggy
 
 from sprintd import (
     App,
+    BackgroundTask,
     CheckStatus,
     ConfigError,
     HealthCheck,
@@ -31,9 +32,10 @@ from sprintd import (
 from . import hookspecs
 from . import snapshot as persistence
 from .api import STREAM, OrdersAPI
-from .config import DEFAULT_RESERVE, ENTRY_PORT_OFFSET, OrdersSection
+from .config import DEFAULT_RESERVE, ENTRY_PORT_OFFSET, OrdersSection, parse_owner
 from .engine import PriceTimeEngine
 from .metrics import OrdersCollector
+from .remote import OwnerLink, OwnersCollector
 from .reports import EntryPort
 from .service import OrderService
 
@@ -41,6 +43,12 @@ __all__ = ["OrdersPlugin"]
 
 log = logging.getLogger("sprintd.orders")
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _entry_port(app: App, section: OrdersSection) -> int:
+    return app.settings.server.plugin_port(
+        section.entry_port, ENTRY_PORT_OFFSET, "orders.entry_port"
+    )
 
 
 class _PriceTime:
@@ -70,6 +78,8 @@ class OrdersPlugin:
 
     def __init__(self) -> None:
         self.api: OrdersAPI | None = None
+        # One link per owner address, shared by the symbols it owns.
+        self.links: dict[str, OwnerLink] = {}
 
     def _api(self) -> OrdersAPI:
         if self.api is None:
@@ -98,6 +108,17 @@ class OrdersPlugin:
         kinds: dict[str, Any] = {}
         for found in app.pm.hook.sprintd_order_engines(app=app):
             kinds.update(found)
+        owners = section.owners()
+        entry = (section.entry_host, _entry_port(app, section))
+        for symbol, owner in owners.items():
+            # The plain mistake (the same config file on every instance):
+            # forwarded commands would come back here, refused.
+            if parse_owner(owner) == entry:
+                raise ConfigError(
+                    f"orders.symbols.{symbol}.owner = {owner!r} is this instance's own "
+                    "order-entry port: leave owner out for a symbol traded here"
+                )
+        section = section.local()
         for symbol, cfg in section.symbols.items():
             if cfg.engine not in kinds:
                 raise ConfigError(
@@ -120,7 +141,13 @@ class OrdersPlugin:
             replayed,
             service.state_hash(),
         )
-        self.api = OrdersAPI(app, service, journal)
+        self.links = {
+            owner: OwnerLink(owner, section.forward_timeout)
+            for owner in dict.fromkeys(owners.values())
+        }
+        self.api = OrdersAPI(
+            app, service, journal, {symbol: self.links[owner] for symbol, owner in owners.items()}
+        )
 
     @hookimpl
     def sprintd_routes(self, app: App) -> Sequence[Route]:
@@ -154,30 +181,52 @@ class OrdersPlugin:
             Listener(
                 "orders-entry",
                 section.entry_host,
-                app.settings.server.plugin_port(
-                    section.entry_port, ENTRY_PORT_OFFSET, "orders.entry_port"
-                ),
+                _entry_port(app, section),
                 EntryPort(api, section.report_queue).serve,
             )
         ]
 
     @hookimpl
-    def sprintd_metrics(self, app: App) -> Sequence[OrdersCollector]:
-        return [OrdersCollector(self._api().service, app.worker_index)]
+    def sprintd_metrics(self, app: App) -> Sequence[OrdersCollector | OwnersCollector]:
+        collectors: list[OrdersCollector | OwnersCollector] = [
+            OrdersCollector(self._api().service, app.worker_index)
+        ]
+        if self.links:
+            collectors.append(OwnersCollector(self.links, app.worker_index))
+        return collectors
+
+    @hookimpl
+    def sprintd_background_tasks(self, app: App) -> Sequence[BackgroundTask]:
+        return [link.run for link in self.links.values()]
 
     @hookimpl
     def sprintd_health_checks(self, app: App) -> Sequence[HealthCheck]:
         service = self._api().service
+        links = self.links
 
         def check() -> tuple[CheckStatus, dict[str, Any]]:
-            details = {
+            details: dict[str, Any] = {
                 "state_hash": service.state_hash(),
                 "sequences": {s: e.sequence for s, e in service.engines.items()},
                 "next_order_id": service.next_id,
                 "client_ids": service.client_id_counts(),
             }
+            if links:
+                details["owners"] = {
+                    owner: {
+                        "up": link.up,
+                        "forwarded": link.forwarded,
+                        "unavailable": link.unavailable,
+                        "connects": link.connects,
+                        **({} if link.up else {"output": f"the owner {link.why}"}),
+                    }
+                    for owner, link in links.items()
+                }
             if service.halted is not None:
                 return "fail", {**details, "output": service.halted}
+            if not all(link.up for link in links.values()):
+                # This instance's own symbols trade on: a warning, not a failure.
+                return "warn", details
             return "pass", details
 
         return [HealthCheck("orders", check)]
