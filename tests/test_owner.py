@@ -61,8 +61,12 @@ def _owner_pid(served: Daemon) -> int:
 
 
 def _linked(served: Daemon) -> Daemon:
-    """``served`` once its sibling is linked to the owner (its /readyz says so)."""
-    wait_for(lambda: all(served.get("/readyz").status == 200 for _ in range(8)))
+    """``served`` once its sibling is linked to the owner: asked on a connection
+    to each worker, not on whichever the kernel picks (eight answers from the
+    owner alone once passed for the sibling's while it was still unlinked)."""
+    for worker in (0, 1):
+        with _connection_to(served, worker) as conn:
+            wait_for(lambda conn=conn: _ask(conn, "GET", "/readyz").status == 200)
     return served
 
 

@@ -36,7 +36,7 @@ from sprintd import (
 
 from .commands import InvalidOrder, Parser
 from .feed import Feed
-from .remote import OwnerLink, OwnerUnavailable, reply_status
+from .remote import OwnerUnavailable, RemoteOwner, reply_status
 from .render import Renderer
 from .reports import ReportHub
 from .service import OrderService, Outcome, batch_records
@@ -90,7 +90,7 @@ class OrdersAPI:
         app: App,
         service: OrderService,
         journal: Journal,
-        remote: Mapping[str, OwnerLink] | None = None,
+        remote: Mapping[str, RemoteOwner] | None = None,
     ) -> None:
         self.app = app
         self.service = service
@@ -286,14 +286,14 @@ class OrdersAPI:
 
     # --- symbols other instances own (remote.py) --------------------------------
 
-    def _link(self, request: Request) -> OwnerLink | None:
+    def _link(self, request: Request) -> RemoteOwner | None:
         """The owner an order-id request names with ``?symbol=``, if another instance."""
         if not request.query:
             return None
         symbol = request.query_params().get("symbol")
         return None if symbol is None else self.remote.get(symbol)
 
-    async def _forward(self, request: Request, link: OwnerLink, command: list[Any]) -> Response:
+    async def _forward(self, request: Request, link: RemoteOwner, command: list[Any]) -> Response:
         """The owner's answer to one command, as its own HTTP API gives it."""
         [reply] = await link.request([command])
         if reply[0] != "ok":
@@ -328,7 +328,7 @@ class OrdersAPI:
             request, link, [*self._order_command(request, "replace"), request.data()]
         )
 
-    def _route(self, command: Any) -> tuple[OwnerLink, list[Any]] | None:
+    def _route(self, command: Any) -> tuple[RemoteOwner, list[Any]] | None:
         """The owner of an order-entry command for another instance's symbol,
         and the command as it is sent there; None for this instance's."""
         if type(command) is not list or len(command) < 2:
@@ -352,7 +352,7 @@ class OrdersAPI:
         (``_entry_here``); the replies are put back in each frame's order."""
         here: list[list[Any]] = []
         places: list[list[int]] = []  # per frame, where its local replies go
-        forwards: dict[OwnerLink, list[tuple[int, int, list[Any]]]] = {}
+        forwards: dict[RemoteOwner, list[tuple[int, int, list[Any]]]] = {}
         for f, frame in enumerate(batch):
             local, at = [], []
             for c, command in enumerate(frame):

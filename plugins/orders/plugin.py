@@ -35,7 +35,7 @@ from .api import STREAM, OrdersAPI
 from .config import DEFAULT_RESERVE, ENTRY_PORT_OFFSET, OrdersSection, parse_owner
 from .engine import PriceTimeEngine
 from .metrics import OrdersCollector
-from .remote import OwnerLink, OwnersCollector
+from .remote import OwnersCollector, RemoteOwner
 from .reports import EntryPort
 from .service import OrderService
 
@@ -79,7 +79,7 @@ class OrdersPlugin:
     def __init__(self) -> None:
         self.api: OrdersAPI | None = None
         # One link per owner address, shared by the symbols it owns.
-        self.links: dict[str, OwnerLink] = {}
+        self.links: dict[str, RemoteOwner] = {}
 
     def _api(self) -> OrdersAPI:
         if self.api is None:
@@ -142,7 +142,7 @@ class OrdersPlugin:
             service.state_hash(),
         )
         self.links = {
-            owner: OwnerLink(owner, section.forward_timeout)
+            owner: RemoteOwner(owner, section.forward_timeout)
             for owner in dict.fromkeys(owners.values())
         }
         self.api = OrdersAPI(

@@ -5,7 +5,7 @@ Strategy
 A symbol configured with ``owner = "host:port"`` has no book here: its
 commands go to the owner's order-entry port in the map protocol, and the
 owner's reply is the answer (README.md, "Symbols on other instances").
-``OwnerLink`` is one owner's link: one persistent TCP connection, made and
+``RemoteOwner`` is one owner's link: one persistent TCP connection, made and
 remade by its background task (``run``) with a doubling backoff, on which
 requests are pipelined. The port answers frames in the order they were
 sent, so replies are matched to requests first in, first out. ``send``
@@ -51,7 +51,7 @@ from sprintd import (
 
 from .config import parse_owner
 
-__all__ = ["RETRY_AFTER_S", "OwnerLink", "OwnerUnavailable", "OwnersCollector", "reply_status"]
+__all__ = ["RETRY_AFTER_S", "OwnerUnavailable", "OwnersCollector", "RemoteOwner", "reply_status"]
 
 log = logging.getLogger("sprintd.orders")
 
@@ -110,7 +110,7 @@ class _Waiting:
         self.reply: list[Any] | None = None
 
 
-class OwnerLink:
+class RemoteOwner:
     """One owner's link (module doc).
 
     Args:
@@ -283,7 +283,7 @@ class OwnerLink:
 class OwnersCollector:
     """The links' families on GET /metrics, read at scrape time."""
 
-    def __init__(self, links: Mapping[str, OwnerLink], worker: int) -> None:
+    def __init__(self, links: Mapping[str, RemoteOwner], worker: int) -> None:
         self.links = links
         self.worker = str(worker)
 
