@@ -189,7 +189,10 @@ class JournalSettings(Section):
     segment_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     # Checkpoint (snapshot every stateful plugin, then delete the segments no
     # snapshot needs) after this many records or bytes: the data directory
-    # stays about twice this, whatever the uptime.
+    # stays about twice this, whatever the uptime, and a restart replays at
+    # most this much. A record may hold many commands (one read of the
+    # order-entry port's orders is one record), so the bytes bound the replay
+    # of a busy binary port: 64 MB is about a million orders.
     checkpoint_records: int = Field(100_000, ge=1)
     checkpoint_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
     # Writes are refused (503 journal_unavailable) while the file system has

@@ -308,7 +308,7 @@ def test_a_restart_resumes_from_a_snapshot_and_its_tail(
     first.process.send_signal(signal.SIGKILL)
     first.process.wait()
     second = daemon(data_dir=data_dir, env=env)
-    replay = re.search(r"snapshot at seq (\d+), (\d+) commands replayed", second.stderr())
+    replay = re.search(r"snapshot at seq (\d+), (\d+) records replayed", second.stderr())
     assert replay is not None, second.stderr()
     assert int(replay.group(1)) >= 19
     assert int(replay.group(2)) <= 4

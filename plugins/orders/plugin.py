@@ -136,7 +136,7 @@ class OrdersPlugin:
         # journal asks for it (periodically, and at close).
         journal.register(STREAM, service.snapshot)
         log.info(
-            "orders: snapshot at seq %d, %d commands replayed, state %s",
+            "orders: snapshot at seq %d, %d records replayed, state %s",
             after,
             replayed,
             service.state_hash(),
