@@ -38,6 +38,10 @@ ROOT = Path(__file__).resolve().parent
 # The package mapping in pyproject.toml, longest prefix first.
 PACKAGE_DIRS = (("sprintd.plugins", "plugins"), ("sprintd", "daemon"))
 STAGE = Path("build") / "mypyc-src"
+# The C that mypyc writes. Not build/ itself (its default): a build/sprintd/
+# directory would be imported as a namespace package "sprintd" by a Python
+# started in build/, as make install-check starts them.
+C_DIR = Path("build") / "mypyc-c"
 # mypy reads no project config for this (pyproject's names plugins, such as
 # pydantic's, that the build environment does not have); the compiled modules
 # import nothing outside themselves but the standard library and msgpack.
@@ -99,7 +103,7 @@ def _extensions() -> list[Any]:
         return _pure("mypyc is not installed")
     try:
         extensions: list[Any] = mypycify(
-            _stage(MODULES), group_name=LIBRARY.removesuffix("__mypyc")
+            _stage(MODULES), group_name=LIBRARY.removesuffix("__mypyc"), target_dir=str(C_DIR)
         )
     except (Exception, SystemExit) as exc:  # mypyc exits on a type error
         return _pure(f"mypyc cannot compile the engine ({exc})")
