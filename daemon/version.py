@@ -89,7 +89,9 @@ def load_source(package: str, directory: Path, modules: Iterable[str]) -> Module
     sys.meta_path.insert(0, finder)
     try:
         for module in modules:
-            importlib.import_module(f"{package}.{module}")
+            # Bound here too: loaded a second time, the submodules come from
+            # sys.modules, and only a first import binds them to their package.
+            setattr(namespace, module, importlib.import_module(f"{package}.{module}"))
     finally:
         sys.meta_path.remove(finder)
     return namespace

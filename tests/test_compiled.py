@@ -70,6 +70,13 @@ def test_the_build_is_what_it_says(pure: ModuleType) -> None:
     assert pure.engine.PriceTimeEngine is not engine_module.PriceTimeEngine
 
 
+def test_source_loaded_twice_is_whole_both_times(pure: ModuleType) -> None:
+    # The bench loads it once per engine it opens in one process.
+    again = load_source(PURE, ORDERS, ["engine", "snapshot"])
+    assert again.engine.PriceTimeEngine is pure.engine.PriceTimeEngine
+    assert again.snapshot.snapshot is pure.snapshot.snapshot
+
+
 def test_the_build_is_the_one_the_makefile_installed() -> None:
     wanted = os.environ.get("SPRINTD_TEST_BUILD", build()["mode"])
     assert build()["mode"] == wanted
