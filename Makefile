@@ -60,7 +60,7 @@ install-check:
 	find daemon plugins -name '*.so' -delete
 
 pytest:
-	SPRINTD_TEST_BUILD=pure $(BIN)/pytest $(ARGS)
+	EXPECTED_BUILD=pure $(BIN)/pytest $(ARGS)
 
 # The compiled build (setup.py compiles the engine and framing with mypyc),
 # installed the way a user does, with the tests of what it compiles and of the
@@ -78,7 +78,7 @@ $(COMPILED)/bin/python:
 
 test-compiled: $(COMPILED)/bin/python
 	$(COMPILED)/bin/pip install -q '.[test]'
-	SPRINTD_TEST_BUILD=compiled $(COMPILED)/bin/pytest -p no:cacheprovider $(COMPILED_TESTS)
+	EXPECTED_BUILD=compiled $(COMPILED)/bin/pytest -p no:cacheprovider $(COMPILED_TESTS)
 
 bench: venv
 	$(BIN)/pip install -q -e '.[test,bench]' --config-settings editable_mode=strict

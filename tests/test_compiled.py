@@ -12,7 +12,7 @@ frame decoders, the same frames and errors.
 ``make test`` runs this module twice: in the suite on the pure build (where the
 two are the same code, and the test checks the harness) and with the engine's
 and framing's tests on a compiled build (``make test-compiled``), where it is
-the point. ``SPRINTD_TEST_BUILD`` tells it which build the Makefile installed,
+the point. ``EXPECTED_BUILD`` tells it which build the Makefile installed,
 so a compile that silently fell back to Python fails here instead of passing.
 """
 
@@ -78,7 +78,7 @@ def test_source_loaded_twice_is_whole_both_times(pure: ModuleType) -> None:
 
 
 def test_the_build_is_the_one_the_makefile_installed() -> None:
-    wanted = os.environ.get("SPRINTD_TEST_BUILD", build()["mode"])
+    wanted = os.environ.get("EXPECTED_BUILD", build()["mode"])
     assert build()["mode"] == wanted
 
 
