@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test system-deps venv lint typecheck pytest install-check bench
+.PHONY: run test system-deps venv lint typecheck pytest install-check test-compiled bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { tests/system-deps.sh venv && $(PYTHON) -m venv $(VENV); }
@@ -23,9 +23,12 @@ system-deps:
 	tests/system-deps.sh
 
 # strict editable mode: mypy cannot see through the default import-hook finder.
+# The suite runs on the pure-Python build (SPRINTD_PURE=1): the reference, and
+# the one whose source edits take effect (a compiled module would be imported
+# instead of its .py). test-compiled then runs the compiled build.
 test: system-deps venv
-	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict
-	$(MAKE) --no-print-directory lint typecheck install-check pytest
+	SPRINTD_PURE=1 $(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict
+	$(MAKE) --no-print-directory lint typecheck install-check pytest test-compiled
 
 lint:
 	$(BIN)/ruff check daemon plugins tests bench
@@ -38,17 +41,44 @@ typecheck:
 # from outside the repository: the package mapping, the package data (tier
 # profiles, py.typed) and the console script all ship, and the daemon answers
 # /health. (The suite itself runs on the strict editable install, for mypy.)
+# The plain install is made with a C compiler that fails (CC=false): it must
+# fall back to the pure-Python build and still install. The editable one
+# compiles; test-compiled makes the compiled plain install.
 install-check:
-	for mode in "." "-e ."; do \
+	# No compiled objects from an earlier build: the failing compiler must run.
+	rm -rf build/lib.* build/temp.*
+	for case in "pure Python:CC=false:." "compiled with mypyc::-e ."; do \
+	  build=$${case%%:*}; rest=$${case#*:}; cc=$${rest%%:*}; mode=$${rest#*:}; \
 	  rm -rf build/install-check && $(PYTHON) -m venv build/install-check && \
-	  build/install-check/bin/pip install -q $$mode && \
-	  (cd build && install-check/bin/sprintd --version && install-check/bin/sprintd tiers > /dev/null && \
+	  env $$cc build/install-check/bin/pip install -q $$mode && \
+	  (cd build && install-check/bin/sprintd --version | tr '\n' ' ' | grep "$$build" && \
+	   install-check/bin/sprintd tiers > /dev/null && \
 	   install-check/bin/python -c "import importlib.resources as r; assert r.files('sprintd').joinpath('py.typed').is_file()" && \
 	   install-check/bin/python ../tests/smoke.py) || exit 1; \
 	done
+	# The editable build compiled in place: its extensions are not the repo's.
+	find daemon plugins -name '*.so' -delete
 
 pytest:
-	$(BIN)/pytest $(ARGS)
+	EXPECTED_BUILD=pure $(BIN)/pytest $(ARGS)
+
+# The compiled build (setup.py compiles the engine and framing with mypyc),
+# installed the way a user does, with the tests of what it compiles and of the
+# orders plugin on top of it, and tests/test_compiled.py, which holds it to the
+# pure-Python source. The whole suite twice would double make test's time.
+COMPILED       := build/compiled
+COMPILED_TESTS := tests/test_compiled.py tests/test_engine.py tests/test_framing.py \
+                  tests/test_fuzz_framing.py tests/test_framed.py tests/test_framed_daemon.py \
+                  tests/test_fuzz_orders.py tests/test_orders.py tests/test_orders_service.py \
+                  tests/test_orders_durability.py tests/test_orders_feed.py \
+                  tests/test_orders_render.py tests/test_orders_metrics.py tests/test_health.py
+
+$(COMPILED)/bin/python:
+	$(PYTHON) -m venv $(COMPILED)
+
+test-compiled: $(COMPILED)/bin/python
+	$(COMPILED)/bin/pip install -q '.[test]'
+	EXPECTED_BUILD=compiled $(COMPILED)/bin/pytest -p no:cacheprovider $(COMPILED_TESTS)
 
 bench: venv
 	$(BIN)/pip install -q -e '.[test,bench]' --config-settings editable_mode=strict

@@ -29,7 +29,7 @@ from .server.listener import UNIX, UNIX_LISTENER, Exclusive, ListenError
 from .server.workers import supervise
 from .settings import EXIT_CONFIG, ConfigError, LoadedSettings, load_settings, read_plugin_names
 from .tiers import TIERS, load_profile
-from .version import __version__
+from .version import version_line
 from .worker import run_worker
 
 __all__ = ["main"]
@@ -39,7 +39,7 @@ def _parser(pm: pluggy.PluginManager) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sprintd", description="A tier-tuned, low-latency service daemon."
     )
-    parser.add_argument("--version", action="version", version=f"sprintd {__version__}")
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True)
 
     def settings_flags(sub: argparse.ArgumentParser) -> None:

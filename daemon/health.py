@@ -41,7 +41,7 @@ from .latency import Recorder, merged, summarize
 from .peers import ASK_TIMEOUT_S, Peers
 from .sla import performance
 from .tuning import vm_locked_kib
-from .version import __version__
+from .version import __version__, build
 
 __all__ = ["HealthPlugin", "daemon_health", "daemon_stats", "health", "stats"]
 
@@ -142,6 +142,7 @@ def health(app: App) -> tuple[int, dict[str, Any]]:
         "tier": app.settings.tier,
         "optimization_level": app.profile.optimization_level,
         "version": __version__,
+        "build": build(),
         "runtime": _runtime(app),
         "tuning": app.tuner.report.as_dict(),
         "performance_stats": perf,

@@ -11,8 +11,9 @@ import msgpack
 import pytest
 
 import sprintd
+from sprintd.version import COMPILED_MODULES, build
 
-from .daemons import NO_ORDERS, Daemon, DaemonFactory
+from .daemons import NO_ORDERS, Daemon, DaemonFactory, run_cli
 
 STATUSES = {"pass", "warn", "fail"}
 
@@ -36,6 +37,25 @@ def test_health_names_the_tier_and_version(served: Daemon) -> None:
     assert body["tier"] == "free"
     assert body["optimization_level"] == "standard"
     assert body["version"] == sprintd.__version__
+
+
+def test_health_and_version_name_the_build(served: Daemon) -> None:
+    # The daemon runs this interpreter and this install: the build this test
+    # process has (pure in the suite, compiled in make test-compiled).
+    mine = build()
+    assert served.health()["build"] == mine
+    assert mine in (
+        {"mode": "pure", "compiled": []},
+        {"mode": "compiled", "compiled": list(COMPILED_MODULES)},
+    )
+    version = run_cli("--version")
+    assert version.returncode == 0
+    line = " ".join(version.stdout.split())
+    assert line.startswith(f"sprintd {sprintd.__version__} (")
+    if mine["mode"] == "pure":
+        assert line.endswith("(pure Python)")
+    else:
+        assert line.endswith(f"(compiled with mypyc: {', '.join(COMPILED_MODULES)})")
 
 
 def test_health_runtime(served: Daemon) -> None:

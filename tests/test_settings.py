@@ -374,6 +374,12 @@ def test_sprintd_config_reads_sprintd_config_and_sprintd_names(sprintd_cli: Any)
     assert rows["tuning.gc_percent"] == ("77", "environment SPRINTD_TUNING__GC_PERCENT")
 
 
+def test_the_build_choice_left_in_the_environment_is_no_setting() -> None:
+    # SPRINTD_PURE=1 chooses the pure-Python build at install time (setup.py);
+    # a shell that exported it for pip still starts the daemon.
+    assert load_settings(environ={"SPRINTD_PURE": "1"}).settings.tier == "free"
+
+
 def test_the_developers_environment_does_not_leak(
     sprintd_cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,16 +18,21 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib.machinery import ExtensionFileLoader
+from pathlib import Path
 from typing import Any
 
 from bench.engine.loads import BUY, CANCEL, IOC, MARKET, NEW, Command
 
-__all__ = ["ADAPTERS", "SPRINTD_MODULE", "Bound", "open_engine"]
+__all__ = ["ADAPTERS", "SPRINTD_BUILDS", "SPRINTD_MODULE", "Bound", "open_engine"]
 
 SYMBOL = "BTC-USD"
 SPRINTD_MODULE = "sprintd.plugins.orders.engine"
 # Its vocabulary: sides, kinds, time in force, events and their layouts.
 SPRINTD_EVENTS = "sprintd.plugins.orders.events"
+# The adapters of sprintd's two builds, and the name its source is loaded as.
+SPRINTD_BUILDS = ("sprintd", "sprintd-compiled")
+PURE_PACKAGE = "_sprintd_pure_orders"
 
 New = Callable[[int, int, int, int, int, int], object]
 Translate = Callable[[Command], Command]
@@ -67,8 +72,8 @@ def open_engine(name: str, *, keep_all: bool = False, reserve: int = 0) -> Bound
     as a caller that drops filled orders would. ``keep_all`` keeps every order
     (the memory pass: what a caller who may cancel any of them holds).
     """
-    if name == "sprintd":
-        return _sprintd(keep_all, reserve)
+    if name in SPRINTD_BUILDS:
+        return _sprintd(keep_all, reserve, compiled=name == "sprintd-compiled")
     return ADAPTERS[name](keep_all)
 
 
@@ -76,9 +81,8 @@ def _each(translate: Translate) -> Callable[[Sequence[Command]], list[Command]]:
     return lambda commands: [translate(c) for c in commands]
 
 
-def _sprintd(keep_all: bool, reserve: int = 0) -> Bound:
-    mod: Any = importlib.import_module(SPRINTD_MODULE)
-    ev: Any = importlib.import_module(SPRINTD_EVENTS)
+def _sprintd(keep_all: bool, reserve: int = 0, *, compiled: bool = False) -> Bound:
+    mod, ev = _sprintd_modules(compiled)
     engine = mod.PriceTimeEngine(SYMBOL, reserve=reserve)
     sides, kinds, tifs = (ev.BUY, ev.SELL), (ev.LIMIT, ev.MARKET), (ev.GTC, ev.IOC)
     trade, rejected = ev.EV_TRADE, ev.EV_REJECTED
@@ -109,6 +113,23 @@ def _sprintd(keep_all: bool, reserve: int = 0) -> Bound:
         exact=qty_at is not None,
         refused=refused,
     )
+
+
+def _sprintd_modules(compiled: bool) -> tuple[Any, Any]:
+    """The engine and its events module: the installed build's, which must be
+    the compiled one (setup.py); or the pure-Python source, loaded from the
+    installed .py files whatever the build, as the pure reference."""
+    mod: Any = importlib.import_module(SPRINTD_MODULE)
+    if compiled:
+        if not isinstance(mod.__spec__.loader, ExtensionFileLoader):
+            raise RuntimeError(
+                "the installed sprintd is the pure-Python build: `pip install .` with a C "
+                "compiler (and without SPRINTD_PURE=1) compiles the engine"
+            )
+        return mod, importlib.import_module(SPRINTD_EVENTS)
+    version: Any = importlib.import_module("sprintd.version")
+    pure = version.load_source(PURE_PACKAGE, Path(mod.__file__).parent, ["engine", "events"])
+    return pure.engine, pure.events
 
 
 def _liquibook(keep_all: bool, *, fills: bool = False) -> Bound:
@@ -277,6 +298,7 @@ def _floor(keep_all: bool) -> Bound:
 
 ADAPTERS: dict[str, Callable[[bool], Bound]] = {
     "sprintd": _sprintd,
+    "sprintd-compiled": lambda keep_all: _sprintd(keep_all, compiled=True),
     "liquibook": _liquibook,
     "liquibook-fills": _liquibook_fills,
     "lme": _lme,

@@ -1,7 +1,10 @@
 """What a run measures: each engine, in each configuration worth comparing.
 
-sprintd runs twice: with CPython's GC as it comes, and with the collector
-policy of its maximum tier (enterprise) applied the way the daemon applies it.
+sprintd runs in both builds: the pure-Python engine (its source, loaded from
+the .py files whatever the build) and the mypyc-compiled one (the installed
+build, which must be compiled: setup.py). Each runs twice: with CPython's GC as
+it comes, and with the collector policy of its maximum tier (enterprise)
+applied the way the daemon applies it.
 liquibook runs twice: alone, the way its own figures are taken (add() only
 says whether an order traded), and with the order listener a caller needs to
 learn its fills. The floor is no engine at all: the cost of the loop and of
@@ -31,8 +34,22 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("sprintd", "sprintd", "sprintd", "defaults", "sprintd (GC defaults)"),
-    Variant("sprintd-tier", "sprintd", "sprintd", "tier", "sprintd (enterprise GC policy)"),
+    Variant("sprintd", "sprintd", "sprintd", "defaults", "sprintd pure (GC defaults)"),
+    Variant("sprintd-tier", "sprintd", "sprintd", "tier", "sprintd pure (enterprise GC policy)"),
+    Variant(
+        "sprintd-compiled",
+        "sprintd-compiled",
+        "sprintd",
+        "defaults",
+        "sprintd compiled (GC defaults)",
+    ),
+    Variant(
+        "sprintd-compiled-tier",
+        "sprintd-compiled",
+        "sprintd",
+        "tier",
+        "sprintd compiled (enterprise GC policy)",
+    ),
     Variant("liquibook", "liquibook", "liquibook", "defaults", "liquibook wrapper"),
     Variant(
         "liquibook-fills",

@@ -66,6 +66,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from .book import NIL, BookSide, OrderTable
 from .done import DEFAULT_DONE_CAPACITY, DoneRing
 from .events import (
@@ -126,6 +128,9 @@ def _as_int(value: object, default: int) -> int:
     return value if type(value) is int else default
 
 
+# Compiled (setup.py), a class is closed to Python subclasses unless it says
+# otherwise; an engine plugin may build on this one (``sprintd_order_engines``).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class PriceTimeEngine:
     """A price-time priority order book and matcher for one symbol.
 
@@ -202,12 +207,17 @@ class PriceTimeEngine:
 
     # -- commands ------------------------------------------------------------
 
+    # ``price`` and ``qty`` are ``object``, not ``int``: a value of another type
+    # is rejected with an event, and mypyc (setup.py) would turn an ``int``
+    # annotation into a TypeError at the call, where the compiled engine must
+    # answer as this source does (tests/test_compiled.py).
+
     def new(
         self,
         order_id: int,
         side: int,
-        price: int | None,
-        qty: int,
+        price: object,
+        qty: object,
         kind: int = LIMIT,
         tif: int = GTC,
         post_only: bool = False,
@@ -383,9 +393,7 @@ class PriceTimeEngine:
         self.sequence = seq
         return [(EV_CANCELLED, seq, order_id, rem, C_USER)]
 
-    def replace(
-        self, order_id: int, price: int | None = None, qty: int | None = None
-    ) -> list[Event]:
+    def replace(self, order_id: int, price: object = None, qty: object = None) -> list[Event]:
         """Change a live order's price and/or total quantity (module doc, "Rules").
 
         Returns ``replaced`` (``kept_priority`` says whether it kept its place),
