@@ -23,11 +23,11 @@ system-deps:
 	tests/system-deps.sh
 
 # strict editable mode: mypy cannot see through the default import-hook finder.
-# The suite runs on the pure-Python build (SPRINTD_PURE=1): the reference, and
+# The suite runs on the pure-Python build (the default): the reference, and
 # the one whose source edits take effect (a compiled module would be imported
 # instead of its .py). test-compiled then runs the compiled build.
 test: system-deps venv
-	SPRINTD_PURE=1 $(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=strict
 	$(MAKE) --no-print-directory lint typecheck install-check pytest test-compiled
 
 lint:
@@ -41,13 +41,14 @@ typecheck:
 # from outside the repository: the package mapping, the package data (tier
 # profiles, py.typed) and the console script all ship, and the daemon answers
 # /health. (The suite itself runs on the strict editable install, for mypy.)
-# The plain install is made with a C compiler that fails (CC=false): it must
-# fall back to the pure-Python build and still install. The editable one
-# compiles; test-compiled makes the compiled plain install.
+# The plain install is the default, pure Python; the editable one asks for the
+# compiled build (SPRINTD_COMPILE=1) with a C compiler that fails (CC=false):
+# it must fall back to pure Python and still install. test-compiled makes the
+# compiled plain install.
 install-check:
 	# No compiled objects from an earlier build: the failing compiler must run.
 	rm -rf build/lib.* build/temp.*
-	for case in "pure Python:CC=false:." "compiled with mypyc::-e ."; do \
+	for case in "pure Python::." "pure Python:SPRINTD_COMPILE=1 CC=false:-e ."; do \
 	  build=$${case%%:*}; rest=$${case#*:}; cc=$${rest%%:*}; mode=$${rest#*:}; \
 	  rm -rf build/install-check && $(PYTHON) -m venv build/install-check && \
 	  env $$cc build/install-check/bin/pip install -q $$mode && \
@@ -56,8 +57,6 @@ install-check:
 	   install-check/bin/python -c "import importlib.resources as r; assert r.files('sprintd').joinpath('py.typed').is_file()" && \
 	   install-check/bin/python ../tests/smoke.py) || exit 1; \
 	done
-	# The editable build compiled in place: its extensions are not the repo's.
-	find daemon plugins -name '*.so' -delete
 
 pytest:
 	EXPECTED_BUILD=pure $(BIN)/pytest $(ARGS)
@@ -77,7 +76,7 @@ $(COMPILED)/bin/python:
 	$(PYTHON) -m venv $(COMPILED)
 
 test-compiled: $(COMPILED)/bin/python
-	$(COMPILED)/bin/pip install -q '.[test]'
+	SPRINTD_COMPILE=1 $(COMPILED)/bin/pip install -q '.[test]'
 	EXPECTED_BUILD=compiled $(COMPILED)/bin/pytest -p no:cacheprovider $(COMPILED_TESTS)
 
 bench: venv

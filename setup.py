@@ -1,13 +1,16 @@
 """The build's one choice: the matching engine's hot modules compiled with mypyc, or not.
 
-Everything else about the package is declared in pyproject.toml. This file adds
-the extension modules when it can: mypyc compiles the modules that
-``sprintd.version.COMPILED_MODULES`` names, the same source files that ship as
-Python, into C (typed attribute and list access, direct calls between them).
-The .py files are always installed too, so a build that cannot compile is the
-pure-Python build, and the install succeeds either way:
+Everything else about the package is declared in pyproject.toml. With
+``SPRINTD_COMPILE=1`` in the environment this file adds the extension modules
+when it can: mypyc compiles the modules that ``sprintd.version.COMPILED_MODULES``
+names, the same source files that ship as Python, into C (typed attribute and
+list access, direct calls between them). Without it the build is pure Python:
+compiled, the engine measured no faster than the interpreter runs it and held
+100,000 resting orders in 28 MB against 19 (README, "Install"), so it is a
+choice, not the default. The .py files are always installed too, so a build
+that cannot compile is the pure-Python build, and the install succeeds either way:
 
-* ``SPRINTD_PURE=1`` in the environment: no extensions (the opt-out);
+* ``SPRINTD_COMPILE`` unset (or not ``1``): no extensions;
 * mypyc is not importable (``[build-system] requires`` brings it with mypy, so
   only a build without isolation can lack it);
 * mypyc refuses the source, or the C compiler is missing or fails (no gcc, no
@@ -97,8 +100,8 @@ def _pure(why: str) -> list[Any]:
 
 
 def _extensions() -> list[Any]:
-    if os.environ.get("SPRINTD_PURE") == "1":
-        return _pure("SPRINTD_PURE=1")
+    if os.environ.get("SPRINTD_COMPILE") != "1":
+        return _pure("SPRINTD_COMPILE=1 is not set")
     if mypycify is None:
         return _pure("mypyc is not installed")
     try:

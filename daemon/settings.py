@@ -58,9 +58,9 @@ __all__ = [
 
 ENV_PREFIX = "SPRINTD_"
 # Names the environment may carry that are not settings: the config file, and
-# the install's choice of the pure-Python build (setup.py), which a shell may
+# the install's choice of the compiled build (setup.py), which a shell may
 # still export when the daemon starts.
-ENV_NOT_SETTINGS = frozenset({"SPRINTD_CONFIG", "SPRINTD_PURE"})
+ENV_NOT_SETTINGS = frozenset({"SPRINTD_CONFIG", "SPRINTD_COMPILE"})
 # The seed system's environment names and the settings they set.
 SEED_ENV_ALIASES: Mapping[str, tuple[str, ...]] = {
     "TIER": ("tier",),

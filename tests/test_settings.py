@@ -375,9 +375,9 @@ def test_sprintd_config_reads_sprintd_config_and_sprintd_names(sprintd_cli: Any)
 
 
 def test_the_build_choice_left_in_the_environment_is_no_setting() -> None:
-    # SPRINTD_PURE=1 chooses the pure-Python build at install time (setup.py);
+    # SPRINTD_COMPILE=1 chooses the compiled build at install time (setup.py);
     # a shell that exported it for pip still starts the daemon.
-    assert load_settings(environ={"SPRINTD_PURE": "1"}).settings.tier == "free"
+    assert load_settings(environ={"SPRINTD_COMPILE": "1"}).settings.tier == "free"
 
 
 def test_the_developers_environment_does_not_leak(

@@ -123,8 +123,8 @@ def _sprintd_modules(compiled: bool) -> tuple[Any, Any]:
     if compiled:
         if not isinstance(mod.__spec__.loader, ExtensionFileLoader):
             raise RuntimeError(
-                "the installed sprintd is the pure-Python build: `pip install .` with a C "
-                "compiler (and without SPRINTD_PURE=1) compiles the engine"
+                "the installed sprintd is the pure-Python build: `SPRINTD_COMPILE=1 pip "
+                "install .` with a C compiler compiles the engine"
             )
         return mod, importlib.import_module(SPRINTD_EVENTS)
     version: Any = importlib.import_module("sprintd.version")
