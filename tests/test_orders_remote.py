@@ -45,7 +45,8 @@ def _config(path: Path, own: str, other: str, other_port: int) -> Path:
 
 @dataclass
 class Pair:
-    """A owns BTC-USD, B owns ETH-USD; each forwards the other's."""
+    """Two instances, each naming the other as an owner: by default A owns
+    BTC-USD and B owns ETH-USD, and each forwards the other's."""
 
     factory: DaemonFactory
     a: Daemon
@@ -85,11 +86,20 @@ def _up(served: Daemon, owner_port: int) -> bool:
     return orders is not None and bool(orders[0]["owners"][f"{LOOPBACK}:{owner_port}"]["up"])
 
 
-def _pair(daemon: DaemonFactory, tmp_path: Path) -> Pair:
+def _pair(
+    daemon: DaemonFactory,
+    tmp_path: Path,
+    a_owns: str = "BTC-USD",
+    b_owns: str = "ETH-USD",
+    a_workers: int = 1,
+) -> Pair:
+    """A owns ``a_owns`` and names B the owner of the other symbol; B the other
+    way round; both started and linked."""
     a_port, b_port = free_port(), free_port()
-    a_config = _config(tmp_path / "a.toml", "BTC-USD", "ETH-USD", b_port)
-    b_config = _config(tmp_path / "b.toml", "ETH-USD", "BTC-USD", a_port)
-    a = _start(daemon, a_config, a_port)
+    others = {"BTC-USD": "ETH-USD", "ETH-USD": "BTC-USD"}
+    a_config = _config(tmp_path / "a.toml", a_owns, others[a_owns], b_port)
+    b_config = _config(tmp_path / "b.toml", b_owns, others[b_owns], a_port)
+    a = _start(daemon, a_config, a_port, workers=a_workers)
     b = _start(daemon, b_config, b_port)
     wait_for(lambda: _up(a, b_port) and _up(b, a_port))
     return Pair(daemon, a, b, a_port, b_port, b_config)
@@ -399,13 +409,9 @@ def test_a_command_is_forwarded_once_even_when_two_instances_name_each_other(
 ) -> None:
     # A misconfiguration: X says Y owns BTC-USD, and Y says X does. A command
     # makes one hop and is refused there, instead of bouncing until a timeout.
-    x_port, y_port = free_port(), free_port()
-    x_config = _config(tmp_path / "x.toml", "ETH-USD", "BTC-USD", y_port)
-    y_config = _config(tmp_path / "y.toml", "ETH-USD", "BTC-USD", x_port)
-    x = _start(daemon, x_config, x_port)
-    y = _start(daemon, y_config, y_port)
-    wait_for(lambda: _up(x, y_port) and _up(y, x_port))
-    with EntryClient(LOOPBACK, x_port) as client:
+    pair = _pair(daemon, tmp_path, a_owns="ETH-USD", b_owns="ETH-USD")
+    x = pair.a
+    with EntryClient(LOOPBACK, pair.a_port) as client:
         [reply] = client.request([["new", _btc("buy", "1.00", "1.0000")]])
     assert reply[:2] == ["error", "unknown_symbol"], reply
     status, body = _post(x, _btc("buy", "1.00", "1.0000"))
@@ -426,12 +432,8 @@ def test_a_symbol_owned_by_this_instances_own_port_is_a_config_error(
 def test_an_instance_of_two_workers_forwards_from_either(
     daemon: DaemonFactory, tmp_path: Path
 ) -> None:
-    a_port, b_port = free_port(), free_port()
-    a_config = _config(tmp_path / "a.toml", "BTC-USD", "ETH-USD", b_port)
-    b_config = _config(tmp_path / "b.toml", "ETH-USD", "BTC-USD", a_port)
-    a = _start(daemon, a_config, a_port, workers=2)
-    b = _start(daemon, b_config, b_port)
-    wait_for(lambda: _up(a, b_port) and _up(b, a_port))
+    pair = _pair(daemon, tmp_path, a_workers=2)
+    a, b = pair.a, pair.b
     # A connection each: the kernel hands them to either worker; worker 0
     # holds the link, the other forwards to it.
     ids = set()
