@@ -1,8 +1,11 @@
 """The release, in one place: the package facade, the CLI, /health and /metrics read it.
 
 Also which build of it this is: ``setup.py`` compiles ``COMPILED_MODULES`` with
-mypyc when it can, and installs the same modules as pure Python when it
-cannot (README, "Install"); ``build()`` says which one is installed.
+mypyc when ``SPRINTD_COMPILE=1`` asks and it can, and installs the same
+modules as pure Python otherwise (README, "Install"); ``build()`` says which
+one is installed, and ``load_source`` loads the pure-Python source beside a
+compiled build (kept here, with nothing heavier to import than the standard
+library: bench/engine measures the pure engine in a process that loads it).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The compiled build held to the pure-Python source it is compiled from.
 
-``setup.py`` compiles ``sprintd.version.COMPILED_MODULES`` with mypyc when it
-can. The installed modules are whichever build that was; the ``.py`` files are
-installed beside them in every build, and are loaded here a second time, from
+``setup.py`` compiles ``sprintd.version.COMPILED_MODULES`` with mypyc when
+``SPRINTD_COMPILE=1`` asks and it can. The installed modules are whichever
+build that was; the ``.py`` files are installed beside them in every build,
+and are loaded here a second time (``sprintd.version.load_source``), from
 source, as a package of their own (``_pure_orders``, ``_pure_framing``), so both
 run in one process. The same random command streams then go through both
 engines, which must give the same events after every command and the same book,
