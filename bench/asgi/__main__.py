@@ -27,7 +27,7 @@ from bench.common.net import ServerError, free_port, request, running
 from bench.common.paths import REPO, short
 from bench.common.pinning import Pinning, pinned, plan
 from bench.common.report import Target, finish
-from bench.serving.load import Load, LoadError, Settings, warmed_load
+from bench.serving.load import Load, Settings, measured_loads
 from bench.serving.results import ServerRun, find, to_json
 from bench.serving.servers import SERVERS as SERVING_SERVERS
 from bench.serving.servers import Server
@@ -99,17 +99,17 @@ def _bench(
     log = out / "logs" / f"{server.key}.log"
     try:
         with running(argv, port, server.pythonpath, log, ready_path="/items/1", check=_check):
-            for load in LOADS:
-                url = f"http://127.0.0.1:{port}{load.path}"
-                raw = out / "raw" / f"{server.key}-{load.key}.txt"
-                try:
-                    result = warmed_load(
-                        load, url, settings, raw, warmup=warmup, cpus=pinning.tools
-                    )
-                except LoadError as exc:
-                    run.failures[load.key] = str(exc)
-                    say(f"  {server.key} {load.key}: FAILED: {exc}")
-                    continue
+            for load, result in measured_loads(
+                LOADS,
+                port,
+                server.key,
+                settings,
+                out,
+                run.failures,
+                warmup=warmup,
+                cpus=pinning.tools,
+                prefix=f"  {server.key}",
+            ):
                 run.results[load.key] = result
                 say(
                     f"  {server.key:9} {load.key:5} {result.rps:9,.0f} req/s  "

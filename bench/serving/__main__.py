@@ -18,7 +18,7 @@ from bench.common.paths import short
 from bench.common.pinning import Pinning, pinned, plan
 from bench.common.report import finish
 from bench.serving import report
-from bench.serving.load import LOADS, Load, LoadError, Result, Settings, warmed_load
+from bench.serving.load import LOADS, Load, Result, Settings, measured_loads
 from bench.serving.results import ServerRun
 from bench.serving.servers import SERVERS, Server, serving
 from bench.serving.targets import evaluate
@@ -100,17 +100,17 @@ def _bench(
     try:
         with serving(server, argv, port, out / "logs" / f"{server.key}.log"):
             say(f"{prefix}: ready in {time.monotonic() - began:.1f}s, payload checked")
-            for load in LOADS:
-                url = f"http://127.0.0.1:{port}{load.path}"
-                raw = out / "raw" / f"{server.key}-{load.key}.txt"
-                try:
-                    result = warmed_load(
-                        load, url, settings, raw, warmup=warmup, cpus=pinning.tools
-                    )
-                except LoadError as exc:
-                    run.failures[load.key] = str(exc)
-                    say(f"{prefix}: {load.key} FAILED: {exc}")
-                    continue
+            for load, result in measured_loads(
+                LOADS,
+                port,
+                server.key,
+                settings,
+                out,
+                run.failures,
+                warmup=warmup,
+                cpus=pinning.tools,
+                prefix=prefix,
+            ):
                 run.results[load.key] = result
                 say(f"{prefix}: {_line(load, result, settings)}")
     except ServerError as exc:

@@ -22,10 +22,12 @@ import math
 import os
 import resource
 import subprocess
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.common.cli import say
 from bench.common.paths import H2LOAD, K6, WRK
 from bench.common.pinning import pinned
 from bench.serving.payload import ECHO_BODY, ECHO_PATH, GET_PATH
@@ -44,6 +46,7 @@ __all__ = [
     "Settings",
     "command",
     "environment",
+    "measured_loads",
     "run_load",
     "warmed_load",
 ]
@@ -258,6 +261,33 @@ def warmed_load(
     if load.closed and warmup:
         run_load(load, url, warmup, settings, raw_path.with_suffix(".warmup.txt"), cpus=cpus)
     return run_load(load, url, settings.duration_s, settings, raw_path, cpus=cpus)
+
+
+def measured_loads(
+    loads: Iterable[Load],
+    port: int,
+    server_key: str,
+    settings: Settings,
+    out: Path,
+    failures: dict[str, str],
+    *,
+    warmup: int,
+    cpus: str | None,
+    prefix: str,
+) -> Iterator[tuple[Load, Result]]:
+    """Each of ``loads``, warmed and measured (``warmed_load``) against the server
+    on ``port``, its output in ``out/raw``; a load that fails is said, noted in
+    ``failures`` under its key, and skipped."""
+    for load in loads:
+        url = f"http://127.0.0.1:{port}{load.path}"
+        raw = out / "raw" / f"{server_key}-{load.key}.txt"
+        try:
+            result = warmed_load(load, url, settings, raw, warmup=warmup, cpus=cpus)
+        except LoadError as exc:
+            failures[load.key] = str(exc)
+            say(f"{prefix}: {load.key} FAILED: {exc}")
+            continue
+        yield load, result
 
 
 def parse_wrk(stdout: str) -> Result:
