@@ -81,11 +81,8 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One real PostgreSQL for the session; tests that stop it use ``own_postgres``."""
-    server = PostgresServer()
-    try:
+    with PostgresServer() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture
@@ -97,11 +94,8 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL of the test's own, to stop and start again."""
-    server = PostgresServer()
-    try:
+    with PostgresServer() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

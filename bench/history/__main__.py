@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import signal
 import socket
 import struct
 import threading
@@ -269,7 +268,6 @@ def main(argv: list[str] | None = None) -> int:
         run.failures["run"] = str(exc)
         say(f"NOT MEASURED: {exc}")
     finally:
-        pg.stop(signal.SIGINT)
         pg.close()
     found = targets(run)
     path = report(run, found, out, interrupted)

@@ -161,5 +161,12 @@ class PostgresServer:
             process.wait()
 
     def close(self) -> None:
+        """Stop the server and remove its data."""
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
