@@ -1,15 +1,17 @@
 """Processes a bench starts in sessions of their own: stopping one for sure,
-and the CPU time one used."""
+the CPU time one used, and waiting for one with a progress line."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["alive", "cpu_seconds", "group_cpu_seconds", "stop_group"]
+__all__ = ["alive", "cpu_seconds", "group_cpu_seconds", "stop_group", "wait_showing_progress"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -68,3 +70,17 @@ def group_cpu_seconds(pgid: int) -> float:
         if group == pgid:
             total += ticks
     return total / _TICK
+
+
+def wait_showing_progress(
+    process: subprocess.Popen[bytes], progress: Callable[[float], None], every_s: float
+) -> None:
+    """Wait for ``process`` to exit, calling ``progress`` with the seconds it
+    has run every ``every_s`` seconds (a long load says it is alive)."""
+    began, shown = time.monotonic(), 0.0
+    while process.poll() is None:
+        time.sleep(1)
+        elapsed = time.monotonic() - began
+        if elapsed >= shown + every_s:
+            shown += every_s
+            progress(elapsed)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 from bench.common.cli import say
 from bench.common.net import call_json
 from bench.common.paths import K6
+from bench.common.processes import wait_showing_progress
 from bench.common.report import Target
 from bench.rinha.stack import down, up
 
@@ -133,14 +133,12 @@ def run_official(
             # k6 writes partial-results.json into its working directory.
             process = subprocess.Popen(command, cwd=raw, stdout=log, stderr=subprocess.STDOUT)
             prober = subprocess.Popen(probe, cwd=raw, stdout=probe_log, stderr=subprocess.STDOUT)
-            began, shown = time.monotonic(), 0
             try:
-                while process.poll() is None:
-                    time.sleep(1)
-                    elapsed = time.monotonic() - began
-                    if elapsed >= shown + PROGRESS_S:
-                        shown += PROGRESS_S
-                        say(f"[official] {elapsed:4.0f} s of ~65 s; load {_load()}")
+                wait_showing_progress(
+                    process,
+                    lambda elapsed: say(f"[official] {elapsed:4.0f} s of ~65 s; load {_load()}"),
+                    PROGRESS_S,
+                )
                 prober.wait()
             finally:
                 for running in (process, prober):

@@ -30,7 +30,7 @@ from typing import Any
 from bench.common.cli import say
 from bench.common.net import call_json
 from bench.common.paths import K6
-from bench.common.processes import group_cpu_seconds
+from bench.common.processes import group_cpu_seconds, wait_showing_progress
 from bench.rinha.stack import TOKEN, Stack, down, up
 
 __all__ = ["MODES", "ModeResult", "Options", "run_mode", "score"]
@@ -206,15 +206,12 @@ def run_mode(mode: str, options: Options, out: Path) -> ModeResult:
         k6_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(raw / f"k6-{mode}.log", "wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-            began = time.monotonic()
-            shown = 0
             try:
-                while process.poll() is None:
-                    time.sleep(1)
-                    elapsed = time.monotonic() - began
-                    if elapsed >= shown + PROGRESS_S:
-                        shown += PROGRESS_S
-                        say(f"[{mode}] {elapsed:4.0f} s of ~{options.duration + 8} s")
+                wait_showing_progress(
+                    process,
+                    lambda elapsed: say(f"[{mode}] {elapsed:4.0f} s of ~{options.duration + 8} s"),
+                    PROGRESS_S,
+                )
             finally:
                 # Interrupted: k6 goes too, before the set-up it loads.
                 if process.poll() is None:
